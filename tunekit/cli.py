@@ -1,0 +1,167 @@
+"""The ``tunekit`` command: a thin click layer over the library.
+
+    tunekit train --data shapes --model test_resnet --no-pretrained --epochs 3
+    tunekit data shapes ./shapes --n 4500
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import TunekitError
+
+
+class InputError(click.ClickException):
+    """A TunekitError shown as one line, exit code 2 (bad input), no traceback."""
+
+    exit_code = 2
+
+
+def _setup_logging(verbose: bool) -> None:
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    warnings.showwarning = lambda message, *args, **kwargs: click.echo(f"warning: {message}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="tunekit")
+def main() -> None:
+    """Which timm backbone, with which recipe, fine-tunes best on your data, for what cost?"""
+
+
+@main.command()
+@click.option("--data", default="shapes", show_default=True,
+              help="Dataset spec: folder:PATH, csv:PATH, regex:PATH, pets[:PATH], planet[:PATH], shapes, "
+                   "shapes-multilabel.")
+@click.option("--model", default="resnet18", show_default=True, help="timm model name.")
+@click.option("--pool", type=click.Choice(["avg", "concat"]), default="concat", show_default=True)
+@click.option("--head", type=click.Choice(["fastai", "linear"]), default="fastai", show_default=True)
+@click.option("--resize", type=click.Choice(["crop", "squish", "pad"]), default="crop", show_default=True)
+@click.option("--lr", type=float, default=0.008, show_default=True, help="Peak learning rate (head).")
+@click.option("--zero-init/--no-zero-init", default=None,
+              help="timm's zero_init_last (zero gamma of the last BN per residual block). [default: backbone's]")
+@click.option("--pretrained/--no-pretrained", default=True, show_default=True, help="Start from timm's hub weights.")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Local weights file (implies pretrained).")
+@click.option("--epochs", type=int, default=5, show_default=True, help="Epochs (unfrozen, with pretrained weights).")
+@click.option("--freeze-epochs", type=int, default=1, show_default=True, help="Head-only epochs first (pretrained).")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--img-size", type=int, help="Image size. [default: the dataset's, else the model's]")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--threads", type=int, help="torch CPU threads. [default: torch's]")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per epoch instead of a table.")
+@click.option("--quiet", "-q", is_flag=True, help="Only the epoch rows (no setup summary).")
+def train(as_json: bool, quiet: bool, weights: str | None, **options: Any) -> None:
+    """Fine-tune one configuration and print its metrics after every epoch.
+
+    \b
+    Example (CPU, offline, about a minute):
+      tunekit train --data shapes --model test_resnet --no-pretrained --epochs 3
+    """
+    from . import TrialConfig, fit
+
+    _setup_logging(verbose=not quiet)
+    if weights:
+        options["pretrained"] = weights
+    try:
+        cfg = TrialConfig.from_dict(options)
+        printer = _JsonPrinter() if as_json else _TablePrinter()
+        result = fit(cfg, printer)
+    except TunekitError as e:
+        raise InputError(str(e)) from None
+    if result.status == "diverged":
+        click.echo(f"diverged: the loss became non-finite; try a lower --lr than {cfg.lr}", err=True)
+        sys.exit(1)
+
+
+class _JsonPrinter:
+    def __call__(self, metrics: dict[str, Any], state: object) -> None:
+        click.echo(json.dumps(metrics), nl=True)
+        sys.stdout.flush()
+
+
+class _TablePrinter:
+    COLUMNS = ("epoch", "train_loss", "valid_loss", "error_rate", "accuracy", "f2", "fit_time",
+               "images_per_s", "gpu_mem", "lr")
+
+    def __init__(self) -> None:
+        self.columns: list[str] | None = None
+
+    def __call__(self, metrics: dict[str, Any], state: object) -> None:
+        if self.columns is None:
+            self.columns = [c for c in self.COLUMNS if c in metrics]
+            click.echo("  ".join(f"{c:>12}" for c in self.columns))
+        click.echo("  ".join(f"{_fmt(metrics.get(c)):>12}" for c in self.columns))
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
+
+
+@main.group()
+def data() -> None:
+    """Datasets: generate the built-in data, download and decode a dataset ahead of a search."""
+
+
+@data.command("shapes")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--multilabel", is_flag=True, help="Several shapes per image, csv (Planet) layout.")
+@click.option("--n", type=int, default=4500, show_default=True, help="Number of images.")
+@click.option("--size", type=int, default=64, show_default=True, help="Short side in pixels.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def data_shapes(directory: Path, multilabel: bool, n: int, size: int, seed: int) -> None:
+    """Write the built-in generated shapes dataset as real JPEG files.
+
+    \b
+    Example:
+      tunekit data shapes ./shapes && tunekit train --data folder:./shapes --no-pretrained --model test_resnet
+    """
+    from .data.shapes import write_shapes
+
+    if n < 12 or size < 16:
+        raise click.UsageError("--n must be at least 12 and --size at least 16")
+    write_shapes(directory, n=n, size=size, seed=seed, multilabel=multilabel)
+    layout = f"csv:{directory}" if multilabel else f"folder:{directory}"
+    click.echo(f"wrote {n} images to {directory} (use --data {layout})")
+
+
+@data.command("prepare")
+@click.argument("spec")
+@click.option("--resize", type=click.Choice(["crop", "squish", "pad"]), default="crop", show_default=True)
+@click.option("--img-size", type=int, default=224, show_default=True)
+def data_prepare(spec: str, resize: str, img_size: int) -> None:
+    """Download (if needed) and decode a dataset into the shared cache; print what it holds.
+
+    \b
+    Example:
+      tunekit data prepare planet --resize squish --img-size 224
+    """
+    from . import data as tkdata
+
+    _setup_logging(verbose=True)
+    try:
+        ds = tkdata.load(spec, resize, img_size)
+    except TunekitError as e:
+        raise InputError(str(e)) from None
+    kind = "multi-label" if ds.multilabel else "single-label"
+    click.echo(f"{spec}: {len(ds.train_index)} train / {len(ds.valid_index)} valid images, "
+               f"{len(ds.classes)} classes ({kind}); cache {ds.cache.path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Batches for the training loop: cached uint8 images -> normalized float tensors on the device.
+
+All per-epoch work runs as a handful of tensor ops on the training device: gather the
+batch's rows from the cache, crop (random for training, centre for validation; ``crop``
+resize only), random horizontal flip (training), convert and normalize with the
+backbone's mean and std. On a GPU the whole uint8 split is copied to the device once when
+it fits a small budget, so an epoch moves no data over PCIe at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from .cache import ImageCache
+
+# Preload a split onto a CUDA device when its uint8 array is at most this share of memory.
+PRELOAD_SHARE = 0.15
+
+
+class Batches:
+    """One split of a cached dataset, iterated per epoch as (x, y) on ``device``."""
+
+    def __init__(
+        self, cache: ImageCache, index: np.ndarray, targets: torch.Tensor, *, train: bool,
+        batch_size: int, device: torch.device, mean: tuple[float, ...], std: tuple[float, ...],
+        channels_last: bool = False, seed: int = 0,
+    ) -> None:
+        self.cache, self.train, self.batch_size, self.device = cache, train, batch_size, device
+        self.index = np.asarray(index)
+        self.size = cache.size
+        self.seed = seed
+        self.channels_last = channels_last
+        self.targets = targets.to(device)
+        self.extent = torch.as_tensor(cache.extent[self.index], dtype=torch.long)
+        self.transposed = torch.as_tensor(cache.transposed[self.index])
+        std_t = torch.tensor(std, dtype=torch.float32)
+        # (x / 255 - mean) / std as one multiply-add.
+        self.scale = (1.0 / (255.0 * std_t)).view(1, 3, 1, 1).to(device)
+        self.shift = (-torch.tensor(mean, dtype=torch.float32) / std_t).view(1, 3, 1, 1).to(device)
+        self.resident: torch.Tensor | None = None
+        if device.type == "cuda":
+            nbytes = len(self.index) * int(np.prod(cache.images.shape[1:]))
+            if nbytes <= PRELOAD_SHARE * torch.cuda.get_device_properties(device).total_memory:
+                self.resident = torch.from_numpy(np.ascontiguousarray(cache.images[self.index])).to(device)
+
+    def __len__(self) -> int:
+        """Batches per epoch (training drops the last partial batch, as fastai does)."""
+        n = len(self.index)
+        return n // self.batch_size if self.train else -(-n // self.batch_size)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.index)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of one epoch; training order and augmentation are seeded by (seed, epoch)."""
+        n = len(self.index)
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        order = torch.randperm(n, generator=gen) if self.train else torch.arange(n)
+        for b in range(len(self)):
+            # Sorted positions read the memory map sequentially (``index`` is ascending); the
+            # order of items within a batch does not change a training step.
+            pos = order[b * self.batch_size: (b + 1) * self.batch_size].sort().values
+            yield self._batch(pos, gen), self.targets[pos.to(self.device)]
+
+    def _batch(self, pos: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        if self.resident is not None:
+            raw = self.resident[pos.to(self.device)]
+        else:
+            raw = torch.from_numpy(np.ascontiguousarray(self.cache.images[self.index[pos.numpy()]]))
+            if self.device.type == "cuda":
+                raw = raw.pin_memory().to(self.device, non_blocking=True)
+            else:
+                raw = raw.to(self.device)
+        x = raw.permute(0, 3, 1, 2)  # (B, 3, S, W) uint8 view
+        B, S = x.shape[0], self.size
+        if x.shape[3] != S:  # crop: take an S x S window along the width
+            room = (self.extent[pos] - S).clamp(min=0)
+            if self.train:
+                offset = (torch.rand(B, generator=gen) * (room + 1).float()).long()
+            else:
+                offset = room // 2
+            cols = (offset[:, None] + torch.arange(S)[None, :]).to(self.device)
+            x = x.gather(3, cols[:, None, None, :].expand(B, 3, S, S))
+            t = self.transposed[pos].to(self.device)
+            if t.any():
+                x = torch.where(t[:, None, None, None], x.transpose(2, 3), x)
+        if self.train:
+            flip = (torch.rand(B, generator=gen) < 0.5).to(self.device)
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        x = x.float().mul_(self.scale).add_(self.shift)
+        return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
