@@ -49,7 +49,8 @@ def main() -> None:
 @click.option("--zero-init/--no-zero-init", default=None,
               help="timm's zero_init_last (zero gamma of the last BN per residual block). [default: backbone's]")
 @click.option("--pretrained/--no-pretrained", default=True, show_default=True, help="Start from timm's hub weights.")
-@click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Local weights file (implies pretrained).")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False),
+              help="Local weights file (implies pretrained).")
 @click.option("--epochs", type=int, default=5, show_default=True, help="Epochs (unfrozen, with pretrained weights).")
 @click.option("--freeze-epochs", type=int, default=1, show_default=True, help="Head-only epochs first (pretrained).")
 @click.option("--batch-size", type=int, default=64, show_default=True)

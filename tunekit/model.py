@@ -26,8 +26,10 @@ Pretrained weights overwrite those gammas, which ``ModelInfo.zero_init`` says.
 from __future__ import annotations
 
 import functools
+import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import timm
 import torch
@@ -172,9 +174,17 @@ def _create_body(cfg: TrialConfig, img_size: int) -> tuple[nn.Module, str, str]:
     if isinstance(cfg.pretrained, str):
         kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(Path(cfg.pretrained).expanduser())})
         weights = f"file: {cfg.pretrained}"
+    elif cfg.pretrained:
+        kwargs["pretrained"] = True
+        cached = cached_weights(cfg.model)
+        if cached:  # load the cached file directly: no network round trip per trial
+            kwargs["pretrained_cfg_overlay"] = {"file": cached}
+        else:
+            _require_reachable(cfg.model)
+        weights = "timm hub"
     else:
-        kwargs["pretrained"] = cfg.pretrained
-        weights = "timm hub" if cfg.pretrained else "random init"
+        kwargs["pretrained"] = False
+        weights = "random init"
     if cfg.zero_init is not None:
         kwargs["zero_init_last"] = cfg.zero_init
     try:
@@ -191,9 +201,61 @@ def _create_body(cfg: TrialConfig, img_size: int) -> tuple[nn.Module, str, str]:
     return body, zero_init, weights
 
 
+def timm_pretrained_cfg(name: str):
+    """timm's pretrained config of ``name`` (``arch`` or ``arch.tag``), or None."""
+    return timm.get_pretrained_cfg(name) or timm.get_pretrained_cfg(name.partition(".")[0])
+
+
+def cached_weights(name: str) -> str | None:
+    """The local file of ``name``'s hub weights if the Hugging Face cache has it, else None."""
+    pretrained_cfg = timm_pretrained_cfg(name)
+    repo = getattr(pretrained_cfg, "hf_hub_id", None)
+    if not repo:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    filename = getattr(pretrained_cfg, "hf_hub_filename", None)
+    # timm's order of preference for hub files
+    for candidate in ([filename] if filename else []) + ["model.safetensors", "pytorch_model.bin"]:
+        path = try_to_load_from_cache(repo, candidate)
+        if isinstance(path, str):
+            return path
+    return None
+
+
+def _require_reachable(name: str, timeout: float = 3.0) -> None:
+    """Fail in seconds, not after the hub client's minute of retries, when the weights' host is
+    unreachable (offline machines, firewalled clusters)."""
+    pretrained_cfg = timm_pretrained_cfg(name)
+    if getattr(pretrained_cfg, "hf_hub_id", None):
+        import huggingface_hub.constants as hf
+
+        if hf.HF_HUB_OFFLINE:
+            raise _weights_error(name, "HF_HUB_OFFLINE is set and the weights are not in the local cache")
+        url = hf.ENDPOINT
+    else:
+        url = getattr(pretrained_cfg, "url", "") or ""
+    host = urlparse(url).hostname
+    if not host:
+        return
+    port = urlparse(url).port or (443 if url.startswith("https") else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        raise _weights_error(name, f"cannot reach {host}: {e}") from None
+
+
+def _weights_error(name: str, why: str) -> TunekitError:
+    return TunekitError(
+        f"could not get pretrained weights for {name!r} ({why}). Offline? Put the weights in the "
+        f"Hugging Face cache (~/.cache/huggingface, or $HF_HOME) on a machine that is online, pass a "
+        f"local weights file (--weights FILE, or pretrained='/path/model.safetensors' in a space), or "
+        f"train from scratch (--no-pretrained)."
+    )
+
+
 def _fixed_input_size(name: str) -> bool:
-    pretrained_cfg = timm.get_pretrained_cfg(name) or timm.get_pretrained_cfg(name.partition(".")[0])
-    return bool(getattr(pretrained_cfg, "fixed_input_size", False))
+    return bool(getattr(timm_pretrained_cfg(name), "fixed_input_size", False))
 
 
 def _create(cfg: TrialConfig, kwargs: dict) -> nn.Module:
@@ -207,9 +269,4 @@ def _create(cfg: TrialConfig, kwargs: dict) -> nn.Module:
         source = kwargs.get("pretrained_cfg_overlay", {}).get("file")
         if source:
             raise TunekitError(f"could not load weights file {source!r} into {cfg.model!r}: {e}") from None
-        raise TunekitError(
-            f"could not get pretrained weights for {cfg.model!r} ({type(e).__name__}: {e}). Offline? "
-            f"Put the weights in the Hugging Face cache (~/.cache/huggingface, or $HF_HOME) on a "
-            f"machine that is online, pass a local weights file (--weights FILE, or "
-            f"pretrained='/path/model.safetensors' in a space), or train from scratch (--no-pretrained)."
-        ) from None
+        raise _weights_error(cfg.model, f"{type(e).__name__}: {e}") from None

@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import timm
 import torch
 from torch import nn
 
@@ -32,7 +31,7 @@ from . import data as tkdata
 from .config import TrialConfig
 from .errors import TunekitError
 from .metrics import classification_metrics
-from .model import NORM_TYPES, FineTuneModel, ModelInfo, build_model, check_model_name
+from .model import NORM_TYPES, FineTuneModel, ModelInfo, build_model, check_model_name, timm_pretrained_cfg
 
 log = logging.getLogger("tunekit")
 
@@ -117,7 +116,7 @@ def resolve_img_size(cfg: TrialConfig) -> int:
     natural = tkdata.natural_size(cfg.data)
     if natural:
         return natural
-    pretrained_cfg = timm.get_pretrained_cfg(cfg.model) or timm.get_pretrained_cfg(cfg.model.partition(".")[0])
+    pretrained_cfg = timm_pretrained_cfg(cfg.model)
     return int(pretrained_cfg.input_size[-1]) if pretrained_cfg else 224
 
 
@@ -172,15 +171,20 @@ def fit(cfg: TrialConfig, report: Reporter | None = None, *, resume: dict[str, A
         if resume.get("scaler"):
             run.scaler.load_state_dict(resume["scaler"])
         start_epoch, fit_time, history = resume["epoch"], resume["fit_time"], list(resume["history"])
+        torch.set_rng_state(resume["rng"])  # dropout draws from it: resumed == uninterrupted
+        if resume.get("cuda_rng") is not None and run.device.type == "cuda":
+            torch.cuda.set_rng_state(resume["cuda_rng"], run.device)
         log.info("resuming after epoch %d of %d", start_epoch, cfg.total_epochs)
 
     def checkpoint() -> dict[str, Any]:
-        return {
+        """A snapshot (CPU copies, so it stays valid as training goes on and loads on any node)."""
+        return _to_cpu({
             "epoch": len(history), "fit_time": fit_time, "history": list(history),
             "model": run.model.state_dict(), "optimizer": run.opt.state_dict(),
             "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
-            "config": cfg.to_dict(),
-        }
+            "rng": torch.get_rng_state(), "config": cfg.to_dict(),
+            "cuda_rng": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,
+        })
 
     epoch = 0
     for phase in phases:
@@ -199,6 +203,16 @@ def fit(cfg: TrialConfig, report: Reporter | None = None, *, resume: dict[str, A
                 log.warning("loss became non-finite in epoch %d: run diverged (try a lower lr)", epoch)
                 return FitResult("diverged", history, run.info, run.model)
     return FitResult("completed", history, run.info, run.model)
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
 
 
 def _setup(cfg: TrialConfig) -> _Run:

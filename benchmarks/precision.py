@@ -1,0 +1,86 @@
+"""Train-step throughput of fp32 against bf16 (and fp16) autocast: the evidence behind precision=auto.
+
+    python benchmarks/precision.py --device cpu --models test_resnet,test_convnext,test_vit --img-size 64
+    python benchmarks/precision.py --device cuda --models resnet18,convnext_tiny,vit_small_patch16_224
+
+The bare train step (forward, loss, backward, AdamW step) on random tensors, as timm's
+benchmark.py measures it; no data loading, no Ray. Prints a table and, with --json, records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import tunekit  # noqa: F401  - torchvision workaround before timm
+import timm
+import torch
+
+
+def step_rate(model_name: str, precision: str, device: torch.device, batch: int, size: int,
+              warmup: int, iters: int) -> float:
+    kwargs = {"img_size": size} if getattr(timm.get_pretrained_cfg(model_name), "fixed_input_size", False) else {}
+    model = timm.create_model(model_name, pretrained=False, num_classes=10, **kwargs).to(device)
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    x = torch.randn(batch, 3, size, size, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(iters):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return batch * iters / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="test_resnet,test_convnext,test_vit")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--img-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--iters", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", help="also write the records to this file")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    print(f"# {where}, torch {torch.__version__}, timm {timm.__version__}, {torch.get_num_threads()} threads, "
+          f"batch {args.batch_size}, {args.img_size}px")
+    precisions = args.precisions.split(",")
+    print(f"{'model':24s}" + "".join(f"{p + ' img/s':>14s}" for p in precisions) + f"{'bf16/fp32':>11s}")
+    records = []
+    for name in args.models.split(","):
+        rates = {p: step_rate(name, p, device, args.batch_size, args.img_size, args.warmup, args.iters)
+                 for p in precisions}
+        ratio = rates["bf16"] / rates["fp32"] if {"bf16", "fp32"} <= rates.keys() else float("nan")
+        print(f"{name:24s}" + "".join(f"{rates[p]:14.0f}" for p in precisions) + f"{ratio:11.2f}")
+        records.append({"model": name, "device": str(device), "batch_size": args.batch_size,
+                        "img_size": args.img_size, **{f"{p}_images_per_s": r for p, r in rates.items()}})
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(records, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Shared fixtures: an isolated data root, small generated datasets, image-file helpers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import tunekit  # noqa: F401  - first: installs the torchvision import workaround before timm loads
+from tunekit.data.shapes import write_shapes
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every test shares one TUNEKIT_DATA (generated data and decode caches), never ~/.cache."""
+    root = tmp_path_factory.mktemp("tunekit-data")
+    old = os.environ.get("TUNEKIT_DATA")
+    os.environ["TUNEKIT_DATA"] = str(root)
+    yield root
+    if old is None:
+        os.environ.pop("TUNEKIT_DATA", None)
+    else:
+        os.environ["TUNEKIT_DATA"] = old
+
+
+@pytest.fixture(scope="session")
+def small_shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """240 single-label images, 32px short side, in the folder layout."""
+    return write_shapes(tmp_path_factory.mktemp("shapes") / "single", n=240, size=32, seed=3)
+
+
+@pytest.fixture(scope="session")
+def small_shapes_multilabel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """240 multi-label images, 32px short side, in the csv (Planet) layout."""
+    return write_shapes(tmp_path_factory.mktemp("shapes") / "multi", n=240, size=32, seed=3, multilabel=True)

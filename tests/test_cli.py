@@ -1,0 +1,69 @@
+"""The tunekit command line, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from click.testing import CliRunner
+
+from tunekit.cli import main
+
+
+def test_train_acceptance_run_learns_shapes():
+    """The engine's done-when command, as a real process: 3 epochs, error_rate <= 0.35."""
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "tunekit.cli", "train", "--data", "shapes", "--model", "test_resnet",
+         "--no-pretrained", "--epochs", "3", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )
+    seconds = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert rows[-1]["error_rate"] <= 0.35, rows
+    assert "test_resnet on cpu (fp32)" in proc.stderr  # setup summary goes to stderr, JSON to stdout
+    print(f"acceptance run: {seconds:.1f}s wall, final error_rate {rows[-1]['error_rate']:.3f}")
+
+
+def test_train_prints_an_epoch_table(small_shapes):
+    result = CliRunner().invoke(main, [
+        "train", "--data", f"folder:{small_shapes}", "--model", "test_resnet", "--no-pretrained",
+        "--epochs", "2", "--img-size", "32", "--batch-size", "32", "--quiet",
+    ])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0].split() == ["epoch", "train_loss", "valid_loss", "error_rate", "accuracy", "fit_time",
+                                "images_per_s", "gpu_mem", "lr"]
+    assert [line.split()[0] for line in lines[1:]] == ["1", "2"]
+
+
+def test_bad_input_exits_2_with_one_message_and_no_traceback(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["train", "--model", "resnet51", "--no-pretrained"])
+    assert result.exit_code == 2
+    assert "unknown timm model 'resnet51' (did you mean" in result.output
+    assert "Traceback" not in result.output
+    result = runner.invoke(main, ["train", "--data", f"folder:{tmp_path / 'missing'}", "--model", "test_resnet",
+                                  "--no-pretrained"])
+    assert result.exit_code == 2 and "does not exist" in result.output
+    result = runner.invoke(main, ["train", "--data", "shapes?nn=3", "--model", "test_resnet"])
+    assert result.exit_code == 2 and "did you mean 'n'?" in result.output
+    result = runner.invoke(main, ["train", "--pool", "max"])
+    assert result.exit_code == 2 and "'max' is not one of 'avg', 'concat'" in result.output
+
+
+def test_data_shapes_and_prepare(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "shapes"
+    result = runner.invoke(main, ["data", "shapes", str(out), "--n", "60", "--size", "24", "--seed", "1"])
+    assert result.exit_code == 0 and f"--data folder:{out}" in result.output
+    assert len(list(out.glob("*/*.jpg"))) == 60
+    result = runner.invoke(main, ["data", "prepare", f"folder:{out}", "--resize", "squish", "--img-size", "24"])
+    assert result.exit_code == 0, result.output
+    assert "48 train / 12 valid images, 6 classes (single-label)" in result.output
+    result = runner.invoke(main, ["data", "shapes", str(tmp_path / "ml"), "--n", "30", "--multilabel"])
+    assert result.exit_code == 0 and (tmp_path / "ml" / "labels.csv").is_file()

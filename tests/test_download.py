@@ -1,0 +1,145 @@
+"""The pets/planet download path against a real HTTP server on 127.0.0.1 (no internet)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import socket
+import tarfile
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tunekit import data as tkdata
+from tunekit.data import download
+from tunekit.data.download import Remote, ensure, safe_extract
+from tunekit.data.shapes import write_shapes
+from tunekit.errors import TunekitError
+
+
+@pytest.fixture
+def server(tmp_path):
+    """Serve tmp_path/www on 127.0.0.1; yields (base_url, list of requested paths)."""
+    www = tmp_path / "www"
+    www.mkdir()
+    requests: list[str] = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            requests.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(www)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", www, requests
+    httpd.shutdown()
+
+
+def planet_archive(tmp_path: Path, www: Path) -> tuple[int, str]:
+    """A small archive in the Planet sample's layout: planet_sample/{labels.csv,train/*.jpg}."""
+    src = write_shapes(tmp_path / "src" / "planet_sample", n=60, size=24, multilabel=True)
+    archive = www / "planet_sample.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(src, arcname="planet_sample")
+    data = archive.read_bytes()
+    return len(data), hashlib.md5(data).hexdigest()
+
+
+def test_planet_downloads_once_through_the_spec(tmp_path, server, monkeypatch):
+    base, www, requests = server
+    size, md5 = planet_archive(tmp_path, www)
+    monkeypatch.setenv("TUNEKIT_DATA", str(tmp_path / "root"))
+    monkeypatch.setitem(download.REMOTES, "planet", Remote(
+        "planet", f"{base}/planet_sample.tgz", size, md5, "planet_sample", "planet_sample/labels.csv"))
+    ds = tkdata.load("planet", "squish", 24)
+    assert ds.multilabel and len(ds.train_index) + len(ds.valid_index) == 60
+    assert (tmp_path / "root" / "planet_sample" / "labels.csv").is_file()
+    assert not (tmp_path / "root" / "planet_sample.tgz").exists()  # archive removed after extraction
+    tkdata.load("planet", "squish", 24)
+    assert requests == ["/planet_sample.tgz"]
+
+
+def test_concurrent_callers_download_once(tmp_path, server):
+    base, www, requests = server
+    size, md5 = planet_archive(tmp_path, www)
+    remote = Remote("planet", f"{base}/planet_sample.tgz", size, md5, "planet_sample", "")
+    results: list[Path] = []
+    threads = [threading.Thread(target=lambda: results.append(ensure(remote, tmp_path / "root", progress=False)))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 3 and len(set(results)) == 1
+    assert requests == ["/planet_sample.tgz"]
+
+
+def test_wrong_checksum_is_rejected(tmp_path, server):
+    base, www, _ = server
+    size, _ = planet_archive(tmp_path, www)
+    remote = Remote("planet", f"{base}/planet_sample.tgz", size, "0" * 32, "planet_sample", "x")
+    with pytest.raises(TunekitError, match="has MD5 .* expected 0000"):
+        ensure(remote, tmp_path / "root", progress=False)
+    assert not list((tmp_path / "root").glob("*.part")) and not (tmp_path / "root" / "planet_sample").exists()
+
+
+def test_wrong_size_is_rejected(tmp_path, server):
+    base, www, _ = server
+    size, md5 = planet_archive(tmp_path, www)
+    remote = Remote("planet", f"{base}/planet_sample.tgz", size + 1, md5, "planet_sample", "x")
+    with pytest.raises(TunekitError, match=f"is {size} bytes, expected {size + 1}"):
+        ensure(remote, tmp_path / "root", progress=False)
+
+
+def test_offline_says_where_to_put_the_files(tmp_path):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    remote = Remote("pets", f"http://127.0.0.1:{port}/oxford-iiit-pet.tgz", 10, None, "oxford-iiit-pet",
+                    "oxford-iiit-pet/images/<Breed_Name>_<n>.jpg")
+    with pytest.raises(TunekitError) as err:
+        ensure(remote, tmp_path / "root", progress=False)
+    msg = str(err.value)
+    assert "could not download the pets dataset" in msg
+    assert f"extract it into {tmp_path / 'root'}" in msg and "'pets:PATH'" in msg
+
+
+def test_fixed_urls_are_https_with_checks():
+    for remote in download.REMOTES.values():
+        assert remote.url.startswith("https://") and remote.size and remote.md5
+
+
+def _tar_with(members: list[tuple[tarfile.TarInfo, bytes | None]], path: Path) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for info, payload in members:
+            tar.addfile(info, io.BytesIO(payload) if payload is not None else None)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "link"),
+    [("../evil.txt", tarfile.REGTYPE, ""), ("/tmp/abs-evil.txt", tarfile.REGTYPE, ""),
+     ("ok/../../evil.txt", tarfile.REGTYPE, ""), ("ok/link", tarfile.SYMTYPE, "/etc/passwd"),
+     ("ok/link2", tarfile.SYMTYPE, "../../outside")],
+)
+def test_extraction_refuses_path_traversal(tmp_path, name, kind, link):
+    good = tarfile.TarInfo("ok/fine.txt")
+    good.size = 2
+    bad = tarfile.TarInfo(name)
+    bad.type, bad.linkname = kind, link
+    payload = b"x" if kind == tarfile.REGTYPE else None
+    bad.size = 1 if payload else 0
+    archive = _tar_with([(good, b"ok"), (bad, payload)], tmp_path / "evil.tgz")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(TunekitError, match="refusing to extract"):
+        safe_extract(archive, dest)
+    assert not any(dest.iterdir())  # nothing extracted at all
+    assert not (tmp_path / "evil.txt").exists()
