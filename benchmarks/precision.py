@@ -14,7 +14,9 @@ import json
 import platform
 import time
 
-import tunekit  # noqa: F401  - torchvision workaround before timm
+import tunekit  # noqa: F401  - first: the torchvision import workaround, before timm
+
+# isort: split
 import timm
 import torch
 

@@ -45,25 +45,42 @@ def server(tmp_path):
 def planet_archive(tmp_path: Path, www: Path) -> tuple[int, str]:
     """A small archive in the Planet sample's layout: planet_sample/{labels.csv,train/*.jpg}."""
     src = write_shapes(tmp_path / "src" / "planet_sample", n=60, size=24, multilabel=True)
-    archive = www / "planet_sample.tgz"
+    return _archive(src, "planet_sample", www / "planet_sample.tgz")
+
+
+def pets_archive(tmp_path: Path, www: Path) -> tuple[int, str]:
+    """The fastai Pets archive's layout: oxford-iiit-pet/images/<Breed_Name>_<n>.jpg (flat)."""
+    src = write_shapes(tmp_path / "src" / "shapes", n=60, size=24)
+    images = tmp_path / "src" / "oxford-iiit-pet" / "images"
+    images.mkdir(parents=True)
+    for f in src.glob("*/*.jpg"):
+        f.rename(images / f.name)
+    return _archive(images.parent, "oxford-iiit-pet", www / "oxford-iiit-pet.tgz")
+
+
+def _archive(src: Path, arcname: str, archive: Path) -> tuple[int, str]:
     with tarfile.open(archive, "w:gz") as tar:
-        tar.add(src, arcname="planet_sample")
+        tar.add(src, arcname=arcname)
     data = archive.read_bytes()
     return len(data), hashlib.md5(data).hexdigest()
 
 
-def test_planet_downloads_once_through_the_spec(tmp_path, server, monkeypatch):
+@pytest.mark.parametrize(("name", "make", "folder", "multilabel"), [
+    ("planet", planet_archive, "planet_sample", True), ("pets", pets_archive, "oxford-iiit-pet", False)])
+def test_dataset_downloads_once_through_the_spec(tmp_path, server, monkeypatch, name, make, folder, multilabel):
     base, www, requests = server
-    size, md5 = planet_archive(tmp_path, www)
+    size, md5 = make(tmp_path, www)
     monkeypatch.setenv("TUNEKIT_DATA", str(tmp_path / "root"))
-    monkeypatch.setitem(download.REMOTES, "planet", Remote(
-        "planet", f"{base}/planet_sample.tgz", size, md5, "planet_sample", "planet_sample/labels.csv"))
-    ds = tkdata.load("planet", "squish", 24)
-    assert ds.multilabel and len(ds.train_index) + len(ds.valid_index) == 60
-    assert (tmp_path / "root" / "planet_sample" / "labels.csv").is_file()
-    assert not (tmp_path / "root" / "planet_sample.tgz").exists()  # archive removed after extraction
-    tkdata.load("planet", "squish", 24)
-    assert requests == ["/planet_sample.tgz"]
+    real = download.REMOTES[name]
+    monkeypatch.setitem(download.REMOTES, name, Remote(
+        name, f"{base}/{Path(real.url).name}", size, md5, real.folder, real.layout))
+    ds = tkdata.load(name, "squish", 24)
+    assert ds.multilabel == multilabel and len(ds.train_index) + len(ds.valid_index) == 60
+    assert len(ds.classes) == 6
+    assert (tmp_path / "root" / folder).is_dir()
+    assert not (tmp_path / "root" / Path(real.url).name).exists()  # archive removed after extraction
+    tkdata.load(name, "squish", 24)
+    assert requests == [f"/{Path(real.url).name}"]
 
 
 def test_concurrent_callers_download_once(tmp_path, server):
