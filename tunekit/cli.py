@@ -114,6 +114,40 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
 
 
+@main.command()
+@click.argument("space", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--num-gpus", type=float, help="GPUs this search may use in total. [default: all visible]")
+@click.option("--gpus-per-trial", type=float, help="GPU share per trial: 0.25 packs 4 trials on a GPU.")
+@click.option("--cpus-per-trial", type=float, help="CPU cores per trial (also its torch threads).")
+@click.option("--num-samples", type=int, help="Samples of the space (times the grid size).")
+@click.option("--address", help="Join a Ray cluster started with 'ray start' (ADDR:PORT or 'auto').")
+@click.option("--storage-path", default="~/ray_results", show_default=True, help="Where run folders go.")
+@click.option("--name", help="Run folder name. [default: the space file's name]")
+@click.option("--resume", is_flag=True, help="Continue the interrupted search of this name.")
+@click.option("--dry-run", is_flag=True, help="Validate and print the plan; start nothing, download nothing.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting or fix a config key.")
+@click.option("--verbose", "-v", is_flag=True, help="Ray's own output too.")
+def search(space: Path, sets: tuple[str, ...], verbose: bool, **options: Any) -> None:
+    """Run the hyperparameter search of a search-space file on Ray Tune.
+
+    \b
+    Examples:
+      tunekit search search_spaces/demo.py                      # CPU, built-in data, minutes
+      tunekit search search_spaces/planet.py --num-gpus 4 --gpus-per-trial 0.5
+      tunekit search search_spaces/planet.py --address auto     # on the head of a 'ray start' cluster
+      tunekit search search_spaces/demo.py --dry-run --set num_samples=4
+    """
+    from .search import search as run_search
+    from .spec import parse_override
+
+    _setup_logging(verbose=verbose)
+    try:
+        overrides = dict(parse_override(s) for s in sets)
+        run_search(space, overrides=overrides, verbose=verbose, echo=click.echo, **options)
+    except TunekitError as e:
+        raise InputError(str(e)) from None
+
+
 @main.group()
 def data() -> None:
     """Datasets: generate the built-in data, download and decode a dataset ahead of a search."""

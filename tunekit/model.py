@@ -180,7 +180,7 @@ def _create_body(cfg: TrialConfig, img_size: int) -> tuple[nn.Module, str, str]:
         if cached:  # load the cached file directly: no network round trip per trial
             kwargs["pretrained_cfg_overlay"] = {"file": cached}
         else:
-            _require_reachable(cfg.model)
+            require_reachable(cfg.model)
         weights = "timm hub"
     else:
         kwargs["pretrained"] = False
@@ -223,7 +223,7 @@ def cached_weights(name: str) -> str | None:
     return None
 
 
-def _require_reachable(name: str, timeout: float = 3.0) -> None:
+def require_reachable(name: str, timeout: float = 3.0) -> None:
     """Fail in seconds, not after the hub client's minute of retries, when the weights' host is
     unreachable (offline machines, firewalled clusters)."""
     pretrained_cfg = timm_pretrained_cfg(name)

@@ -159,9 +159,13 @@ class _Run:
     amp_dtype: torch.dtype | None
 
 
-def fit(cfg: TrialConfig, report: Reporter | None = None, *, resume: dict[str, Any] | None = None) -> FitResult:
-    """Train ``cfg`` to the end (or divergence); ``report`` after every epoch."""
+def fit(cfg: TrialConfig, report: Reporter | None = None, *, resume: dict[str, Any] | None = None,
+        on_setup: Callable[[RunInfo], None] | None = None) -> FitResult:
+    """Train ``cfg`` to the end (or divergence); ``report`` after every epoch; ``on_setup`` once
+    data and model are ready, with what the run really uses."""
     run = _setup(cfg)
+    if on_setup is not None:
+        on_setup(run.info)
     phases = plan(cfg)
     history: list[dict[str, Any]] = []
     start_epoch, fit_time = 0, 0.0

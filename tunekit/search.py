@@ -1,0 +1,486 @@
+"""Tuner assembly: a SearchSpec -> Ray Tune run (searcher, ASHA, resources, storage, resume).
+
+    result = search("search_spaces/demo.py", storage_path="~/ray_results")
+    result.trials.sort_values("error_rate").head()
+
+Ray is started locally (dashboard off) and stopped afterwards, unless ``address`` joins a
+cluster started with ``ray start``. Before any trial, every node prepares the data once
+(download, decode-once cache) and the pretrained weights. Trials report every epoch; ASHA
+stops hopeless ones on the epoch count; each trial checkpoints every epoch (the latest kept,
+removed when the trial ends) and is retried from it on failure. Re-running with the same name
+(or ``resume=True``) continues an interrupted search: finished trials are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import ray
+from ray import tune
+from ray.tune import Callback
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, LoggerCallback
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.basic_variant import BasicVariantGenerator
+
+from .config import SEARCH_KEYS, TrialConfig
+from .errors import TunekitError
+from .spec import SearchSpec, load_spec
+from .train import METRICS
+
+SPEC_FILE = "tunekit_spec.json"
+SPACE_COPY = "search_space.py"
+DEFAULT_STORAGE = "~/ray_results"
+
+
+@dataclass
+class Plan:
+    """What a search will do, computed without starting anything (``--dry-run`` prints it)."""
+
+    name: str
+    path: Path
+    trials: int
+    max_epochs: int
+    cpus_per_trial: float
+    gpus_per_trial: float
+    total_cpus: float
+    total_gpus: float
+    concurrency: int
+    searcher: str
+    asha: dict[str, int] | None
+    resume: bool
+
+    @property
+    def epoch_budget(self) -> int:
+        return self.trials * self.max_epochs
+
+    def lines(self, spec: SearchSpec) -> list[str]:
+        asha = (f"ASHA on epochs (grace {self.asha['grace_period']}, reduction {self.asha['reduction_factor']}, "
+                f"max {self.max_epochs})" if self.asha else "no early stopping")
+        return [
+            f"search {self.name!r} -> {self.path}" + (" (resuming)" if self.resume else ""),
+            f"  space    {spec.path or '-'}: {self.trials} trial(s), searcher {self.searcher}, {asha}",
+            f"  data     {spec.data}",
+            f"  metric   {spec.metric} ({spec.mode})",
+            f"  per trial {self.cpus_per_trial:g} CPU, {self.gpus_per_trial:g} GPU; "
+            f"up to {self.concurrency} at once on {self.total_cpus:g} CPU / {self.total_gpus:g} GPU",
+            f"  budget   at most {self.epoch_budget} epochs ({self.trials} x {self.max_epochs})",
+        ]
+
+
+@dataclass
+class SearchResult:
+    path: Path
+    trials: pd.DataFrame  # one row per trial: config, final and best metrics, epochs, status
+    metric: str
+    mode: str
+
+    def best(self, n: int = 5) -> pd.DataFrame:
+        ok = self.trials[self.trials["status"] != "errored"]
+        return ok.sort_values(f"best_{self.metric}", ascending=self.mode == "min").head(n)
+
+
+def search(
+    space: str | Path | SearchSpec, *, num_gpus: float | None = None, gpus_per_trial: float | None = None,
+    cpus_per_trial: float | None = None, num_samples: int | None = None, address: str | None = None,
+    storage_path: str | Path = DEFAULT_STORAGE, name: str | None = None, resume: bool = False,
+    dry_run: bool = False, overrides: dict[str, Any] | None = None, verbose: bool = False,
+    echo: Callable[[str], None] = print,
+) -> SearchResult | Plan:
+    """Run (or, with ``dry_run``, plan) the search of a space file; see the module docstring."""
+    spec = space if isinstance(space, SearchSpec) else load_spec(space, _cli_overrides(
+        overrides, gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial, num_samples=num_samples, name=name))
+    storage = Path(storage_path).expanduser().resolve()
+    run_dir = storage / spec.name
+    restoring = _check_resume(spec, run_dir, resume)
+    started = False
+    if address is None:
+        total_cpus = float(os.cpu_count() or 1)
+        total_gpus = float(num_gpus if num_gpus is not None else _local_gpus())
+        if num_gpus is not None and num_gpus > _local_gpus() and not dry_run:
+            raise TunekitError(f"--num-gpus {num_gpus:g}: this machine has {_local_gpus()} GPU(s)")
+    else:
+        _check_address(address)
+        if not ray.is_initialized():
+            ray.init(address=address, log_to_driver=verbose, logging_level="INFO" if verbose else "WARNING")
+            started = True
+        resources = ray.cluster_resources()
+        total_cpus, total_gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+        if num_gpus is not None:
+            total_gpus = min(total_gpus, float(num_gpus))
+    plan = _plan(spec, run_dir, total_cpus, total_gpus, restoring)
+    if dry_run:
+        for line in plan.lines(spec):
+            echo(line)
+        if started:
+            ray.shutdown()
+        return plan
+    if not ray.is_initialized():
+        ray.init(num_cpus=int(total_cpus), num_gpus=int(math.ceil(total_gpus)), include_dashboard=False,
+                 log_to_driver=verbose, logging_level="INFO" if verbose else "WARNING", configure_logging=True)
+        started = True
+    try:
+        for line in plan.lines(spec):
+            echo(line)
+        _prepare_nodes(spec, echo)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _save_spec(spec, run_dir)
+        tuner = _tuner(spec, storage, restoring, verbose, echo, plan)
+        t0 = time.perf_counter()
+        grid = tuner.fit()
+        result = SearchResult(run_dir, _trial_table(grid, spec, plan.max_epochs), spec.metric, spec.mode)
+        echo(f"search finished in {time.perf_counter() - t0:.0f}s: {len(result.trials)} trial(s)")
+        for line in summary(result):
+            echo(line)
+        return result
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _cli_overrides(overrides: dict[str, Any] | None, **options: Any) -> dict[str, Any]:
+    out = dict(overrides or {})
+    out.update({k: v for k, v in options.items() if v is not None})
+    return out
+
+
+def _local_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def _check_address(address: str, timeout: float = 5.0) -> None:
+    """Fail within seconds when a cluster address does not answer (instead of Ray's long retry)."""
+    if address == "auto":
+        return
+    host, _, port = address.replace("ray://", "").rpartition(":")
+    try:
+        socket.create_connection((host or address, int(port or 6379)), timeout=timeout).close()
+    except (OSError, ValueError) as e:
+        raise TunekitError(f"--address {address}: no Ray cluster answers there ({e}); start one with "
+                           f"'ray start --head' or leave --address out for a local run") from None
+
+
+def _check_resume(spec: SearchSpec, run_dir: Path, resume: bool) -> bool:
+    """Whether ``run_dir`` holds a search to continue; refuse one made from another space."""
+    exists = run_dir.is_dir() and tune.Tuner.can_restore(str(run_dir))
+    if resume and not exists:
+        raise TunekitError(f"--resume: there is no search named {spec.name!r} in {run_dir.parent}")
+    if exists and (run_dir / SPEC_FILE).is_file():
+        previous = json.loads((run_dir / SPEC_FILE).read_text()).get("fingerprint")
+        if previous != spec.fingerprint():
+            raise TunekitError(f"{run_dir} holds a search made from a different space; "
+                               f"use another --name, or delete that folder to start over")
+    return exists
+
+
+def _plan(spec: SearchSpec, run_dir: Path, total_cpus: float, total_gpus: float, restoring: bool) -> Plan:
+    if spec.gpus_per_trial > 0 and total_gpus <= 0:
+        raise TunekitError(f"gpus_per_trial={spec.gpus_per_trial:g} but no GPU is available: "
+                           f"pass --num-gpus N, or --gpus-per-trial 0 to run on CPUs")
+    if spec.gpus_per_trial > max(total_gpus, 0) and total_gpus > 0:
+        raise TunekitError(f"gpus_per_trial={spec.gpus_per_trial:g} is more than the {total_gpus:g} GPU(s) available")
+    if spec.cpus_per_trial > total_cpus:
+        raise TunekitError(f"cpus_per_trial={spec.cpus_per_trial:g} is more than the {total_cpus:g} CPU(s) available")
+    by_cpu = math.floor(total_cpus / spec.cpus_per_trial + 1e-9)
+    by_gpu = math.floor(total_gpus / spec.gpus_per_trial + 1e-9) if spec.gpus_per_trial > 0 else by_cpu
+    concurrency = max(1, min(by_cpu, by_gpu, spec.max_concurrent or by_cpu, spec.trial_count()))
+    return Plan(spec.name, run_dir, spec.trial_count(), spec.total_epochs(), spec.cpus_per_trial,
+                spec.gpus_per_trial, total_cpus, total_gpus, concurrency, spec.searcher, spec.asha, restoring)
+
+
+def _save_spec(spec: SearchSpec, run_dir: Path) -> None:
+    """The run folder reproduces the search on its own: a copy of the space file and the resolved spec."""
+    if spec.path is not None and spec.path.resolve() != (run_dir / SPACE_COPY).resolve():
+        shutil.copyfile(spec.path, run_dir / SPACE_COPY)
+    (run_dir / SPEC_FILE).write_text(json.dumps(spec.describe(), indent=2, default=str))
+
+
+# ---- data and weights, once per node -------------------------------------------------------------
+
+def _prepare_nodes(spec: SearchSpec, echo: Callable[[str], None]) -> None:
+    """Download and decode the data (and fetch pretrained weights) once on every node, before trials."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    jobs = _prepare_jobs(spec)
+    if not jobs["caches"] and not jobs["weights"]:
+        return
+    nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+    echo(f"preparing data on {len(nodes)} node(s): {spec.data}, "
+         f"{len(jobs['caches'])} resize/size combination(s), {len(jobs['weights'])} pretrained model(s)")
+    task = ray.remote(num_cpus=0)(_prepare_here)
+    refs = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(spec.data, jobs)
+            for node in nodes]
+    try:
+        ray.get(refs)
+    except ray.exceptions.RayTaskError as e:
+        cause = e.cause if isinstance(getattr(e, "cause", None), TunekitError) else None
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+def _prepare_jobs(spec: SearchSpec) -> dict[str, list]:
+    from .train import resolve_img_size
+
+    models = spec.values_of("model") or []
+    resizes = spec.values_of("resize") or []
+    sizes = spec.values_of("img_size")
+    pretrained = spec.values_of("pretrained") or [True]
+    caches = set()
+    for model in models:
+        for resize in resizes:
+            for size in sizes or [None]:
+                cfg = TrialConfig(data=spec.data, model=model, img_size=size, pretrained=False)
+                caches.add((resize, resolve_img_size(cfg)))
+    weights = sorted({m for m in models for p in pretrained if p is True})
+    return {"caches": sorted(caches), "weights": weights}
+
+
+def _prepare_here(data: str, jobs: dict[str, list]) -> None:
+    from . import data as tkdata
+
+    for resize, size in jobs["caches"]:
+        tkdata.load(data, resize, size)
+    for model in jobs["weights"]:
+        _fetch_weights(model)
+
+
+def _fetch_weights(model: str) -> None:
+    import timm
+
+    from .model import cached_weights, require_reachable
+
+    if cached_weights(model):
+        return
+    require_reachable(model)
+    timm.create_model(model, pretrained=True, num_classes=0)
+
+
+# ---- the Tuner -----------------------------------------------------------------------------------
+
+def _tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool, echo: Callable[[str], None],
+           plan: Plan) -> tune.Tuner:
+    from .trainable import run_trial
+
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # we add CSV + JSON, and our own TensorBoard
+    if not verbose:  # Ray warns when per-epoch checkpoints snapshot its state often: expected here
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    threads = max(1, int(spec.cpus_per_trial))
+    trainable = tune.with_resources(run_trial, {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
+    param_space = {**spec.param_space(), "threads": threads}
+    callbacks = [
+        CSVLoggerCallback(), JsonLoggerCallback(), TensorBoardCallback(),
+        ProgressCallback(echo, spec.metric, spec.mode, plan.max_epochs, plan.trials, searched_keys(spec)),
+    ]
+    if not spec.keep_checkpoints:
+        callbacks.append(CheckpointCleanup())
+    run_config = tune.RunConfig(
+        name=spec.name, storage_path=str(storage), callbacks=callbacks, verbose=2 if verbose else 0,
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+    )
+    if restoring:
+        return tune.Tuner.restore(str(storage / spec.name), trainable, resume_unfinished=True, resume_errored=True,
+                                  param_space=param_space)
+    scheduler = None
+    if spec.asha:
+        scheduler = ASHAScheduler(time_attr="epoch", max_t=plan.max_epochs, grace_period=spec.asha["grace_period"],
+                                  reduction_factor=spec.asha["reduction_factor"])
+    if spec.searcher == "optuna":
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        search_alg = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=spec.search_seed))
+    else:
+        search_alg = BasicVariantGenerator(random_state=spec.search_seed)
+    tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=scheduler, search_alg=search_alg,
+                                  num_samples=spec.num_samples, max_concurrent_trials=spec.max_concurrent)
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+
+def _trial_table(grid: tune.ResultGrid, spec: SearchSpec, max_epochs: int) -> pd.DataFrame:
+    rows = []
+    for result in grid:
+        config = {k: v for k, v in (result.config or {}).items() if k in SEARCH_KEYS}
+        history = result.metrics_dataframe
+        last = result.metrics or {}
+        row: dict[str, Any] = {"trial_id": last.get("trial_id", Path(result.path).name), **config}
+        for m in METRICS:
+            if m in last and m != "lr":  # the schedule's last lr; the row's lr is the configured one
+                row[m] = last[m]
+        epochs = int(last.get("epoch", 0) or 0)
+        if history is not None and spec.metric in history:
+            values = history[spec.metric].dropna()
+            row[f"best_{spec.metric}"] = values.min() if spec.mode == "min" else values.max()
+        else:
+            row[f"best_{spec.metric}"] = float("nan")
+        row["epochs_run"] = epochs
+        row["device"] = last.get("device")
+        if result.error is not None:
+            row["status"] = "errored"
+            row["error"] = str(result.error).strip().splitlines()[-1][:300]
+        elif last.get("diverged"):
+            row["status"] = "diverged"
+        elif epochs < max_epochs:
+            row["status"] = f"stopped early (epoch {epochs})"
+        else:
+            row["status"] = "completed"
+        row["path"] = result.path
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summary(result: SearchResult, n: int = 5) -> list[str]:
+    """A short ranked table of the best trials and where the results are."""
+    df = result.trials
+    counts = df["status"].map(lambda s: s.split(" (")[0]).value_counts().to_dict()
+    lines = ["trials: " + ", ".join(f"{v} {k}" for k, v in counts.items())]
+    best = result.best(n)
+    if len(best):
+        cols = [c for c in ("model", "pool", "head", "resize", "lr", "zero_init") if c in best]
+        metric = f"best_{result.metric}"
+        show = best[cols + [metric, "fit_time", "gpu_mem", "epochs_run"]].copy()
+        show.insert(0, "rank", range(1, len(show) + 1))
+        lines.append(f"best {min(n, len(show))} by {result.metric}:")
+        lines += ["  " + line for line in show.to_string(index=False, float_format=lambda v: f"{v:.4g}").splitlines()]
+    lines.append(f"results: {result.path}")
+    lines.append(f"curves:  tensorboard --logdir {result.path}")
+    return lines
+
+
+# ---- callbacks -----------------------------------------------------------------------------------
+
+class TensorBoardCallback(LoggerCallback):
+    """Per-epoch scalars under the metric names, and each trial's hyperparameters (hparams view)."""
+
+    def __init__(self) -> None:
+        self._writers: dict[str, Any] = {}
+
+    def _writer(self, trial):
+        from torch.utils.tensorboard import SummaryWriter
+
+        if trial.trial_id not in self._writers:
+            self._writers[trial.trial_id] = SummaryWriter(log_dir=trial.local_path, flush_secs=10)
+        return self._writers[trial.trial_id]
+
+    def log_trial_start(self, trial) -> None:
+        self._writer(trial)
+
+    def log_trial_result(self, iteration: int, trial, result: dict) -> None:
+        writer = self._writer(trial)
+        step = int(result.get("epoch", iteration))
+        for key in METRICS:
+            value = result.get(key)
+            if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                writer.add_scalar(key, value, step)
+        writer.flush()
+
+    def log_trial_end(self, trial, failed: bool = False) -> None:
+        from torch.utils.tensorboard.summary import hparams
+
+        writer = self._writer(trial)
+        hp = {}
+        for key in ("data", *SEARCH_KEYS):
+            value = trial.config.get(key)
+            if value is not None:
+                hp[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+        last = trial.last_result or {}
+        final = {f"final/{k}": float(last[k]) for k in ("error_rate", "valid_loss", "accuracy", "f2", "fit_time",
+                                                          "gpu_mem") if isinstance(last.get(k), (int, float))}
+        final["final/epochs"] = float(last.get("epoch", 0) or 0)
+        for summary_proto in hparams(hp, final):
+            writer.file_writer.add_summary(summary_proto)
+        for key, value in final.items():
+            writer.add_scalar(key, value, 0)
+        writer.close()
+        del self._writers[trial.trial_id]
+
+
+class ProgressCallback(Callback):
+    """One readable line per trial event and a best-so-far, instead of Ray's table flood."""
+
+    def __init__(self, echo: Callable[[str], None], metric: str, mode: str, max_epochs: int, total: int,
+                 searched: set[str]) -> None:
+        self.echo, self.metric, self.mode, self.max_epochs, self.total = echo, metric, mode, max_epochs, total
+        self.searched = searched
+        self.start = time.perf_counter()
+        self.number: dict[str, int] = {}
+        self.best: tuple[float, int] | None = None
+        self.counts = {"finished": 0, "stopped": 0, "errored": 0}
+
+    def _say(self, trial, text: str) -> None:
+        elapsed = time.perf_counter() - self.start
+        n = self.number.setdefault(trial.trial_id, len(self.number) + 1)
+        self.echo(f"[{int(elapsed) // 60:02d}:{int(elapsed) % 60:02d}] #{n:<3d} {text}")
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        c = trial.config
+        knobs = " ".join(f"{k}={_short(c[k])}" for k in SEARCH_KEYS if k != "model" and k in self.searched and k in c)
+        self._say(trial, f"start    {c.get('model')} {knobs}".rstrip())
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        value = result.get(self.metric)
+        if not isinstance(value, (int, float)):
+            return
+        n = self.number.setdefault(trial.trial_id, len(self.number) + 1)
+        better = self.best is None or (value < self.best[0] if self.mode == "min" else value > self.best[0])
+        if better:
+            self.best = (value, n)
+        best = f"best {self.best[0]:.4f} (#{self.best[1]})"
+        self._say(trial, f"epoch {result.get('epoch')}/{self.max_epochs} {self.metric} {value:.4f}   {best}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        last = trial.last_result or {}
+        epoch = last.get("epoch", 0)
+        if last.get("diverged"):
+            self.counts["stopped"] += 1
+            self._say(trial, f"diverged at epoch {epoch} (non-finite loss)")
+        elif epoch and epoch < self.max_epochs:
+            self.counts["stopped"] += 1
+            self._say(trial, f"stopped early by ASHA at epoch {epoch}")
+        else:
+            self.counts["finished"] += 1
+            self._say(trial, f"finished: {self.metric} {last.get(self.metric, float('nan')):.4f}")
+        self._status()
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.counts["errored"] += 1
+        self._say(trial, f"errored: see {trial.path}/error.txt")
+        self._status()
+
+    def _status(self) -> None:
+        done = sum(self.counts.values())
+        self.echo(f"        {done}/{self.total} done: {self.counts['finished']} finished, "
+                  f"{self.counts['stopped']} stopped early, {self.counts['errored']} errored")
+
+
+class CheckpointCleanup(Callback):
+    """Delete a finished trial's checkpoints (an interrupted one keeps its latest to resume from)."""
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        for path in {trial.local_path, trial.path}:
+            if path and os.path.isdir(path):
+                for entry in Path(path).glob("checkpoint_*"):
+                    shutil.rmtree(entry, ignore_errors=True)
+
+
+def searched_keys(spec: SearchSpec) -> set[str]:
+    """Config keys the space varies (sampled, or more than one value): the ones worth printing."""
+    return {k for k in spec.space if (values := spec.values_of(k)) is None or len(values) > 1}
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+

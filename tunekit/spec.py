@@ -1,0 +1,308 @@
+"""Search-space files: plain Python assignments, read with runpy, validated into a SearchSpec.
+
+A space file (see ``search_spaces/``) sets ``space``, a dict over the trial config keys whose
+values are constants or Ray Tune sampling primitives, plus experiment settings::
+
+    from ray import tune
+    data = "shapes"
+    epochs = 4
+    num_samples = 16
+    searcher = "random"
+    space = {"model": tune.choice(["test_resnet", "test_vit"]), "lr": tune.loguniform(1e-4, 3e-2),
+             "pretrained": False}
+
+Everything is checked here, before Ray starts: unknown names and keys (with a close match),
+bad values (quoted), unknown timm models, grid-only primitives under the optuna searcher, a
+space with no trials, and Python errors in the file (with file and line). The file is
+Python and runs as you: only load space files you trust.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import math
+import runpy
+import traceback
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import SEARCH_KEYS, TrialConfig
+from .data.spec import DataSpec
+from .errors import TunekitError, did_you_mean, one_of
+from .model import check_model_name
+
+SEARCHERS = ("grid", "random", "optuna")
+# Settings a space file may assign, with their defaults (space is required).
+SETTINGS: dict[str, Any] = {
+    "space": None, "data": "shapes", "metric": "error_rate", "mode": "min", "epochs": None,
+    "num_samples": 1, "searcher": "grid", "asha": {"grace_period": 1, "reduction_factor": 3},
+    "gpus_per_trial": 0.0, "cpus_per_trial": 1.0, "max_concurrent": None, "name": None,
+    "search_seed": 0, "max_failures": 1, "keep_checkpoints": False,
+}
+METRIC_NAMES = ("error_rate", "valid_loss", "train_loss", "accuracy", "f2", "fit_time", "images_per_s", "gpu_mem")
+
+
+@dataclass
+class SearchSpec:
+    """A validated search: the space (config key -> constant or Tune domain) and its settings."""
+
+    path: Path | None
+    space: dict[str, Any]
+    data: str = "shapes"
+    metric: str = "error_rate"
+    mode: str = "min"
+    epochs: int | None = None
+    num_samples: int = 1
+    searcher: str = "grid"
+    asha: dict[str, int] | None = field(default_factory=lambda: {"grace_period": 1, "reduction_factor": 3})
+    gpus_per_trial: float = 0.0
+    cpus_per_trial: float = 1.0
+    max_concurrent: int | None = None
+    name: str = "search"
+    search_seed: int = 0
+    max_failures: int = 1
+    keep_checkpoints: bool = False
+
+    def param_space(self) -> dict[str, Any]:
+        """The Ray param_space: the space plus the fixed settings every trial needs."""
+        space = {"data": self.data, **self.space}
+        if self.epochs is not None:
+            space["epochs"] = self.epochs
+        return space
+
+    def values_of(self, key: str) -> list[Any] | None:
+        """Every value ``key`` can take (constants, grid and choice values), None if continuous."""
+        value = self.param_space().get(key, getattr(TrialConfig, key, None))
+        return _finite_values(value)
+
+    def total_epochs(self) -> int:
+        """ASHA's max_t: the largest epoch count a trial can report."""
+        values = self.values_of("epochs") or [TrialConfig.epochs]
+        freeze = self.values_of("freeze_epochs") or [TrialConfig.freeze_epochs]
+        pretrained = self.values_of("pretrained") or [True]
+        return max(values) + (max(freeze) if any(p is not False for p in pretrained) else 0)
+
+    def trial_count(self) -> int:
+        grid = 1
+        for value in self.space.values():
+            if _is_grid(value):
+                grid *= len(value["grid_search"])
+        return grid * self.num_samples
+
+    def fingerprint(self) -> str:
+        """A hash of what defines the trials (to refuse resuming a run made from another space)."""
+        text = json.dumps({"space": _describe(self.param_space()), "searcher": self.searcher,
+                           "num_samples": self.num_samples, "metric": self.metric, "asha": self.asha},
+                          sort_keys=True, default=str)
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able view of the resolved spec (written into the run folder)."""
+        out = {k: getattr(self, k) for k in SETTINGS if k != "space"}
+        out["space"] = _describe(self.space)
+        out["path"] = str(self.path) if self.path else None
+        out["fingerprint"] = self.fingerprint()
+        return out
+
+
+def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> SearchSpec:
+    """Run the space file, apply ``overrides`` (settings or config keys), validate."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise TunekitError(f"search-space file {str(path)!r} does not exist")
+    values = _run(path)
+    for key, value in (overrides or {}).items():
+        if key in SETTINGS:
+            values[key] = value
+        elif key in SEARCH_KEYS:
+            values.setdefault("space", {})
+            if isinstance(values["space"], dict):
+                values["space"] = {**values["space"], key: value}
+        else:
+            known = [*SETTINGS, *SEARCH_KEYS]
+            raise TunekitError(f"--set {key}: unknown setting or config key{did_you_mean(key, known)}")
+    values.setdefault("name", path.stem)
+    return build_spec(values, path)
+
+
+def build_spec(values: dict[str, Any], path: Path | None = None) -> SearchSpec:
+    """Validate raw settings (as a space file assigns them) into a SearchSpec."""
+    where = f"{path}" if path else "search space"
+    for key in values:
+        if key not in SETTINGS:
+            raise TunekitError(f"{where}: unknown setting {key!r}{did_you_mean(key, SETTINGS)}")
+    if "space" not in values or values["space"] is None:
+        raise TunekitError(f"{where}: no 'space' defined (a dict over {', '.join(SEARCH_KEYS)})")
+    settings = {k: v for k, v in SETTINGS.items() if k != "space"}
+    settings.update({k: v for k, v in values.items() if k != "space"})
+    space = values["space"]
+    if not isinstance(space, dict):
+        raise TunekitError(f"{where}: 'space' must be a dict, got {type(space).__name__}")
+    for key in space:
+        if key not in SEARCH_KEYS:
+            hint = " (set 'data' and 'epochs' as settings)" if key in ("data",) else ""
+            raise TunekitError(f"{where}: unknown key {key!r} in space{did_you_mean(key, SEARCH_KEYS)}{hint}")
+    spec = SearchSpec(path=path, space=dict(space), **_check_settings(settings, where))
+    _check_space(spec, where)
+    return spec
+
+
+def _run(path: Path) -> dict[str, Any]:
+    try:
+        namespace = runpy.run_path(str(path), run_name="__tunekit_space__")
+    except SyntaxError as e:
+        raise TunekitError(f"{e.filename}:{e.lineno}: syntax error: {e.msg}") from None
+    except Exception as e:  # noqa: BLE001 - any error in the user's file, reported with its line
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if Path(f.filename) == path.resolve()
+                  or Path(f.filename) == path]
+        line = frames[-1].lineno if frames else "?"
+        raise TunekitError(f"{path}:{line}: {type(e).__name__}: {e}") from None
+    return {
+        k: v for k, v in namespace.items()
+        if not k.startswith("_") and not isinstance(v, (types.ModuleType, types.FunctionType, type))
+    }
+
+
+def _check_settings(s: dict[str, Any], where: str) -> dict[str, Any]:
+    if s["searcher"] not in SEARCHERS:
+        raise one_of(f"{where}: searcher", s["searcher"], SEARCHERS)
+    if s["mode"] not in ("min", "max"):
+        raise one_of(f"{where}: mode", s["mode"], ("min", "max"))
+    if s["metric"] not in METRIC_NAMES:
+        raise one_of(f"{where}: metric", s["metric"], METRIC_NAMES)
+    for key, low in (("num_samples", 1), ("search_seed", 0), ("max_failures", 0)):
+        if not isinstance(s[key], int) or isinstance(s[key], bool) or s[key] < low:
+            raise TunekitError(f"{where}: {key} must be an integer >= {low}, got {s[key]!r}")
+    if s["epochs"] is not None and (not isinstance(s["epochs"], int) or s["epochs"] < 1):
+        raise TunekitError(f"{where}: epochs must be a positive integer, got {s['epochs']!r}")
+    if s["max_concurrent"] is not None and (not isinstance(s["max_concurrent"], int) or s["max_concurrent"] < 1):
+        raise TunekitError(f"{where}: max_concurrent must be a positive integer or None, got {s['max_concurrent']!r}")
+    gpus = s["gpus_per_trial"]
+    if not _number(gpus) or gpus < 0 or (gpus > 1 and not float(gpus).is_integer()):
+        raise TunekitError(f"{where}: gpus_per_trial must be a fraction in [0, 1] or a whole number, got {gpus!r}")
+    if not _number(s["cpus_per_trial"]) or s["cpus_per_trial"] <= 0:
+        raise TunekitError(f"{where}: cpus_per_trial must be a positive number, got {s['cpus_per_trial']!r}")
+    asha = s["asha"]
+    if asha is not None:
+        if not isinstance(asha, dict):
+            raise TunekitError(f"{where}: asha must be a dict(grace_period=..., reduction_factor=...) or None")
+        for key in asha:
+            if key not in ("grace_period", "reduction_factor"):
+                hint = did_you_mean(key, ["grace_period", "reduction_factor"])
+                raise TunekitError(f"{where}: unknown asha key {key!r}{hint}")
+        asha = {"grace_period": 1, "reduction_factor": 3, **asha}
+        if not (isinstance(asha["grace_period"], int) and asha["grace_period"] >= 1):
+            raise TunekitError(f"{where}: asha grace_period must be an integer >= 1, got {asha['grace_period']!r}")
+        if not (_number(asha["reduction_factor"]) and asha["reduction_factor"] >= 2):
+            raise TunekitError(f"{where}: asha reduction_factor must be >= 2, got {asha['reduction_factor']!r}")
+    s["asha"] = asha
+    try:
+        DataSpec.parse(s["data"])
+    except TunekitError as e:
+        raise TunekitError(f"{where}: {e}") from None
+    if not isinstance(s["name"], str) or not s["name"] or "/" in s["name"]:
+        raise TunekitError(f"{where}: name must be a folder name, got {s['name']!r}")
+    s["gpus_per_trial"], s["cpus_per_trial"] = float(gpus), float(s["cpus_per_trial"])
+    return s
+
+
+def _check_space(spec: SearchSpec, where: str) -> None:
+    from ray.tune.search.sample import Categorical, Domain, Float, Function, Integer
+
+    for key, value in spec.param_space().items():
+        if key == "data":
+            continue
+        if _is_grid(value):
+            if spec.searcher == "optuna":
+                raise TunekitError(f"{where}: tune.grid_search in {key!r} cannot be used with searcher 'optuna' "
+                                   f"(TPE samples); use tune.choice({value['grid_search']!r})")
+            if not value["grid_search"]:
+                raise TunekitError(f"{where}: tune.grid_search for {key!r} is empty: the space has no trials")
+            for v in value["grid_search"]:
+                _check_value(key, v, where)
+        elif isinstance(value, Categorical):
+            if not value.categories:
+                raise TunekitError(f"{where}: tune.choice for {key!r} is empty")
+            for v in value.categories:
+                _check_value(key, v, where)
+        elif isinstance(value, Function):
+            if spec.searcher == "optuna":
+                raise TunekitError(f"{where}: tune.sample_from in {key!r} cannot be used with searcher 'optuna'")
+        elif isinstance(value, (Float, Integer)):
+            for bound in (value.lower, value.upper):
+                _check_value(key, int(bound) if isinstance(value, Integer) else float(bound), where)
+        elif isinstance(value, Domain):
+            pass
+        elif isinstance(value, dict):
+            raise TunekitError(f"{where}: space[{key!r}] is a dict; use tune.grid_search([...]) or tune.choice([...])")
+        else:
+            _check_value(key, value, where)
+
+
+def _check_value(key: str, value: Any, where: str) -> None:
+    """Check one value a key can take, through the same TrialConfig rules a trial applies."""
+    try:
+        if key == "model":
+            if not isinstance(value, str):
+                raise TunekitError(f"model must be a timm model name, got {value!r}")
+            check_model_name(value)
+        else:
+            TrialConfig.from_dict({key: value})
+    except TunekitError as e:
+        raise TunekitError(f"{where}: space[{key!r}]: {e}") from None
+
+
+def _is_grid(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"grid_search"}
+
+
+def _finite_values(value: Any) -> list[Any] | None:
+    from ray.tune.search.sample import Categorical, Domain
+
+    if _is_grid(value):
+        return list(value["grid_search"])
+    if isinstance(value, Categorical):
+        return list(value.categories)
+    if isinstance(value, Domain):
+        return None
+    return [value]
+
+
+def _describe(space: dict[str, Any]) -> dict[str, Any]:
+    """Tune domains as readable text (for spec.json and the fingerprint)."""
+    from ray.tune.search.sample import Categorical, Domain, Float, Integer
+
+    out = {}
+    for key, value in space.items():
+        if _is_grid(value):
+            out[key] = {"grid_search": list(value["grid_search"])}
+        elif isinstance(value, Categorical):
+            out[key] = {"choice": list(value.categories)}
+        elif isinstance(value, (Float, Integer)):
+            sampler = type(value.get_sampler()).__name__
+            out[key] = {type(value).__name__.lower(): [value.lower, value.upper], "sampler": sampler}
+        elif isinstance(value, Domain):
+            out[key] = {"domain": type(value).__name__}
+        else:
+            out[key] = value
+    return out
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` from ``--set``: the value as a Python literal when it is one, else a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise TunekitError(f"--set expects key=value, got {text!r}")
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    return key.strip(), value

@@ -1,0 +1,59 @@
+"""The Ray Tune trainable: a trial's config dict -> TrialConfig -> train.fit, reporting every epoch.
+
+Each report carries the epoch's metrics and a checkpoint (model, optimizer, schedule position,
+RNG) of which Tune keeps the latest; a retried or resumed trial continues after that epoch.
+Besides the metric contract, reports carry ``device`` (what the trial really ran on: a node
+may declare GPUs it cannot use), ``node`` (the Ray node id) and, on divergence, ``diverged``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+
+from .config import TrialConfig
+from .train import RunInfo, fit
+
+CHECKPOINT_FILE = "checkpoint.pt"
+RUN_INFO_FILE = "tunekit_run.json"
+_CONFIG_KEYS = {f.name for f in fields(TrialConfig)}
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """Ray Tune function trainable."""
+    cfg = TrialConfig.from_dict({k: v for k, v in config.items() if k in _CONFIG_KEYS})
+    resume = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            # weights_only: a checkpoint is data (tensors, numbers, strings), never code
+            resume = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    node = ray.get_runtime_context().get_node_id()
+
+    extra = {"node": node}
+
+    def on_setup(info: RunInfo) -> None:
+        extra["device"] = info.device
+        trial_dir = Path(tune.get_context().get_trial_dir())
+        (trial_dir / RUN_INFO_FILE).write_text(json.dumps({**asdict(info), "node": node}, indent=2, default=str))
+
+    def report(metrics: dict[str, Any], state) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(state(), os.path.join(d, CHECKPOINT_FILE))
+            tune.report({**_finite(metrics), **extra}, checkpoint=tune.Checkpoint.from_directory(d))
+
+    fit(cfg, report, resume=resume, on_setup=on_setup)
+
+
+def _finite(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Drop None (no loss on divergence) so Tune's loggers see only numbers."""
+    return {k: v for k, v in metrics.items() if v is not None and not (isinstance(v, float) and math.isnan(v))}
