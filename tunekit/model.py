@@ -64,6 +64,9 @@ def _all_models() -> tuple[str, ...]:
 def check_model_name(name: str) -> None:
     """Raise with close matches if ``name`` (optionally ``arch.pretrained_tag``) is not a timm model."""
     arch, _, tag = name.partition(".")
+    renamed = timm.models._registry._deprecated_models.get(name)
+    if renamed:
+        raise TunekitError(f"timm model {name!r} was renamed: use {renamed!r}")
     if not timm.is_model(arch):
         raise TunekitError(f"unknown timm model {name!r}{did_you_mean(arch, _all_models())}")
     if tag and name not in timm.list_pretrained(name):

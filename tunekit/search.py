@@ -117,9 +117,13 @@ def search(
         total_cpus, total_gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
         if num_gpus is not None:
             total_gpus = min(total_gpus, float(num_gpus))
+    notes = []
+    if dry_run and spec.gpus_per_trial > 0 and total_gpus <= 0:
+        total_gpus = 1.0
+        notes.append("  note     no GPU here: planned for 1 GPU (pass --num-gpus N to plan for N)")
     plan = _plan(spec, run_dir, total_cpus, total_gpus, restoring)
     if dry_run:
-        for line in plan.lines(spec):
+        for line in plan.lines(spec) + notes:
             echo(line)
         if started:
             ray.shutdown()

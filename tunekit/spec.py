@@ -11,6 +11,7 @@ values are constants or Ray Tune sampling primitives, plus experiment settings::
     space = {"model": tune.choice(["test_resnet", "test_vit"]), "lr": tune.loguniform(1e-4, 3e-2),
              "pretrained": False}
 
+Names starting with ``_`` or written in UPPER_CASE are the file's own helpers (``MODELS = [...]``).
 Everything is checked here, before Ray starts: unknown names and keys (with a close match),
 bad values (quoted), unknown timm models, grid-only primitives under the optuna searcher, a
 space with no trials, and Python errors in the file (with file and line). The file is
@@ -161,9 +162,11 @@ def _run(path: Path) -> dict[str, Any]:
                   or Path(f.filename) == path]
         line = frames[-1].lineno if frames else "?"
         raise TunekitError(f"{path}:{line}: {type(e).__name__}: {e}") from None
+    # Settings are lower-case; _private and UPPER_CASE names are the file's own helpers.
     return {
         k: v for k, v in namespace.items()
-        if not k.startswith("_") and not isinstance(v, (types.ModuleType, types.FunctionType, type))
+        if not k.startswith("_") and not k.isupper()
+        and not isinstance(v, (types.ModuleType, types.FunctionType, type))
     }
 
 

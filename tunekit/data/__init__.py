@@ -75,6 +75,8 @@ def resolve_items(spec: str | DataSpec) -> Items:
         root = spec.path or ensure(REMOTES["pets"], data_root())
         images = root / "images" if (root / "images").is_dir() else root
         return regex_items(images, pattern=spec.opt("pattern"), **split)
+    if spec.kind == "imagenette":
+        return folder_items(spec.path or ensure(REMOTES["imagenette"], data_root()), **split)
     if spec.kind == "planet":
         return csv_items(spec.path or ensure(REMOTES["planet"], data_root()), **csv_opts, **split)
     # shapes / shapes-multilabel

@@ -46,6 +46,11 @@ REMOTES = {
         15_523_994, "8bfb174b3162f07fbde09b54555bdb00", "planet_sample",
         "planet_sample/labels.csv and planet_sample/train/<image_name>.jpg",
     ),
+    "imagenette": Remote(
+        "imagenette", "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz",
+        99_003_388, "c475f8f7617a200ba35b9facc48443c3", "imagenette2-160",
+        "imagenette2-160/train/<wnid>/*.JPEG and imagenette2-160/val/<wnid>/*.JPEG",
+    ),
 }
 
 

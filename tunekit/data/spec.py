@@ -8,6 +8,7 @@
 ``regex:PATH``          labels from file names (Oxford-IIIT Pets: ``Breed_Name_123.jpg``).
 ``pets[:PATH]``         Oxford-IIIT Pets, downloaded on first use (or read from PATH).
 ``planet[:PATH]``       the fastai Planet sample, downloaded on first use (or read from PATH).
+``imagenette[:PATH]``   fastai's Imagenette (160px), 10 ImageNet classes, train/val folders.
 ``shapes``              built-in generated single-label data, made on first use.
 ``shapes-multilabel``   built-in generated multi-label data (csv layout).
 ======================  ====================================================================
@@ -42,6 +43,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "regex": {**_SPLIT, **_REGEX},
     "pets": {**_SPLIT, **_REGEX},
     "planet": {**_SPLIT, **_CSV},
+    "imagenette": {**_SPLIT},
     "shapes": {**_SPLIT, **_SHAPES},
     "shapes-multilabel": {**_SPLIT, **_SHAPES},
 }
