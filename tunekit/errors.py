@@ -11,8 +11,15 @@ class TunekitError(Exception):
 
 
 def did_you_mean(value: object, choices: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest choices, or '' when none is close."""
-    matches = difflib.get_close_matches(str(value), list(choices), n=3, cutoff=0.6)
+    """`` (did you mean 'x'?)`` for the closest choices, or '' when none is close.
+
+    Close means difflib-similar, or starting with what was typed (``grace`` -> ``grace_period``).
+    """
+    choices, text = list(choices), str(value)
+    matches = difflib.get_close_matches(text, choices, n=3, cutoff=0.6)
+    if len(text) >= 3:
+        matches += [c for c in choices if c.startswith(text) and c not in matches]
+    matches = matches[:3]
     if not matches:
         return ""
     return " (did you mean " + " or ".join(repr(m) for m in matches) + "?)"

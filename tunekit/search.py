@@ -278,8 +278,11 @@ def _tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool, echo
     from .trainable import run_trial
 
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # we add CSV + JSON, and our own TensorBoard
-    if not verbose:  # Ray warns when per-epoch checkpoints snapshot its state often: expected here
+    if not verbose:
+        # Ray warns when per-epoch checkpoints snapshot its state often: expected here.
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+        # Ray's newer console output prints its own boxes even at verbose=0; the classic one is quiet.
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     threads = max(1, int(spec.cpus_per_trial))
     trainable = tune.with_resources(run_trial, {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
     param_space = {**spec.param_space(), "threads": threads}

@@ -4,6 +4,8 @@ Each report carries the epoch's metrics and a checkpoint (model, optimizer, sche
 RNG) of which Tune keeps the latest; a retried or resumed trial continues after that epoch.
 Besides the metric contract, reports carry ``device`` (what the trial really ran on: a node
 may declare GPUs it cannot use), ``node`` (the Ray node id) and, on divergence, ``diverged``.
+``tunekit_run.json`` in the trial folder records what the trial really used (device,
+precision, image counts, zero-init status, Ray resources and GPU ids).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -41,10 +44,15 @@ def run_trial(config: dict[str, Any]) -> None:
 
     extra = {"node": node}
 
+    started = time.time()
+
     def on_setup(info: RunInfo) -> None:
         extra["device"] = info.device
+        context = ray.get_runtime_context()
+        record = {**asdict(info), "node": node, "started": started, "resources": context.get_assigned_resources(),
+                  "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
         trial_dir = Path(tune.get_context().get_trial_dir())
-        (trial_dir / RUN_INFO_FILE).write_text(json.dumps({**asdict(info), "node": node}, indent=2, default=str))
+        (trial_dir / RUN_INFO_FILE).write_text(json.dumps(record, indent=2, default=str))
 
     def report(metrics: dict[str, Any], state) -> None:
         with tempfile.TemporaryDirectory() as d:

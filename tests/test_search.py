@@ -1,0 +1,149 @@
+"""Searches on a real local Ray: trials, ASHA, TensorBoard files and server, Optuna, resume."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import ray
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tunekit.errors import TunekitError
+from tunekit.search import SearchResult, search
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def space_file(tmp_path: Path, data: str, body: str, name: str = "small.py") -> Path:
+    path = tmp_path / name
+    path.write_text(f"from ray import tune\ndata = {data!r}\n" + textwrap.dedent(body))
+    return path
+
+
+GRID = """
+epochs = 3
+searcher = "grid"
+asha = {"grace_period": 1, "reduction_factor": 2}
+space = {"model": "test_resnet", "pool": tune.grid_search(["avg", "concat"]),
+         "lr": tune.grid_search([0.01, 1e-6]), "pretrained": False, "batch_size": 32, "img_size": 32}
+"""
+
+
+@pytest.fixture(scope="module")
+def grid_run(small_shapes, tmp_path_factory) -> SearchResult:
+    tmp = tmp_path_factory.mktemp("grid")
+    lines: list[str] = []
+    result = search(space_file(tmp, f"folder:{small_shapes}", GRID), storage_path=tmp / "runs", echo=lines.append)
+    result.lines = lines
+    return result
+
+
+def test_search_runs_every_trial_and_summarizes(grid_run):
+    df = grid_run.trials
+    assert len(df) == 4 and set(df["pool"]) == {"avg", "concat"} and set(df["lr"]) == {0.01, 1e-6}
+    assert not (df["status"] == "errored").any()
+    assert (df["epochs_run"] >= 1).all() and (df["epochs_run"] <= 3).all()
+    assert set(df["device"]) == {"cpu"}
+    text = "\n".join(grid_run.lines)
+    assert "start    test_resnet" in text and "best 4 by error_rate:" in text
+    assert f"tensorboard --logdir {grid_run.path}" in text
+    run = grid_run.path
+    assert (run / "search_space.py").is_file()
+    spec = json.loads((run / "tunekit_spec.json").read_text())
+    assert spec["space"]["pool"] == {"grid_search": ["avg", "concat"]}
+    for trial in df["path"]:
+        assert not list(Path(trial).glob("checkpoint_*"))  # removed when the trial ended
+        info = json.loads((Path(trial) / "tunekit_run.json").read_text())
+        assert info["device"] == "cpu" and info["resources"]["CPU"] == 1.0
+
+
+def test_tensorboard_files_hold_metrics_and_hparams(grid_run):
+    for _, row in grid_run.trials.iterrows():
+        acc = EventAccumulator(row["path"])
+        acc.Reload()
+        scalars = acc.Tags()["scalars"]
+        assert {"error_rate", "valid_loss", "train_loss", "fit_time", "images_per_s", "lr"} <= set(scalars)
+        steps = [e.step for e in acc.Scalars("error_rate")]
+        assert steps == list(range(1, row["epochs_run"] + 1))
+        assert acc.Scalars("error_rate")[-1].value == pytest.approx(row["error_rate"])
+        assert "hparams" in acc.PluginTagToContent("hparams") or acc.PluginTagToContent("hparams")
+        assert "final/error_rate" in scalars
+
+
+def test_tensorboard_server_serves_the_scalars(grid_run):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(grid_run.path), "--host", "127.0.0.1",
+         "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, tags = time.time() + 60, {}
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=5) as r:
+                    tags = json.loads(r.read())
+                if len(tags) >= 4 and all("error_rate" in t for t in tags.values()):
+                    break
+            except OSError:
+                pass
+            time.sleep(1)
+        assert len(tags) == 4 and all("error_rate" in t for t in tags.values()), tags
+        run = next(iter(tags))
+        url = f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?tag=error_rate&run={urllib.request.quote(run)}"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            points = json.loads(r.read())
+        assert [p[1] for p in points][0] == 1  # (wall_time, step, value) rows, from epoch 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_rerunning_a_finished_search_starts_no_trial(grid_run):
+    lines: list[str] = []
+    spec = grid_run.path / "search_space.py"
+    before = sorted(p.name for p in grid_run.path.glob("run_trial_*"))
+    again = search(spec, storage_path=grid_run.path.parent, name=grid_run.path.name, resume=True, echo=lines.append)
+    assert sorted(p.name for p in grid_run.path.glob("run_trial_*")) == before
+    assert not any(" start " in line for line in lines)
+    assert "(resuming)" in lines[0]
+    pd.testing.assert_series_equal(again.trials.set_index("trial_id")["error_rate"].sort_index(),
+                                   grid_run.trials.set_index("trial_id")["error_rate"].sort_index())
+
+
+def test_resume_refuses_a_different_space_or_a_missing_run(grid_run, tmp_path):
+    changed = tmp_path / "changed.py"
+    changed.write_text((grid_run.path / "search_space.py").read_text().replace("0.01", "0.02"))
+    with pytest.raises(TunekitError, match="made from a different space"):
+        search(changed, storage_path=grid_run.path.parent, name=grid_run.path.name, dry_run=True)
+    with pytest.raises(TunekitError, match="there is no search named 'nope'"):
+        search(changed, storage_path=tmp_path, name="nope", resume=True)
+
+
+def test_optuna_searcher(small_shapes, tmp_path):
+    body = """
+    epochs = 1
+    num_samples = 3
+    searcher = "optuna"
+    asha = None
+    space = {"model": "test_resnet", "lr": tune.loguniform(1e-4, 1e-2), "pool": tune.choice(["avg", "concat"]),
+             "pretrained": False, "batch_size": 32, "img_size": 32}
+    """
+    result = search(space_file(tmp_path, f"folder:{small_shapes}", body), storage_path=tmp_path / "runs",
+                    echo=lambda line: None)
+    assert len(result.trials) == 3 and (result.trials["status"] == "completed").all()
+    assert result.trials["lr"].nunique() == 3  # proposed by TPE, all within bounds
+    assert result.trials["lr"].between(1e-4, 1e-2).all()
