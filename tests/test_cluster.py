@@ -1,0 +1,63 @@
+"""A search over a multi-node Ray cluster on one machine (ray.cluster_utils.Cluster, fake GPUs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+from tunekit.search import search
+
+BODY = """
+epochs = 2
+searcher = "grid"
+asha = None
+gpus_per_trial = 0.5
+cpus_per_trial = 1
+space = {"model": "test_resnet", "lr": tune.grid_search([0.01, 0.005, 0.002, 0.001]), "pretrained": False,
+         "batch_size": 32, "img_size": 32}
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if ray.is_initialized():
+        ray.shutdown()
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    workers = [c.add_node(num_cpus=2, num_gpus=1) for _ in range(2)]  # each declares 1 GPU it doesn't have
+    c.wait_for_nodes()
+    yield c, workers
+    if ray.is_initialized():
+        ray.shutdown()
+    c.shutdown()
+
+
+def test_trials_spread_over_worker_nodes_and_pack_fractional_gpus(cluster, small_shapes, tmp_path):
+    c, workers = cluster
+    space = tmp_path / "cluster.py"
+    space.write_text(f"from ray import tune\ndata = 'folder:{small_shapes}'\n" + textwrap.dedent(BODY))
+    lines: list[str] = []
+    result = search(space, address=c.address, storage_path=tmp_path / "runs", echo=lines.append)
+    assert "up to 4 at once on 4 CPU / 2 GPU" in "\n".join(lines)
+    assert (result.trials["status"] == "completed").all() and len(result.trials) == 4
+    infos = [json.loads((Path(p) / "tunekit_run.json").read_text()) for p in result.trials["path"]]
+    worker_ids = {w.node_id for w in workers}
+    assert {i["node"] for i in infos} == worker_ids  # both worker nodes ran trials, the CPU-less head none
+    for info in infos:
+        assert info["resources"] == {"CPU": 1.0, "GPU": 0.5}  # half a (fake) GPU each
+        assert info["device"] == "cpu"  # no CUDA behind the declared GPU: ran on CPU, and says so
+    # fractional packing: two trials shared each node's one GPU, never more
+    ended = {Path(p).name: (Path(p) / "progress.csv").stat().st_mtime for p in result.trials["path"]}
+    spans = [(i["started"], ended[Path(p).name]) for i, p in zip(infos, result.trials["path"])]
+    for node in worker_ids:
+        mine = [(i, span) for i, span in zip(infos, spans) if i["node"] == node]
+        gpu_ids = [tuple(i["gpu_ids"]) for i, _ in mine]
+        assert len(mine) == 2 and gpu_ids[0] == gpu_ids[1] and len(gpu_ids[0]) == 1
+        (_, (start_a, end_a)), (_, (start_b, end_b)) = mine
+        assert start_a < end_b and start_b < end_a  # at the same time, on the same GPU
+    os.environ.pop("RAY_ADDRESS", None)
