@@ -17,3 +17,26 @@ def test_train_folder_example(small_shapes):
     assert proc.returncode == 0, proc.stderr
     assert "epoch 1: error_rate" in proc.stdout
     assert "test_resnet on cpu (fp32), 192 train / 48 valid images, 6 classes" in proc.stdout
+
+
+def run_example(name: str, *args: str, timeout: int = 400) -> str:
+    proc = subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_search_folder_then_read_results(small_shapes, tmp_path):
+    out = run_example("search_folder.py", str(small_shapes), "--models", "test_resnet", "--epochs", "1",
+                      "--img-size", "32", "--storage-path", str(tmp_path))
+    assert "best: test_resnet pool=" in out
+    table = run_example("read_results.py", str(tmp_path / "folder_search"))
+    rows = [line for line in table.splitlines() if line.startswith("run_trial_")]
+    assert len(rows) == 2 and "best_error_rate" in table  # model (1) x pool (2) grid, lr sampled
+
+
+def test_zero_init_study_example_on_tiny_settings(small_shapes, tmp_path):
+    out = run_example("zero_init_study.py", "--set", f"data=folder:{small_shapes}", "--set", "model=test_resnet",
+                      "--set", "epochs=1", "--set", "img_size=32", "--set", "gpus_per_trial=0",
+                      "--set", "cpus_per_trial=1", "--storage-path", str(tmp_path))
+    assert "final error_rate by zero_init" in out and "zero_init on - off:" in out

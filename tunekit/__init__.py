@@ -5,6 +5,9 @@ Python API (the CLI is a thin layer over it)::
     import tunekit
     result = tunekit.train(data="shapes", model="test_resnet", pretrained=False, epochs=3)
     result.history[-1]["error_rate"]
+
+    found = tunekit.search("search_spaces/demo.py", storage_path="~/ray_results")
+    found.trials.sort_values("best_error_rate").head()
 """
 
 from __future__ import annotations
@@ -15,9 +18,18 @@ from .errors import TunekitError
 from .train import FitResult, Reporter, fit
 
 __version__ = "0.1.0"
-__all__ = ["FitResult", "TrialConfig", "TunekitError", "fit", "train"]
+__all__ = ["FitResult", "TrialConfig", "TunekitError", "fit", "search", "train"]
 
 
 def train(report: Reporter | None = None, **config) -> FitResult:
     """Fine-tune one configuration (keys as ``TrialConfig``); ``report(metrics, state)`` per epoch."""
     return fit(TrialConfig.from_dict(config), report)
+
+
+def search(space, **options):
+    """Run a search (a space file, a dict of its settings, or a SearchSpec); options as
+    ``tunekit search``: num_gpus, gpus_per_trial, cpus_per_trial, num_samples, address,
+    storage_path, name, resume, dry_run, overrides. Returns a SearchResult (or the Plan)."""
+    from .search import search as run_search  # Ray is imported only when a search runs
+
+    return run_search(space, **options)

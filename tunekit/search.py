@@ -34,8 +34,9 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from .config import SEARCH_KEYS, TrialConfig
 from .errors import TunekitError
-from .spec import SearchSpec, load_spec
+from .spec import SearchSpec, build_spec, load_spec
 from .train import METRICS
+from .trainable import CHECKPOINTS_KEY
 
 SPEC_FILE = "tunekit_spec.json"
 SPACE_COPY = "search_space.py"
@@ -96,9 +97,15 @@ def search(
     dry_run: bool = False, overrides: dict[str, Any] | None = None, verbose: bool = False,
     echo: Callable[[str], None] = print,
 ) -> SearchResult | Plan:
-    """Run (or, with ``dry_run``, plan) the search of a space file; see the module docstring."""
-    spec = space if isinstance(space, SearchSpec) else load_spec(space, _cli_overrides(
-        overrides, gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial, num_samples=num_samples, name=name))
+    """Run (or, with ``dry_run``, plan) a search: a space file, a dict of its settings, or a SearchSpec."""
+    options = _cli_overrides(overrides, gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
+                             num_samples=num_samples, name=name)
+    if isinstance(space, SearchSpec):
+        spec = space
+    elif isinstance(space, dict):
+        spec = build_spec({"name": "search", **space, **options})
+    else:
+        spec = load_spec(space, options)
     storage = Path(storage_path).expanduser().resolve()
     run_dir = storage / spec.name
     restoring = _check_resume(spec, run_dir, resume)
@@ -135,10 +142,10 @@ def search(
     try:
         for line in plan.lines(spec):
             echo(line)
-        _prepare_nodes(spec, echo)
         run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoints = _prepare_nodes(spec, run_dir, echo)
         _save_spec(spec, run_dir)
-        tuner = _tuner(spec, storage, restoring, verbose, echo, plan)
+        tuner = _tuner(spec, storage, restoring, verbose, echo, plan, checkpoints)
         t0 = time.perf_counter()
         grid = tuner.fit()
         result = SearchResult(run_dir, _trial_table(grid, spec, plan.max_epochs), spec.metric, spec.mode)
@@ -212,26 +219,37 @@ def _save_spec(spec: SearchSpec, run_dir: Path) -> None:
 
 # ---- data and weights, once per node -------------------------------------------------------------
 
-def _prepare_nodes(spec: SearchSpec, echo: Callable[[str], None]) -> None:
-    """Download and decode the data (and fetch pretrained weights) once on every node, before trials."""
+def _prepare_nodes(spec: SearchSpec, run_dir: Path, echo: Callable[[str], None]) -> bool:
+    """On every node, before any trial: download and decode the data once, fetch pretrained weights,
+    and check that the run folder is the same storage there. Returns whether checkpoints can be
+    used: Ray (since 2.7) moves checkpoints between nodes only through shared storage."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     jobs = _prepare_jobs(spec)
-    if not jobs["caches"] and not jobs["weights"]:
-        return
     nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
-    echo(f"preparing data on {len(nodes)} node(s): {spec.data}, "
-         f"{len(jobs['caches'])} resize/size combination(s), {len(jobs['weights'])} pretrained model(s)")
+    marker = run_dir / f".shared-{os.getpid()}-{time.time_ns()}"
+    marker.write_text("")
+    echo(f"preparing {len(nodes)} node(s): {spec.data}, {len(jobs['caches'])} resize/size combination(s), "
+         f"{len(jobs['weights'])} pretrained model(s)")
     task = ray.remote(num_cpus=0)(_prepare_here)
-    refs = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(spec.data, jobs)
-            for node in nodes]
+    refs = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+            .remote(spec.data, jobs, str(marker)) for node in nodes]
     try:
-        ray.get(refs)
+        sees_marker = ray.get(refs)
     except ray.exceptions.RayTaskError as e:
         cause = e.cause if isinstance(getattr(e, "cause", None), TunekitError) else None
         if cause is not None:
             raise cause from None
         raise
+    finally:
+        marker.unlink(missing_ok=True)
+    if all(sees_marker):
+        return True
+    echo(f"warning: {run_dir.parent} is not shared storage for {sees_marker.count(False)} of {len(nodes)} "
+         f"node(s): running without checkpoints, so a failed trial restarts from epoch 1 and an "
+         f"interrupted search cannot continue its unfinished trials. Use a --storage-path on NFS "
+         f"(or s3://, gs://) seen by every node to have both.")
+    return False
 
 
 def _prepare_jobs(spec: SearchSpec) -> dict[str, list]:
@@ -251,13 +269,14 @@ def _prepare_jobs(spec: SearchSpec) -> dict[str, list]:
     return {"caches": sorted(caches), "weights": weights}
 
 
-def _prepare_here(data: str, jobs: dict[str, list]) -> None:
+def _prepare_here(data: str, jobs: dict[str, list], marker: str) -> bool:
     from . import data as tkdata
 
     for resize, size in jobs["caches"]:
         tkdata.load(data, resize, size)
     for model in jobs["weights"]:
         _fetch_weights(model)
+    return os.path.exists(marker)
 
 
 def _fetch_weights(model: str) -> None:
@@ -274,7 +293,7 @@ def _fetch_weights(model: str) -> None:
 # ---- the Tuner -----------------------------------------------------------------------------------
 
 def _tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool, echo: Callable[[str], None],
-           plan: Plan) -> tune.Tuner:
+           plan: Plan, checkpoints: bool = True) -> tune.Tuner:
     from .trainable import run_trial
 
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # we add CSV + JSON, and our own TensorBoard
@@ -285,7 +304,7 @@ def _tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool, echo
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     threads = max(1, int(spec.cpus_per_trial))
     trainable = tune.with_resources(run_trial, {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
-    param_space = {**spec.param_space(), "threads": threads}
+    param_space = {**spec.param_space(), "threads": threads, CHECKPOINTS_KEY: checkpoints}
     callbacks = [
         CSVLoggerCallback(), JsonLoggerCallback(), TensorBoardCallback(),
         ProgressCallback(echo, spec.metric, spec.mode, plan.max_epochs, plan.trials, searched_keys(spec)),

@@ -27,6 +27,7 @@ from .config import TrialConfig
 from .train import RunInfo, fit
 
 CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINTS_KEY = "_checkpoints"  # config flag: False when the storage is not shared by all nodes
 RUN_INFO_FILE = "tunekit_run.json"
 _CONFIG_KEYS = {f.name for f in fields(TrialConfig)}
 
@@ -55,6 +56,9 @@ def run_trial(config: dict[str, Any]) -> None:
         (trial_dir / RUN_INFO_FILE).write_text(json.dumps(record, indent=2, default=str))
 
     def report(metrics: dict[str, Any], state) -> None:
+        if not config.get(CHECKPOINTS_KEY, True):
+            tune.report({**_finite(metrics), **extra})
+            return
         with tempfile.TemporaryDirectory() as d:
             torch.save(state(), os.path.join(d, CHECKPOINT_FILE))
             tune.report({**_finite(metrics), **extra}, checkpoint=tune.Checkpoint.from_directory(d))

@@ -1,0 +1,43 @@
+"""The main job, as a user runs it: `tunekit search search_spaces/demo.py` (about 3 minutes on 2 cores)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+DEMO = Path(__file__).resolve().parents[1] / "search_spaces" / "demo.py"
+
+
+def tunekit(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tunekit.cli", "search", str(DEMO), *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_demo_search_meets_its_promises(tmp_path):
+    start = time.perf_counter()
+    proc = tunekit("--storage-path", str(tmp_path), "--name", "demo")
+    seconds = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = tmp_path / "demo"
+    trials = sorted(run.glob("run_trial_*"))
+    assert len(trials) >= 12
+    finals = []
+    for trial in trials:
+        acc = EventAccumulator(str(trial))
+        acc.Reload()
+        errors = acc.Scalars("error_rate")
+        assert [e.step for e in errors] == list(range(1, len(errors) + 1))  # one value per epoch
+        finals.append(min(e.value for e in errors))
+    assert "stopped early by ASHA" in proc.stdout
+    assert max(finals) - min(finals) >= 0.10, finals  # the search visibly matters
+    print(f"demo: {seconds:.0f}s, {len(trials)} trials, best {min(finals):.3f}, worst {max(finals):.3f}, "
+          f"run folder {sum(f.stat().st_size for f in run.rglob('*') if f.is_file()) / 1e6:.1f} MB")
+
+    again = tunekit("--storage-path", str(tmp_path), "--name", "demo", "--resume")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert " start " not in again.stdout  # a finished search resumed starts no new trial
+    assert sorted(run.glob("run_trial_*")) == trials
