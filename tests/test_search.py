@@ -147,3 +147,23 @@ def test_optuna_searcher(small_shapes, tmp_path):
     assert len(result.trials) == 3 and (result.trials["status"] == "completed").all()
     assert result.trials["lr"].nunique() == 3  # proposed by TPE, all within bounds
     assert result.trials["lr"].between(1e-4, 1e-2).all()
+
+
+def test_failed_trial_is_retried_from_its_checkpoint(small_shapes, tmp_path):
+    from tunekit.spec import load_spec
+    from tunekit.trainable import FAULT_KEY
+
+    body = """
+    epochs = 3
+    asha = None
+    space = {"model": "test_resnet", "pretrained": False, "batch_size": 32, "img_size": 32}
+    """
+    spec = load_spec(space_file(tmp_path, f"folder:{small_shapes}", body))
+    marker = tmp_path / "fault-fired"
+    spec.space[FAULT_KEY] = {"epoch": 2, "marker": str(marker)}
+    result = search(spec, storage_path=tmp_path / "runs", echo=lambda line: None)
+    assert marker.is_file()  # the trial really failed once, after epoch 2
+    (row,) = result.trials.to_dict("records")
+    assert row["status"] == "completed" and row["epochs_run"] == 3
+    progress = pd.read_csv(Path(row["path"]) / "progress.csv")
+    assert progress["epoch"].tolist() == [1, 2, 3]  # continued after epoch 2, not from scratch

@@ -28,6 +28,9 @@ from .train import RunInfo, fit
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINTS_KEY = "_checkpoints"  # config flag: False when the storage is not shared by all nodes
+# Fault injection for tests of retries: {"epoch": N, "marker": PATH} raises once, after epoch N's
+# report and checkpoint (the marker file records that it fired). Space files cannot set it.
+FAULT_KEY = "_fault"
 RUN_INFO_FILE = "tunekit_run.json"
 _CONFIG_KEYS = {f.name for f in fields(TrialConfig)}
 
@@ -62,8 +65,15 @@ def run_trial(config: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as d:
             torch.save(state(), os.path.join(d, CHECKPOINT_FILE))
             tune.report({**_finite(metrics), **extra}, checkpoint=tune.Checkpoint.from_directory(d))
+        _maybe_fault(config.get(FAULT_KEY), metrics["epoch"])
 
     fit(cfg, report, resume=resume, on_setup=on_setup)
+
+
+def _maybe_fault(fault: dict[str, Any] | None, epoch: int) -> None:
+    if fault and epoch == fault["epoch"] and not os.path.exists(fault["marker"]):
+        Path(fault["marker"]).write_text(f"fired after epoch {epoch}\n")
+        raise RuntimeError(f"injected fault after epoch {epoch}")
 
 
 def _finite(metrics: dict[str, Any]) -> dict[str, Any]:
