@@ -96,9 +96,6 @@ class TrialConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def replace(self, **changes: Any) -> TrialConfig:
-        return dataclasses.replace(self, **changes)
-
 
 def _at_least(name: str, value: int, low: int) -> None:
     if value < low:

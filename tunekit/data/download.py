@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import sys
 import tarfile
 import urllib.error
@@ -168,8 +167,3 @@ def _unsafe(m: tarfile.TarInfo, dest: Path) -> str | None:
         return "is a device or other special file"
     return None
 
-
-def clear(remote: Remote, root: Path) -> None:
-    """Remove a downloaded dataset (for tests and for re-downloading)."""
-    shutil.rmtree(root / remote.folder, ignore_errors=True)
-    (root / f".{remote.name}.done").unlink(missing_ok=True)
