@@ -120,8 +120,8 @@ def test_rerunning_a_finished_search_starts_no_trial(grid_run):
     assert sorted(p.name for p in grid_run.path.glob("run_trial_*")) == before
     assert not any(" start " in line for line in lines)
     assert "(resuming)" in lines[0]
-    pd.testing.assert_series_equal(again.trials.set_index("trial_id")["error_rate"].sort_index(),
-                                   grid_run.trials.set_index("trial_id")["error_rate"].sort_index())
+    pd.testing.assert_series_equal(again.trials.set_index("trial")["error_rate"].sort_index(),
+                                   grid_run.trials.set_index("trial")["error_rate"].sort_index())
 
 
 def test_resume_refuses_a_different_space_or_a_missing_run(grid_run, tmp_path):

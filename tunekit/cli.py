@@ -148,6 +148,40 @@ def search(space: Path, sets: tuple[str, ...], verbose: bool, **options: Any) ->
         raise InputError(str(e)) from None
 
 
+@main.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the report files. [default: the run folder, for one run; else ./tunekit_report]")
+@click.option("--constant", type=float, default=80.0, show_default=True,
+              help="Score = error_rate * (fit_time + CONSTANT).")
+def report(sources: tuple[str, ...], out: Path | None, constant: float) -> None:
+    """Rank backbones by error, time and memory from runs or CSVs; write tables and plots.
+
+    SOURCES are run folders (~/ray_results/NAME) or CSV files (tunekit's results.csv, or the
+    study's export: dataset, model_name, error_rate, fit_time, GPU_mem). Several are merged,
+    and each dataset gets its own section.
+
+    \b
+    Examples:
+      tunekit report ~/ray_results/demo
+      tunekit report ~/ray_results/pets ~/ray_results/planet --out report/
+      tunekit report study_sweep.csv --out study/
+    """
+    from . import report as rp
+
+    try:
+        runs = rp.load_sources(list(sources))
+        built = rp.build(runs, constant)
+        single_run = len(sources) == 1 and Path(sources[0]).expanduser().is_dir()
+        target = out or (Path(sources[0]).expanduser() if single_run else Path("tunekit_report"))
+        files = rp.write(built, target, tensorboard_dir=target / "tunekit_report" if single_run and not out else None)
+    except TunekitError as e:
+        raise InputError(str(e)) from None
+    for line in rp.terminal_summary(built):
+        click.echo(line)
+    click.echo(f"wrote {len(files)} files to {target}: " + ", ".join(f.name for f in files[:4]) + ", ...")
+
+
 @main.group()
 def data() -> None:
     """Datasets: generate the built-in data, download and decode a dataset ahead of a search."""

@@ -147,12 +147,9 @@ def search(
         _save_spec(spec, run_dir)
         tuner = _tuner(spec, storage, restoring, verbose, echo, plan, checkpoints)
         t0 = time.perf_counter()
-        grid = tuner.fit()
-        result = SearchResult(run_dir, _trial_table(grid, spec, plan.max_epochs), spec.metric, spec.mode)
-        echo(f"search finished in {time.perf_counter() - t0:.0f}s: {len(result.trials)} trial(s)")
-        for line in summary(result):
-            echo(line)
-        return result
+        tuner.fit()
+        echo(f"search finished in {time.perf_counter() - t0:.0f}s")
+        return finish(run_dir, spec, echo)
     finally:
         if started:
             ray.shutdown()
@@ -335,36 +332,19 @@ def _tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool, echo
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
-def _trial_table(grid: tune.ResultGrid, spec: SearchSpec, max_epochs: int) -> pd.DataFrame:
-    rows = []
-    for result in grid:
-        config = {k: v for k, v in (result.config or {}).items() if k in SEARCH_KEYS}
-        history = result.metrics_dataframe
-        last = result.metrics or {}
-        row: dict[str, Any] = {"trial_id": last.get("trial_id", Path(result.path).name), **config}
-        for m in METRICS:
-            if m in last and m != "lr":  # the schedule's last lr; the row's lr is the configured one
-                row[m] = last[m]
-        epochs = int(last.get("epoch", 0) or 0)
-        if history is not None and spec.metric in history:
-            values = history[spec.metric].dropna()
-            row[f"best_{spec.metric}"] = values.min() if spec.mode == "min" else values.max()
-        else:
-            row[f"best_{spec.metric}"] = float("nan")
-        row["epochs_run"] = epochs
-        row["device"] = last.get("device")
-        if result.error is not None:
-            row["status"] = "errored"
-            row["error"] = str(result.error).strip().splitlines()[-1][:300]
-        elif last.get("diverged"):
-            row["status"] = "diverged"
-        elif epochs < max_epochs:
-            row["status"] = f"stopped early (epoch {epochs})"
-        else:
-            row["status"] = "completed"
-        row["path"] = result.path
-        rows.append(row)
-    return pd.DataFrame(rows)
+def finish(run_dir: Path, spec: SearchSpec, echo: Callable[[str], None]) -> SearchResult:
+    """Read the trials back, write the report into the run folder, print the ranked summary."""
+    from . import report
+
+    result = SearchResult(run_dir, report.load_run(run_dir), spec.metric, spec.mode)
+    try:
+        built = report.build(result.trials)
+        report.write(built, run_dir, tensorboard_dir=run_dir / "tunekit_report")
+    except Exception as e:  # noqa: BLE001 - the search's results are safe on disk; the report is extra
+        echo(f"warning: could not write the report ({type(e).__name__}: {e}); run 'tunekit report {run_dir}'")
+    for line in summary(result):
+        echo(line)
+    return result
 
 
 def summary(result: SearchResult, n: int = 5) -> list[str]:
@@ -380,7 +360,7 @@ def summary(result: SearchResult, n: int = 5) -> list[str]:
         show.insert(0, "rank", range(1, len(show) + 1))
         lines.append(f"best {min(n, len(show))} by {result.metric}:")
         lines += ["  " + line for line in show.to_string(index=False, float_format=lambda v: f"{v:.4g}").splitlines()]
-    lines.append(f"results: {result.path}")
+    lines.append(f"results: {result.path} (report.md, report.html, results.csv, ranking.csv)")
     lines.append(f"curves:  tensorboard --logdir {result.path}")
     return lines
 
