@@ -37,6 +37,18 @@ def test_demo_search_meets_its_promises(tmp_path):
     print(f"demo: {seconds:.0f}s, {len(trials)} trials, best {min(finals):.3f}, worst {max(finals):.3f}, "
           f"run folder {sum(f.stat().st_size for f in run.rglob('*') if f.is_file()) / 1e6:.1f} MB")
 
+    # the search wrote its report; `tunekit report` writes the same files anywhere
+    files = ("report.md", "report.html", "results.csv", "ranking.csv", "error_vs_fit_time_shapes.png",
+             "error_vs_gpu_mem_shapes.png", "learning_curves.png", "effects.png")
+    assert all((run / f).is_file() for f in files), [f for f in files if not (run / f).is_file()]
+    report = subprocess.run([sys.executable, "-m", "tunekit.cli", "report", str(run), "--out", str(tmp_path / "r")],
+                            capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert "shapes: top" in report.stdout and all((tmp_path / "r" / f).is_file() for f in files)
+    ranking = (tmp_path / "r" / "ranking.csv").read_text().splitlines()
+    scores = [float(line.split(",")[6]) for line in ranking[1:]]
+    assert scores == sorted(scores)
+
     again = tunekit("--storage-path", str(tmp_path), "--name", "demo", "--resume")
     assert again.returncode == 0, again.stdout + again.stderr
     assert " start " not in again.stdout  # a finished search resumed starts no new trial

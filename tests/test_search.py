@@ -167,3 +167,17 @@ def test_failed_trial_is_retried_from_its_checkpoint(small_shapes, tmp_path):
     assert row["status"] == "completed" and row["epochs_run"] == 3
     progress = pd.read_csv(Path(row["path"]) / "progress.csv")
     assert progress["epoch"].tolist() == [1, 2, 3]  # continued after epoch 2, not from scratch
+
+
+def test_finished_search_writes_its_report(grid_run):
+    run = grid_run.path
+    for name in ("report.md", "report.html", "results.csv", "ranking.csv", "error_vs_fit_time_single.png",
+                 "learning_curves.png"):
+        assert (run / name).is_file(), name
+    results = pd.read_csv(run / "results.csv")
+    assert len(results) == 4 and set(results["status"].str.split(" ").str[0]) <= {"completed", "stopped"}
+    ranking = pd.read_csv(run / "ranking.csv")
+    assert ranking["model"].tolist() == ["test_resnet"] and ranking["rank"].tolist() == [1]
+    acc = EventAccumulator(str(run / "tunekit_report"))
+    acc.Reload()
+    assert any("error rate against fit time" in tag for tag in acc.Tags()["images"])  # plots in TensorBoard

@@ -179,11 +179,17 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _last_json_line(path: Path) -> dict:
+    """The last complete JSON line (a killed writer may leave the final one cut short)."""
     try:
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-        return json.loads(lines[-1]) if lines else {}
-    except (OSError, ValueError):
+        lines = path.read_text().splitlines()
+    except OSError:
         return {}
+    for line in reversed(lines):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    return {}
 
 
 def _read_progress(path: Path) -> pd.DataFrame:
@@ -212,8 +218,8 @@ def ranking(runs: pd.DataFrame, constant: float = SCORE_CONSTANT) -> pd.DataFram
         columns = ["dataset", "family", "model", "error_rate", "fit_time", "gpu_mem", "score", "rank"]
         return pd.DataFrame(columns=columns)
     ok["family"] = ok["model"].map(family)
-    pt = ok.pivot_table(values=["error_rate", "fit_time", "gpu_mem"], index=["dataset", "family", "model"],
-                        aggfunc="min", dropna=False).reset_index()
+    # the study's pivot_table(aggfunc=min), over the (dataset, family, model) groups that occur
+    pt = ok.groupby(["dataset", "family", "model"])[["error_rate", "fit_time", "gpu_mem"]].min().reset_index()
     pt["score"] = pt["error_rate"] * (pt["fit_time"] + constant)
     pt = pt.sort_values(["dataset", "score"]).reset_index(drop=True)
     pt["rank"] = pt.groupby("dataset")["score"].rank(method="min").astype(int)
@@ -238,7 +244,8 @@ def effects(runs: pd.DataFrame, metric: str = "error_rate") -> pd.DataFrame:
 
     For axis A with values a and b, every pair of completed runs that agree on every other
     config key (and dataset) gives metric(b) - metric(a); reported per family and overall as
-    mean difference, its spread, the count, and how often b won."""
+    mean difference, its spread, the count, and how often b won. Where no such pair exists (a
+    random search), the difference of the two values' mean metric, marked "unpaired"."""
     done = runs[runs["status"] == "completed"].copy()
     if done.empty:
         return pd.DataFrame()
@@ -256,16 +263,22 @@ def effects(runs: pd.DataFrame, metric: str = "error_rate") -> pd.DataFrame:
         grouped = done.groupby(others + [axis], dropna=False)[metric].mean().reset_index()
         wide = grouped.pivot_table(index=others, columns=axis, values=metric, dropna=False)
         for other in values[1:]:
-            if base not in wide or other not in wide:
+            diff = (wide[other] - wide[base]).dropna() if base in wide and other in wide else pd.Series(dtype=float)
+            if not diff.empty:
+                fam = pd.Series([family(m) for m in diff.index.get_level_values("model")], index=diff.index)
+                for name, part in [("all", diff), *((f, diff[fam == f]) for f in sorted(set(fam)))]:
+                    rows.append({"axis": axis, "from": _label(base), "to": _label(other), "family": name,
+                                 "method": "paired", "mean_diff": part.mean(),
+                                 "std": part.std(ddof=1) if len(part) > 1 else np.nan,
+                                 "pairs": len(part), "to_wins": int((part < 0).sum())})
                 continue
-            diff = (wide[other] - wide[base]).dropna()
-            if diff.empty:
-                continue
-            fam = pd.Series([family(m) for m in diff.index.get_level_values("model")], index=diff.index)
-            for name, part in [("all", diff), *((f, diff[fam == f]) for f in sorted(set(fam)))]:
-                rows.append({"axis": axis, "from": _label(base), "to": _label(other), "family": name,
-                             "mean_diff": part.mean(), "std": part.std(ddof=1) if len(part) > 1 else np.nan,
-                             "pairs": len(part), "to_wins": int((part < 0).sum())})
+            # No two runs equal in all else (a random search): compare the means of each value.
+            for name, part in [("all", done), *done.groupby("family")]:
+                a, b = part.loc[part[axis] == base, metric], part.loc[part[axis] == other, metric]
+                if len(a) and len(b):
+                    rows.append({"axis": axis, "from": _label(base), "to": _label(other), "family": name,
+                                 "method": f"unpaired means ({len(a)} vs {len(b)} runs)",
+                                 "mean_diff": b.mean() - a.mean(), "std": np.nan, "pairs": 0, "to_wins": np.nan})
     return pd.DataFrame(rows)
 
 
@@ -452,6 +465,7 @@ def _plots(report: Report, out: Path) -> dict[str, Path]:
         fig, ax = plt.subplots(figsize=(8, 5))
         for name, history in curves:
             ax.plot(history["epoch"], history["error_rate"], marker="o", ms=3, label=name)
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set(xlabel="epoch", ylabel="error rate", title="learning curves of the best trials")
         ax.legend(fontsize=7)
         fig.tight_layout()
@@ -461,7 +475,8 @@ def _plots(report: Report, out: Path) -> dict[str, Path]:
     overall = report.effects[report.effects["family"] == "all"] if not report.effects.empty else pd.DataFrame()
     if not overall.empty:
         fig, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * len(overall)))
-        labels = [f"{r.axis}: {r['from']} -> {r.to} (n={r.pairs})" for _, r in overall.iterrows()]
+        labels = [f"{r.axis}: {r['from']} -> {r.to} " + (f"(n={r.pairs})" if r.pairs else "(unpaired)")
+                  for _, r in overall.iterrows()]
         ax.barh(labels, overall["mean_diff"], xerr=overall["std"].fillna(0), color="tab:blue")
         ax.axvline(0, color="k", lw=0.8)
         ax.set(xlabel="change in error rate (negative: better)", title="effect of each searched axis (paired)")
@@ -480,8 +495,8 @@ def _best_curves(runs: pd.DataFrame, n: int = 8) -> list[tuple[str, pd.DataFrame
     for _, row in ranked.iterrows():
         history = _read_progress(Path(row["path"]) / "progress.csv")
         if not history.empty and "error_rate" in history:
-            out.append((f"{row['model']} ({Path(row['path']).name.split('_')[2] if '_' in str(row['path']) else ''})",
-                        history))
+            knobs = [f"{k}={_label(row[k])}" for k in ("pool", "resize", "lr", "zero_init") if pd.notna(row.get(k))]
+            out.append((" ".join([str(row["model"]), *knobs]), history))
     return out
 
 
@@ -522,7 +537,8 @@ def _blocks(report: Report, plots: dict[str, Path]) -> list[tuple[str, Any]]:
     if not report.effects.empty:
         b.append(("h2", "What each searched axis did"))
         b.append(("p", "Paired differences in error rate between runs equal in every other setting "
-                       "(negative: the 'to' value is better); per family and overall, with counts."))
+                       "(negative: the 'to' value is better); per family and overall, with counts. Where no "
+                       "runs pair up (random search), the difference of the mean error rates, marked unpaired."))
         b.append(("table", report.effects))
         if "axis effects" in plots:
             b.append(("img", ("axis effects", plots["axis effects"])))
