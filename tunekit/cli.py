@@ -143,9 +143,13 @@ def search(space: Path, sets: tuple[str, ...], verbose: bool, **options: Any) ->
     _setup_logging(verbose=verbose)
     try:
         overrides = dict(parse_override(s) for s in sets)
-        run_search(space, overrides=overrides, verbose=verbose, echo=click.echo, **options)
+        result = run_search(space, overrides=overrides, verbose=verbose, echo=click.echo, **options)
     except TunekitError as e:
         raise InputError(str(e)) from None
+    except KeyboardInterrupt:
+        sys.exit(130)
+    if getattr(result, "interrupted", False):
+        sys.exit(130)
 
 
 @main.command()

@@ -58,7 +58,7 @@ def load_run(run: Path) -> pd.DataFrame:
     spec = _read_json(run / "tunekit_spec.json") or {}
     dataset = _dataset_name(spec.get("data"), run.name)
     metric, mode = spec.get("metric", "error_rate"), spec.get("mode", "min")
-    states = _trial_states(run)
+    states = trial_states(run)
     rows = []
     for trial in sorted(p for p in run.iterdir() if p.is_dir() and (p / "params.json").is_file()):
         rows.append(_trial_row(trial, dataset, metric, mode, states.get(trial.name)))
@@ -69,7 +69,7 @@ def load_run(run: Path) -> pd.DataFrame:
     return df
 
 
-def _trial_states(run: Path) -> dict[str, str]:
+def trial_states(run: Path) -> dict[str, str]:
     """Ray's own status of each trial folder (TERMINATED, ERROR, RUNNING, ...) from the newest
     experiment state file (plain JSON; nothing is unpickled)."""
     files = sorted(run.glob("experiment_state-*.json"))

@@ -14,6 +14,7 @@ removed when the trial ends) and is retried from it on failure. Re-running with 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -85,6 +86,15 @@ class SearchResult:
     metric: str
     mode: str
 
+    @property
+    def unfinished(self) -> int:
+        """Trials that did not end (a stopped or killed search); ``--resume`` continues them."""
+        return int(self.trials["status"].str.startswith(("unfinished", "not started")).sum())
+
+    @property
+    def interrupted(self) -> bool:
+        return self.unfinished > 0
+
     def best(self, n: int = 5) -> pd.DataFrame:
         ok = self.trials[self.trials["status"] != "errored"]
         return ok.sort_values(f"best_{self.metric}", ascending=self.mode == "min").head(n)
@@ -147,9 +157,13 @@ def search(
         _save_spec(spec, run_dir)
         tuner = _tuner(spec, storage, restoring, verbose, echo, plan, checkpoints)
         t0 = time.perf_counter()
-        tuner.fit()
-        echo(f"search finished in {time.perf_counter() - t0:.0f}s")
-        return finish(run_dir, spec, echo)
+        try:
+            tuner.fit()  # Ray stops gracefully on Ctrl-C and returns
+        except KeyboardInterrupt:  # a second Ctrl-C
+            finish(run_dir, spec, echo, storage)
+            raise
+        echo(f"search ended after {time.perf_counter() - t0:.0f}s")
+        return finish(run_dir, spec, echo, storage)
     finally:
         if started:
             ray.shutdown()
@@ -299,6 +313,8 @@ def _tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool, echo
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
         # Ray's newer console output prints its own boxes even at verbose=0; the classic one is quiet.
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        # After a Ctrl-C, Ray lists every never-started trial as a missing-results warning.
+        logging.getLogger("ray.tune").setLevel(logging.ERROR)
     threads = max(1, int(spec.cpus_per_trial))
     trainable = tune.with_resources(run_trial, {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
     param_space = {**spec.param_space(), "threads": threads, CHECKPOINTS_KEY: checkpoints}
@@ -307,7 +323,7 @@ def _tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool, echo
         ProgressCallback(echo, spec.metric, spec.mode, plan.max_epochs, plan.trials, searched_keys(spec)),
     ]
     if not spec.keep_checkpoints:
-        callbacks.append(CheckpointCleanup())
+        callbacks.append(CheckpointCleanup(storage / spec.name))
     run_config = tune.RunConfig(
         name=spec.name, storage_path=str(storage), callbacks=callbacks, verbose=2 if verbose else 0,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
@@ -332,10 +348,15 @@ def _tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool, echo
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
-def finish(run_dir: Path, spec: SearchSpec, echo: Callable[[str], None]) -> SearchResult:
-    """Read the trials back, write the report into the run folder, print the ranked summary."""
+def finish(run_dir: Path, spec: SearchSpec, echo: Callable[[str], None], storage: Path) -> SearchResult:
+    """Read the trials back, write the report into the run folder, print the ranked summary
+    (and, for an interrupted search, how to continue it)."""
     from . import report
 
+    if not spec.keep_checkpoints:  # Ray has saved its final state: finished trials are final
+        for name, status in report.trial_states(run_dir).items():
+            if status == "TERMINATED":
+                remove_checkpoints(run_dir / name)
     result = SearchResult(run_dir, report.load_run(run_dir), spec.metric, spec.mode)
     try:
         built = report.build(result.trials)
@@ -344,6 +365,10 @@ def finish(run_dir: Path, spec: SearchSpec, echo: Callable[[str], None]) -> Sear
         echo(f"warning: could not write the report ({type(e).__name__}: {e}); run 'tunekit report {run_dir}'")
     for line in summary(result):
         echo(line)
+    if result.interrupted:
+        echo(f"interrupted: {result.unfinished} trial(s) unfinished. Continue with:\n"
+             f"  tunekit search {spec.path or 'SPACE.py'} "
+             f"--storage-path {storage} --name {spec.name} --resume")
     return result
 
 
@@ -472,13 +497,35 @@ class ProgressCallback(Callback):
 
 
 class CheckpointCleanup(Callback):
-    """Delete a finished trial's checkpoints (an interrupted one keeps its latest to resume from)."""
+    """Delete a finished trial's checkpoints, but only once Ray's saved experiment state records
+    the trial as finished: a search killed before that snapshot resumes the trial from its last
+    checkpoint, which must still exist. Unfinished and errored trials keep theirs."""
+
+    def __init__(self, run_dir: Path, every_s: float = 5.0) -> None:
+        self.run_dir, self.every_s = run_dir, every_s
+        self.pending: set[str] = set()
+        self.last = 0.0
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        for path in {trial.local_path, trial.path}:
-            if path and os.path.isdir(path):
-                for entry in Path(path).glob("checkpoint_*"):
-                    shutil.rmtree(entry, ignore_errors=True)
+        self.pending.add(Path(trial.path).name)
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        if self.pending and time.monotonic() - self.last > self.every_s:
+            self.last = time.monotonic()
+            self.sweep()
+
+    def sweep(self) -> None:
+        from .report import trial_states
+
+        states = trial_states(self.run_dir)
+        for name in [n for n in self.pending if states.get(n) == "TERMINATED"]:
+            remove_checkpoints(self.run_dir / name)
+            self.pending.discard(name)
+
+
+def remove_checkpoints(trial_dir: Path) -> None:
+    for entry in trial_dir.glob("checkpoint_*"):
+        shutil.rmtree(entry, ignore_errors=True)
 
 
 def searched_keys(spec: SearchSpec) -> set[str]:
