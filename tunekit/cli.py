@@ -186,6 +186,41 @@ def report(sources: tuple[str, ...], out: Path | None, constant: float) -> None:
     click.echo(f"wrote {len(files)} files to {target}: " + ", ".join(f.name for f in files[:4]) + ", ...")
 
 
+@main.command()
+@click.option("--models", default="test_resnet,test_convnext,test_vit", show_default=True,
+              help="Comma-separated timm model names.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--img-size", type=int, default=64, show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
+@click.option("--n-images", type=int, default=4500, show_default=True, help="Generated images for the loop.")
+@click.option("--threads", type=int, help="torch CPU threads. [default: torch's]")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the records here.")
+def bench(models: str, json_path: Path | None, **options: Any) -> None:
+    """Measure the bare train step (ceiling), tunekit's loop and the data path on this machine.
+
+    \b
+    Examples:
+      tunekit bench --models test_resnet,test_convnext,test_vit --img-size 64 --device cpu
+      tunekit bench --models resnet18,convnext_tiny,vit_small_patch16_224 --img-size 224 --device cuda \\
+        --precision bf16 --json gpu.json
+    """
+    from .bench import bench as run_bench
+    from .model import check_model_name
+
+    _setup_logging(verbose=False)
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    try:
+        for name in names:
+            check_model_name(name)
+        records = run_bench(names, echo=click.echo, **options)
+    except TunekitError as e:
+        raise InputError(str(e)) from None
+    if json_path:
+        json_path.write_text(json.dumps([r.as_dict() for r in records], indent=2))
+        click.echo(f"wrote {json_path}")
+
+
 @main.group()
 def data() -> None:
     """Datasets: generate the built-in data, download and decode a dataset ahead of a search."""

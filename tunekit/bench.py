@@ -1,0 +1,173 @@
+"""`tunekit bench`: what does this machine do with these backbones? (No Ray needed.)
+
+For each model, at one batch size, image size and precision on one device:
+
+* ceiling: the bare train step (forward, loss, backward, AdamW step) of the same network tunekit
+  trains (timm body + pool + head) on random tensors, as timm's benchmark.py measures it;
+* loop: tunekit's own training epochs (``train.fit``) on real cached images (the built-in shapes
+  data, generated at the benchmark's image size), and loop / ceiling;
+* data: the input path alone on one core, images/s: the decode-once cache (``Batches``) against
+  decoding and resizing each JPEG with PIL per item (the usual DataLoader way).
+
+    records = bench(["test_resnet", "test_vit"], device="cpu", img_size=64)
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import data as tkdata
+from .config import TrialConfig
+from .model import build_model
+from .train import fit, resolve_device, resolve_precision
+
+
+@dataclass
+class BenchRecord:
+    model: str
+    device: str
+    batch_size: int
+    img_size: int
+    precision: str
+    ceiling_images_per_s: float
+    loop_images_per_s: float
+    loop_ratio: float
+    peak_mem_gib: float
+    data_cache_images_per_s_per_core: float
+    data_pil_images_per_s_per_core: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def ceiling(model_name: str, device: torch.device, batch_size: int, img_size: int, precision: str,
+            n_classes: int = 6, warmup: int = 5, steps: int = 20) -> tuple[float, float]:
+    """(images/s, peak GiB) of the bare train step on random tensors."""
+    torch.manual_seed(0)
+    cfg = TrialConfig(model=model_name, pretrained=False, img_size=img_size, batch_size=batch_size)
+    model, _ = build_model(cfg, n_classes, img_size)
+    channels_last = device.type == "cuda" and model.layout == "NCHW"
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), eps=1e-5)
+    x = torch.randn(batch_size, 3, img_size, img_size, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, n_classes, (batch_size,), device=device)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            out = model(x)
+        scaler.scale(loss_fn(out.float(), y)).backward()
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    rate = batch_size * steps / (time.perf_counter() - start)
+    peak = torch.cuda.max_memory_reserved(device) / 2**30 if device.type == "cuda" else 0.0
+    return rate, peak
+
+
+def loop(model_name: str, device: torch.device, batch_size: int, img_size: int, precision: str,
+         n_images: int, epochs: int = 2, threads: int | None = None) -> float:
+    """Training images/s of tunekit's own loop (best epoch; the first one includes warm-up)."""
+    cfg = TrialConfig(data=f"shapes?n={n_images}&size={img_size}", model=model_name, pretrained=False,
+                      epochs=epochs, batch_size=batch_size, img_size=img_size, precision=precision,
+                      device=str(device), threads=threads)
+    result = fit(cfg)
+    return max(h["images_per_s"] for h in result.history)
+
+
+def data_paths(img_size: int, n_images: int, batch_size: int, resize: str = "crop") -> tuple[float, float]:
+    """(cache, PIL) images/s on one core: a training epoch of cached batches, and per-item decoding."""
+    spec = f"shapes?n={n_images}&size={img_size}"
+    ds = tkdata.load(spec, resize, img_size)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        batches = ds.batches("train", batch_size=batch_size, device=torch.device("cpu"), mean=(0.5,) * 3,
+                             std=(0.25,) * 3)
+        start, seen = time.perf_counter(), 0
+        for x, _ in batches.epoch(1):
+            seen += len(x)
+        cache_rate = seen / (time.perf_counter() - start)
+        files = [ds.items.files[i] for i in ds.train_index[: min(1000, len(ds.train_index))]]
+        start = time.perf_counter()
+        for f in files:
+            _pil_item(f, img_size)
+        pil_rate = len(files) / (time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    return cache_rate, pil_rate
+
+
+def _pil_item(path: Path, size: int) -> torch.Tensor:
+    """What a per-item Dataset does: decode, resize the short side, random crop, flip, normalize."""
+    img = Image.open(path).convert("RGB")
+    w, h = img.size
+    scale = size / min(w, h)
+    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
+    left = np.random.randint(0, img.width - size + 1)
+    top = np.random.randint(0, img.height - size + 1)
+    img = img.crop((left, top, left + size, top + size))
+    if np.random.rand() < 0.5:
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    x = torch.from_numpy(np.asarray(img)).permute(2, 0, 1).float().div_(255)
+    return (x - 0.5) / 0.25
+
+
+def bench(models: list[str], device: str = "auto", batch_size: int = 64, img_size: int = 64,
+          precision: str = "auto", n_images: int = 4500, threads: int | None = None,
+          echo=print) -> list[BenchRecord]:
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    if threads:
+        torch.set_num_threads(threads)
+    echo(f"# {_device_name(dev)}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+         f"batch {batch_size}, {img_size}px, {prec}")
+    cache_rate, pil_rate = data_paths(img_size, n_images, batch_size)
+    echo(f"data path, 1 core: decode-once cache {cache_rate:.0f} images/s, per-item PIL {pil_rate:.0f} images/s "
+         f"({cache_rate / pil_rate:.1f}x)")
+    echo(f"{'model':24s}{'ceiling img/s':>14s}{'loop img/s':>12s}{'loop/ceiling':>14s}{'peak GiB':>10s}")
+    records = []
+    for name in models:
+        ceil_rates = [ceiling(name, dev, batch_size, img_size, prec)[0] for _ in range(3)]
+        ceil_rate = statistics.median(ceil_rates)
+        peak = ceiling(name, dev, batch_size, img_size, prec, steps=3)[1]
+        loop_rate = loop(name, dev, batch_size, img_size, prec, n_images, threads=threads)
+        record = BenchRecord(name, str(dev), batch_size, img_size, prec, ceil_rate, loop_rate,
+                             loop_rate / ceil_rate, peak, cache_rate, pil_rate)
+        echo(f"{name:24s}{ceil_rate:14.0f}{loop_rate:12.0f}{record.loop_ratio:14.2f}{peak:10.2f}")
+        records.append(record)
+    return records
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"CPU {platform.processor() or platform.machine()}"
