@@ -11,7 +11,7 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from tunekit.search import search
+from tunekit.tuner import search
 
 BODY = """
 epochs = 2

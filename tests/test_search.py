@@ -17,7 +17,7 @@ import ray
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tunekit.errors import TunekitError
-from tunekit.search import SearchResult, search
+from tunekit.tuner import SearchResult, search
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -181,3 +181,17 @@ def test_finished_search_writes_its_report(grid_run):
     acc = EventAccumulator(str(run / "tunekit_report"))
     acc.Reload()
     assert any("error rate against fit time" in tag for tag in acc.Tags()["images"])  # plots in TensorBoard
+
+
+def test_python_api_can_search_twice(tmp_path, small_shapes):
+    """tunekit.search stays the function after the search machinery has been imported."""
+    import tunekit
+
+    body = """
+    space = {"model": "test_resnet", "pretrained": False, "batch_size": 32, "img_size": 32, "epochs": 1}
+    """
+    for name in ("one", "two"):
+        plan = tunekit.search(space_file(tmp_path, f"folder:{small_shapes}", body), name=name,
+                              storage_path=tmp_path, dry_run=True, echo=lambda line: None)
+        assert plan.trials == 1
+    assert callable(tunekit.search)

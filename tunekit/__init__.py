@@ -30,6 +30,6 @@ def search(space, **options):
     """Run a search (a space file, a dict of its settings, or a SearchSpec); options as
     ``tunekit search``: num_gpus, gpus_per_trial, cpus_per_trial, num_samples, address,
     storage_path, name, resume, dry_run, overrides. Returns a SearchResult (or the Plan)."""
-    from .search import search as run_search  # Ray is imported only when a search runs
+    from .tuner import search as run_search  # Ray is imported only when a search runs
 
     return run_search(space, **options)

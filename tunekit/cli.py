@@ -137,8 +137,8 @@ def search(space: Path, sets: tuple[str, ...], verbose: bool, **options: Any) ->
       tunekit search search_spaces/planet.py --address auto     # on the head of a 'ray start' cluster
       tunekit search search_spaces/demo.py --dry-run --set num_samples=4
     """
-    from .search import search as run_search
     from .spec import parse_override
+    from .tuner import search as run_search
 
     _setup_logging(verbose=verbose)
     try:

@@ -1,4 +1,4 @@
-"""Tuner assembly: a SearchSpec -> Ray Tune run (searcher, ASHA, resources, storage, resume).
+"""Tuner assembly (``tunekit.search``): a SearchSpec -> Ray Tune run (searcher, ASHA, resources, storage, resume).
 
     result = search("search_spaces/demo.py", storage_path="~/ray_results")
     result.trials.sort_values("error_rate").head()
