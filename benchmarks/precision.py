@@ -3,8 +3,9 @@
     python benchmarks/precision.py --device cpu --models test_resnet,test_convnext,test_vit --img-size 64
     python benchmarks/precision.py --device cuda --models resnet18,convnext_tiny,vit_small_patch16_224
 
-The bare train step (forward, loss, backward, AdamW step) on random tensors, as timm's
-benchmark.py measures it; no data loading, no Ray. Prints a table and, with --json, records.
+The bare train step (forward, loss, backward, AdamW step) of the network tunekit trains, on random
+tensors (``tunekit.bench.ceiling``, as timm's benchmark.py measures it); no data, no Ray. Prints a
+table and, with --json, records.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 
 import tunekit  # noqa: F401  - first: the torchvision import workaround, before timm
 
@@ -20,35 +20,7 @@ import tunekit  # noqa: F401  - first: the torchvision import workaround, before
 import timm
 import torch
 
-
-def step_rate(model_name: str, precision: str, device: torch.device, batch: int, size: int,
-              warmup: int, iters: int) -> float:
-    kwargs = {"img_size": size} if getattr(timm.get_pretrained_cfg(model_name), "fixed_input_size", False) else {}
-    model = timm.create_model(model_name, pretrained=False, num_classes=10, **kwargs).to(device)
-    opt = torch.optim.AdamW(model.parameters(), 1e-3)
-    x = torch.randn(batch, 3, size, size, device=device)
-    y = torch.randint(0, 10, (batch,), device=device)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-
-    def step() -> None:
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        opt.zero_grad(set_to_none=True)
-
-    for _ in range(warmup):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(iters):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return batch * iters / (time.perf_counter() - start)
+from tunekit.bench import ceiling
 
 
 def main() -> None:
@@ -73,7 +45,7 @@ def main() -> None:
     print(f"{'model':24s}" + "".join(f"{p + ' img/s':>14s}" for p in precisions) + f"{'bf16/fp32':>11s}")
     records = []
     for name in args.models.split(","):
-        rates = {p: step_rate(name, p, device, args.batch_size, args.img_size, args.warmup, args.iters)
+        rates = {p: ceiling(name, device, args.batch_size, args.img_size, p, warmup=args.warmup, steps=args.iters)[0]
                  for p in precisions}
         ratio = rates["bf16"] / rates["fp32"] if {"bf16", "fp32"} <= rates.keys() else float("nan")
         print(f"{name:24s}" + "".join(f"{rates[p]:14.0f}" for p in precisions) + f"{ratio:11.2f}")

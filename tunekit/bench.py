@@ -130,7 +130,7 @@ def _pil_item(path: Path, size: int) -> torch.Tensor:
     img = img.crop((left, top, left + size, top + size))
     if np.random.rand() < 0.5:
         img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    x = torch.from_numpy(np.asarray(img)).permute(2, 0, 1).float().div_(255)
+    x = torch.from_numpy(np.array(img)).permute(2, 0, 1).float().div_(255)
     return (x - 0.5) / 0.25
 
 

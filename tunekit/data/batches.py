@@ -44,7 +44,7 @@ class Batches:
         if device.type == "cuda":
             nbytes = len(self.index) * int(np.prod(cache.images.shape[1:]))
             if nbytes <= PRELOAD_SHARE * torch.cuda.get_device_properties(device).total_memory:
-                self.resident = torch.from_numpy(np.ascontiguousarray(cache.images[self.index])).to(device)
+                self.resident = torch.from_numpy(np.take(cache.images, self.index, axis=0)).to(device)
 
     def __len__(self) -> int:
         """Batches per epoch (training drops the last partial batch, as fastai does)."""
@@ -70,26 +70,31 @@ class Batches:
         if self.resident is not None:
             raw = self.resident[pos.to(self.device)]
         else:
-            raw = torch.from_numpy(np.ascontiguousarray(self.cache.images[self.index[pos.numpy()]]))
+            # np.take copies the rows out of the read-only memory map into a fresh, writable array
+            raw = torch.from_numpy(np.take(self.cache.images, self.index[pos.numpy()], axis=0))
             if self.device.type == "cuda":
                 raw = raw.pin_memory().to(self.device, non_blocking=True)
             else:
                 raw = raw.to(self.device)
-        x = raw.permute(0, 3, 1, 2)  # (B, 3, S, W) uint8 view
-        B, S = x.shape[0], self.size
-        if x.shape[3] != S:  # crop: take an S x S window along the width
+        B, S = raw.shape[0], self.size
+        if raw.shape[2] != S:  # crop: an S x S window along the stored width
             room = (self.extent[pos] - S).clamp(min=0)
-            if self.train:
-                offset = (torch.rand(B, generator=gen) * (room + 1).float()).long()
-            else:
-                offset = room // 2
-            cols = (offset[:, None] + torch.arange(S)[None, :]).to(self.device)
-            x = x.gather(3, cols[:, None, None, :].expand(B, 3, S, S))
-            t = self.transposed[pos].to(self.device)
-            if t.any():
-                x = torch.where(t[:, None, None, None], x.transpose(2, 3), x)
-        if self.train:
-            flip = (torch.rand(B, generator=gen) < 0.5).to(self.device)
-            x = torch.where(flip[:, None, None, None], x.flip(3), x)
-        x = x.float().mul_(self.scale).add_(self.shift)
+            offsets = (torch.rand(B, generator=gen) * (room + 1).float()).long() if self.train else room // 2
+        else:
+            offsets = torch.zeros(B, dtype=torch.long)
+        flips = (torch.rand(B, generator=gen) < 0.5) if self.train else torch.zeros(B, dtype=torch.bool)
+        transposed = self.transposed[pos]
+        # Per item: a view of its window (HWC), transposed back and/or flipped; one copy for all.
+        items = []
+        for i, (o, t, f) in enumerate(zip(offsets.tolist(), transposed.tolist(), flips.tolist())):
+            w = raw[i, :, o:o + S]
+            if t:
+                w = w.transpose(0, 1)
+            if f:
+                w = w.flip(1)
+            items.append(w)
+        # uint8 NHWC -> contiguous NCHW while still 1 byte per value, then one float multiply-add:
+        # converting and permuting at once was 1.5x slower on a CPU at 224px
+        x = torch.stack(items).permute(0, 3, 1, 2).contiguous()
+        x = torch.addcmul(self.shift, x.float(), self.scale)
         return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
