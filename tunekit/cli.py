@@ -173,6 +173,7 @@ def report(sources: tuple[str, ...], out: Path | None, constant: float) -> None:
     """
     from . import report as rp
 
+    _setup_logging(verbose=False)  # warnings (a source that could not be read) as one line each
     try:
         runs = rp.load_sources(list(sources))
         built = rp.build(runs, constant)

@@ -17,6 +17,7 @@ import base64
 import html
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,8 @@ def load_sources(sources: list[str | Path]) -> pd.DataFrame:
             problems.append(str(e))
     if not frames or all(f.empty for f in frames):
         raise TunekitError("nothing to report: " + "; ".join(problems or ["no runs found"]))
-    for problem in problems:
-        print(f"warning: {problem}")
+    for problem in problems:  # the other sources still make a report
+        warnings.warn(problem, stacklevel=2)
     return pd.concat(frames, ignore_index=True)
 
 
