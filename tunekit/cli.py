@@ -91,15 +91,14 @@ class _JsonPrinter:
 
 
 class _TablePrinter:
-    COLUMNS = ("epoch", "train_loss", "valid_loss", "error_rate", "accuracy", "f2", "fit_time",
-               "images_per_s", "gpu_mem", "lr")
-
     def __init__(self) -> None:
         self.columns: list[str] | None = None
 
     def __call__(self, metrics: dict[str, Any], state: object) -> None:
         if self.columns is None:
-            self.columns = [c for c in self.COLUMNS if c in metrics]
+            from .train import METRICS  # the metric contract, in its order
+
+            self.columns = [c for c in METRICS if c in metrics]
             click.echo("  ".join(f"{c:>12}" for c in self.columns))
         click.echo("  ".join(f"{_fmt(metrics.get(c)):>12}" for c in self.columns))
 

@@ -82,7 +82,7 @@ class TrialConfig:
     @property
     def total_epochs(self) -> int:
         """Epochs the run reports: freeze + fine-tune with pretrained weights, else ``epochs``."""
-        return self.epochs + (self.freeze_epochs if self.uses_pretrained else 0)
+        return reported_epochs(self.epochs, self.freeze_epochs, self.pretrained)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrialConfig:
@@ -95,6 +95,12 @@ class TrialConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def reported_epochs(epochs: int, freeze_epochs: int, pretrained: bool | str) -> int:
+    """How many epochs a run reports (ASHA's time axis): fastai's fine_tune runs ``freeze_epochs``
+    frozen epochs before ``epochs`` with pretrained weights; from scratch only ``epochs``."""
+    return int(epochs) + (int(freeze_epochs) if pretrained is not False else 0)
 
 
 def _at_least(name: str, value: int, low: int) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import SEARCH_KEYS
+from .config import SEARCH_KEYS, TrialConfig, reported_epochs
 from .data.spec import DataSpec
 from .errors import TunekitError
 
@@ -91,8 +91,9 @@ def _trial_row(trial: Path, dataset: str, metric: str, mode: str, ray_status: st
     row: dict[str, Any] = {"dataset": dataset, "trial": trial.name}
     row.update({k: config[k] for k in SEARCH_KEYS if k in config})
     history = _read_progress(trial / "progress.csv")
-    total = int(config.get("epochs", 5)) + (int(config.get("freeze_epochs", 1)) if config.get("pretrained", True)
-                                            is not False else 0)
+    total = reported_epochs(config.get("epochs", TrialConfig.epochs),
+                            config.get("freeze_epochs", TrialConfig.freeze_epochs),
+                            config.get("pretrained", TrialConfig.pretrained))
     if not history.empty:
         last = history.iloc[-1]
         for key in ("error_rate", "valid_loss", "train_loss", "accuracy", "f2", "fit_time", "images_per_s",

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import SEARCH_KEYS, TrialConfig
+from .config import SEARCH_KEYS, TrialConfig, reported_epochs
 from .data.spec import DataSpec
 from .errors import TunekitError, did_you_mean, one_of
 from .model import check_model_name
@@ -82,10 +82,10 @@ class SearchSpec:
 
     def total_epochs(self) -> int:
         """ASHA's max_t: the largest epoch count a trial can report."""
-        values = self.values_of("epochs") or [TrialConfig.epochs]
+        epochs = self.values_of("epochs") or [TrialConfig.epochs]
         freeze = self.values_of("freeze_epochs") or [TrialConfig.freeze_epochs]
-        pretrained = self.values_of("pretrained") or [True]
-        return max(values) + (max(freeze) if any(p is not False for p in pretrained) else 0)
+        pretrained = self.values_of("pretrained") or [TrialConfig.pretrained]
+        return max(reported_epochs(e, f, p) for e in epochs for f in freeze for p in pretrained)
 
     def trial_count(self) -> int:
         grid = 1
