@@ -6,11 +6,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +27,37 @@ class InputError(click.ClickException):
     exit_code = 2
 
 
+def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Bad input (a TunekitError) is one line on stderr and exit code 2; ``--debug`` shows its traceback."""
+
+    @click.option("--debug", is_flag=True, help="On an error, show the full traceback.")
+    @functools.wraps(command)
+    def wrapper(*args: Any, debug: bool, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except TunekitError as e:
+            if debug:
+                raise
+            raise InputError(str(e)) from None
+
+    return wrapper
+
+
+def strict_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--strict", is_flag=True,
+                        help="Fail on unreadable images instead of skipping them with a warning.")(command)
+
+
+def _strict(spec: str) -> str:
+    """The data spec with ``strict=1``: unreadable images are an error."""
+    from .data.spec import DataSpec
+
+    return str(DataSpec.parse(spec).with_options(strict=True))
+
+
 def _setup_logging(verbose: bool) -> None:
     level = logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
     warnings.showwarning = lambda message, *args, **kwargs: click.echo(f"warning: {message}", err=True)
 
 
@@ -61,7 +91,9 @@ def main() -> None:
 @click.option("--threads", type=int, help="torch CPU threads. [default: torch's]")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per epoch instead of a table.")
 @click.option("--quiet", "-q", is_flag=True, help="Only the epoch rows (no setup summary).")
-def train(as_json: bool, quiet: bool, weights: str | None, **options: Any) -> None:
+@strict_option
+@user_errors
+def train(as_json: bool, quiet: bool, weights: str | None, strict: bool, **options: Any) -> None:
     """Fine-tune one configuration and print its metrics after every epoch.
 
     \b
@@ -72,13 +104,15 @@ def train(as_json: bool, quiet: bool, weights: str | None, **options: Any) -> No
 
     _setup_logging(verbose=not quiet)
     if weights:
+        if options["pretrained"] is False:
+            raise click.UsageError("--weights and --no-pretrained contradict each other: --weights loads pretrained "
+                                   "weights from a file")
         options["pretrained"] = weights
-    try:
-        cfg = TrialConfig.from_dict(options)
-        printer = _JsonPrinter() if as_json else _TablePrinter()
-        result = fit(cfg, printer)
-    except TunekitError as e:
-        raise InputError(str(e)) from None
+    if strict:
+        options["data"] = _strict(options["data"])
+    cfg = TrialConfig.from_dict(options)
+    printer = _JsonPrinter() if as_json else _TablePrinter()
+    result = fit(cfg, printer)
     if result.status == "diverged":
         click.echo(f"diverged: the loss became non-finite; try a lower --lr than {cfg.lr}", err=True)
         sys.exit(1)
@@ -126,6 +160,8 @@ def _fmt(value: Any) -> str:
 @click.option("--dry-run", is_flag=True, help="Validate and print the plan; start nothing, download nothing.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting or fix a config key.")
 @click.option("--verbose", "-v", is_flag=True, help="Ray's own output too.")
+@strict_option
+@user_errors
 def search(space: Path, sets: tuple[str, ...], verbose: bool, **options: Any) -> None:
     """Run the hyperparameter search of a search-space file on Ray Tune.
 
@@ -140,11 +176,14 @@ def search(space: Path, sets: tuple[str, ...], verbose: bool, **options: Any) ->
     from .tuner import search as run_search
 
     _setup_logging(verbose=verbose)
+    overrides = dict(parse_override(s) for s in sets)
+    for key in ("gpus_per_trial", "cpus_per_trial", "num_samples", "name"):
+        if key in overrides and options.get(key) is not None and overrides[key] != options[key]:
+            flag = "--" + key.replace("_", "-")
+            raise click.UsageError(f"{flag} {options[key]} and --set {key}={overrides[key]} contradict each other; "
+                                   f"give one")
     try:
-        overrides = dict(parse_override(s) for s in sets)
         result = run_search(space, overrides=overrides, verbose=verbose, echo=click.echo, **options)
-    except TunekitError as e:
-        raise InputError(str(e)) from None
     except KeyboardInterrupt:
         sys.exit(130)
     if getattr(result, "interrupted", False):
@@ -157,6 +196,7 @@ def search(space: Path, sets: tuple[str, ...], verbose: bool, **options: Any) ->
               help="Folder for the report files. [default: the run folder, for one run; else ./tunekit_report]")
 @click.option("--constant", type=float, default=80.0, show_default=True,
               help="Score = error_rate * (fit_time + CONSTANT).")
+@user_errors
 def report(sources: tuple[str, ...], out: Path | None, constant: float) -> None:
     """Rank backbones by error, time and memory from runs or CSVs; write tables and plots.
 
@@ -173,14 +213,11 @@ def report(sources: tuple[str, ...], out: Path | None, constant: float) -> None:
     from . import report as rp
 
     _setup_logging(verbose=False)  # warnings (a source that could not be read) as one line each
-    try:
-        runs = rp.load_sources(list(sources))
-        built = rp.build(runs, constant)
-        single_run = len(sources) == 1 and Path(sources[0]).expanduser().is_dir()
-        target = out or (Path(sources[0]).expanduser() if single_run else Path("tunekit_report"))
-        files = rp.write(built, target, tensorboard_dir=target / "tunekit_report" if single_run and not out else None)
-    except TunekitError as e:
-        raise InputError(str(e)) from None
+    runs = rp.load_sources(list(sources))
+    built = rp.build(runs, constant)
+    single_run = len(sources) == 1 and Path(sources[0]).expanduser().is_dir()
+    target = out or (Path(sources[0]).expanduser() if single_run else Path("tunekit_report"))
+    files = rp.write(built, target, tensorboard_dir=target / "tunekit_report" if single_run and not out else None)
     for line in rp.terminal_summary(built):
         click.echo(line)
     click.echo(f"wrote {len(files)} files to {target}: " + ", ".join(f.name for f in files[:4]) + ", ...")
@@ -196,6 +233,7 @@ def report(sources: tuple[str, ...], out: Path | None, constant: float) -> None:
 @click.option("--n-images", type=int, default=4500, show_default=True, help="Generated images for the loop.")
 @click.option("--threads", type=int, help="torch CPU threads. [default: torch's]")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the records here.")
+@user_errors
 def bench(models: str, json_path: Path | None, **options: Any) -> None:
     """Measure the bare train step (ceiling), tunekit's loop and the data path on this machine.
 
@@ -210,12 +248,9 @@ def bench(models: str, json_path: Path | None, **options: Any) -> None:
 
     _setup_logging(verbose=False)
     names = [m.strip() for m in models.split(",") if m.strip()]
-    try:
-        for name in names:
-            check_model_name(name)
-        records = run_bench(names, echo=click.echo, **options)
-    except TunekitError as e:
-        raise InputError(str(e)) from None
+    for name in names:
+        check_model_name(name)
+    records = run_bench(names, echo=click.echo, **options)
     if json_path:
         json_path.write_text(json.dumps([r.as_dict() for r in records], indent=2))
         click.echo(f"wrote {json_path}")
@@ -232,6 +267,7 @@ def data() -> None:
 @click.option("--n", type=int, default=4500, show_default=True, help="Number of images.")
 @click.option("--size", type=int, default=64, show_default=True, help="Short side in pixels.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@user_errors
 def data_shapes(directory: Path, multilabel: bool, n: int, size: int, seed: int) -> None:
     """Write the built-in generated shapes dataset as real JPEG files.
 
@@ -252,7 +288,9 @@ def data_shapes(directory: Path, multilabel: bool, n: int, size: int, seed: int)
 @click.argument("spec")
 @click.option("--resize", type=click.Choice(["crop", "squish", "pad"]), default="crop", show_default=True)
 @click.option("--img-size", type=int, default=224, show_default=True)
-def data_prepare(spec: str, resize: str, img_size: int) -> None:
+@strict_option
+@user_errors
+def data_prepare(spec: str, resize: str, img_size: int, strict: bool) -> None:
     """Download (if needed) and decode a dataset into the shared cache; print what it holds.
 
     \b
@@ -262,10 +300,7 @@ def data_prepare(spec: str, resize: str, img_size: int) -> None:
     from . import data as tkdata
 
     _setup_logging(verbose=True)
-    try:
-        ds = tkdata.load(spec, resize, img_size)
-    except TunekitError as e:
-        raise InputError(str(e)) from None
+    ds = tkdata.load(_strict(spec) if strict else spec, resize, img_size)
     kind = "multi-label" if ds.multilabel else "single-label"
     click.echo(f"{spec}: {len(ds.train_index)} train / {len(ds.valid_index)} valid images, "
                f"{len(ds.classes)} classes ({kind}); cache {ds.cache.path}")

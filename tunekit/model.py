@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -199,6 +200,8 @@ def _create_body(cfg: TrialConfig, img_size: int) -> tuple[nn.Module, str, str]:
         kwargs.pop("zero_init_last")
         body = _create(cfg, kwargs)
         zero_init = f"n/a ({type(body).__name__} has no zero_init_last)"
+        warnings.warn(f"zero_init={cfg.zero_init}: not supported by {cfg.model} ({type(body).__name__} has no "
+                      f"zero_init_last); training it as it is", stacklevel=2)
     if cfg.uses_pretrained and not zero_init.startswith("n/a"):
         zero_init += " (overwritten by pretrained weights)"
     return body, zero_init, weights
@@ -207,6 +210,13 @@ def _create_body(cfg: TrialConfig, img_size: int) -> tuple[nn.Module, str, str]:
 def timm_pretrained_cfg(name: str):
     """timm's pretrained config of ``name`` (``arch`` or ``arch.tag``), or None."""
     return timm.get_pretrained_cfg(name) or timm.get_pretrained_cfg(name.partition(".")[0])
+
+
+def check_weights_available(name: str) -> None:
+    """Fail in a second (before any data work) when ``name``'s hub weights can neither be found
+    in the local cache nor downloaded."""
+    if not cached_weights(name):
+        require_reachable(name)
 
 
 def cached_weights(name: str) -> str | None:

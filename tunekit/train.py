@@ -31,7 +31,15 @@ from . import data as tkdata
 from .config import TrialConfig
 from .errors import TunekitError
 from .metrics import classification_metrics
-from .model import NORM_TYPES, FineTuneModel, ModelInfo, build_model, check_model_name, timm_pretrained_cfg
+from .model import (
+    NORM_TYPES,
+    FineTuneModel,
+    ModelInfo,
+    build_model,
+    check_model_name,
+    check_weights_available,
+    timm_pretrained_cfg,
+)
 
 log = logging.getLogger("tunekit")
 
@@ -220,7 +228,9 @@ def _to_cpu(obj: Any) -> Any:
 
 
 def _setup(cfg: TrialConfig) -> _Run:
-    check_model_name(cfg.model)  # before any data work: a typo should fail in a second
+    check_model_name(cfg.model)  # before any data work: a typo, or offline weights, should fail in a second
+    if cfg.pretrained is True:
+        check_weights_available(cfg.model)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)

@@ -28,8 +28,9 @@ from .train import RunInfo, fit
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINTS_KEY = "_checkpoints"  # config flag: False when the storage is not shared by all nodes
-# Fault injection for tests of retries: {"epoch": N, "marker": PATH} raises once, after epoch N's
-# report and checkpoint (the marker file records that it fired). Space files cannot set it.
+# Fault injection for tests: {"epoch": N, "marker": PATH, "error": "oom"} raises after epoch N's report
+# and checkpoint; with a marker only once (the file records that it fired), without one every time.
+# "error" "oom" raises torch's CUDA out-of-memory error, else a RuntimeError. Space files cannot set it.
 FAULT_KEY = "_fault"
 RUN_INFO_FILE = "tunekit_run.json"
 _CONFIG_KEYS = {f.name for f in fields(TrialConfig)}
@@ -46,12 +47,14 @@ def run_trial(config: dict[str, Any]) -> None:
             resume = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     node = ray.get_runtime_context().get_node_id()
 
-    extra = {"node": node}
+    extra = {"node": node}  # reported with every epoch's metrics
+    resolved: dict[str, Any] = {}
 
     started = time.time()
 
     def on_setup(info: RunInfo) -> None:
         extra["device"] = info.device
+        resolved["img_size"] = info.img_size
         context = ray.get_runtime_context()
         record = {**asdict(info), "node": node, "started": started, "resources": context.get_assigned_resources(),
                   "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
@@ -67,13 +70,46 @@ def run_trial(config: dict[str, Any]) -> None:
             tune.report({**_finite(metrics), **extra}, checkpoint=tune.Checkpoint.from_directory(d))
         _maybe_fault(config.get(FAULT_KEY), metrics["epoch"])
 
-    fit(cfg, report, resume=resume, on_setup=on_setup)
+    try:
+        fit(cfg, report, resume=resume, on_setup=on_setup)
+    except Exception as e:
+        if not is_out_of_memory(e):
+            raise
+        raise TrialOutOfMemory(_oom_advice(cfg, resolved.get("img_size"), e)) from e
+
+
+class TrialOutOfMemory(RuntimeError):
+    """A trial ran out of accelerator memory; the message says with what and what to change."""
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+def _oom_advice(cfg: TrialConfig, img_size: int | None, error: BaseException) -> str:
+    """One line (the report shows the last line of error.txt): what ran out, with what, what to change."""
+    share = ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0)
+    where = f"{share:g} GPU per trial"
+    if torch.cuda.is_available():
+        total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 2**30
+        where += f" ({share * total:.1f} of the GPU's {total:.0f} GiB)"
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return (f"out of memory: {cfg.model} at batch_size {cfg.batch_size}, img_size {img_size or cfg.img_size}, "
+            f"{where}: lower batch_size, raise gpus_per_trial (fewer trials per GPU) or set gpus_per_trial='auto' "
+            f"[{first[:120]}]")
 
 
 def _maybe_fault(fault: dict[str, Any] | None, epoch: int) -> None:
-    if fault and epoch == fault["epoch"] and not os.path.exists(fault["marker"]):
-        Path(fault["marker"]).write_text(f"fired after epoch {epoch}\n")
-        raise RuntimeError(f"injected fault after epoch {epoch}")
+    if not fault or epoch != fault["epoch"]:
+        return
+    marker = fault.get("marker")
+    if marker:
+        if os.path.exists(marker):
+            return
+        Path(marker).write_text(f"fired after epoch {epoch}\n")
+    if fault.get("error") == "oom":
+        raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB (injected after epoch {epoch})")
+    raise RuntimeError(f"injected fault after epoch {epoch}")
 
 
 def _finite(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ removed when the trial ends) and is retried from it on failure. Re-running with 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -34,6 +35,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from .config import SEARCH_KEYS, TrialConfig
+from .data.spec import DataSpec
 from .errors import TunekitError
 from .spec import SearchSpec, build_spec, load_spec
 from .train import METRICS
@@ -104,10 +106,13 @@ def search(
     space: str | Path | SearchSpec, *, num_gpus: float | None = None, gpus_per_trial: float | None = None,
     cpus_per_trial: float | None = None, num_samples: int | None = None, address: str | None = None,
     storage_path: str | Path = DEFAULT_STORAGE, name: str | None = None, resume: bool = False,
-    dry_run: bool = False, overrides: dict[str, Any] | None = None, verbose: bool = False,
+    dry_run: bool = False, overrides: dict[str, Any] | None = None, verbose: bool = False, strict: bool = False,
     echo: Callable[[str], None] = print,
 ) -> SearchResult | Plan:
-    """Run (or, with ``dry_run``, plan) a search: a space file, a dict of its settings, or a SearchSpec."""
+    """Run (or, with ``dry_run``, plan) a search: a space file, a dict of its settings, or a SearchSpec.
+
+    ``strict`` makes unreadable images an error instead of a warning (the data spec's ``strict=1``).
+    """
     options = _cli_overrides(overrides, gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
                              num_samples=num_samples, name=name)
     if isinstance(space, SearchSpec):
@@ -116,6 +121,8 @@ def search(
         spec = build_spec({"name": "search", **space, **options})
     else:
         spec = load_spec(space, options)
+    if strict:
+        spec = dataclasses.replace(spec, data=str(DataSpec.parse(spec.data).with_options(strict=True)))
     storage = Path(storage_path).expanduser().resolve()
     run_dir = storage / spec.name
     restoring = _check_resume(spec, run_dir, resume)
@@ -140,20 +147,25 @@ def search(
         notes.append("  note     no GPU here: planned for 1 GPU (pass --num-gpus N to plan for N)")
     plan = _plan(spec, run_dir, total_cpus, total_gpus, restoring)
     if dry_run:
+        try:
+            _check_local_data(spec)
+        finally:
+            if started:
+                ray.shutdown()
         for line in plan.lines(spec) + notes:
             echo(line)
-        if started:
-            ray.shutdown()
         return plan
-    if not ray.is_initialized():
+    for line in plan.lines(spec):
+        echo(line)
+    local = address is None and not ray.is_initialized()
+    if local:  # this machine is the only node: data and weights are ready before Ray starts
+        _prepare_local(spec, echo)
         ray.init(num_cpus=int(total_cpus), num_gpus=int(math.ceil(total_gpus)), include_dashboard=False,
                  log_to_driver=verbose, logging_level="INFO" if verbose else "WARNING", configure_logging=True)
         started = True
     try:
-        for line in plan.lines(spec):
-            echo(line)
         run_dir.mkdir(parents=True, exist_ok=True)
-        checkpoints = _prepare_nodes(spec, run_dir, echo)
+        checkpoints = True if local else _prepare_nodes(spec, run_dir, echo)
         _save_spec(spec, run_dir)
         tuner = _tuner(spec, storage, restoring, verbose, echo, plan, checkpoints)
         t0 = time.perf_counter()
@@ -230,6 +242,24 @@ def _save_spec(spec: SearchSpec, run_dir: Path) -> None:
 
 # ---- data and weights, once per node -------------------------------------------------------------
 
+def _check_local_data(spec: SearchSpec) -> None:
+    """For a dry run: list and check the files of data on a local path (nothing downloaded or decoded)."""
+    from .data import resolve_items
+
+    data = DataSpec.parse(spec.data)
+    if data.path is not None:
+        resolve_items(data)
+
+
+def _prepare_local(spec: SearchSpec, echo: Callable[[str], None]) -> None:
+    jobs = _prepare_jobs(spec)
+    echo(f"preparing: {spec.data}, {len(jobs['caches'])} resize/size combination(s), "
+         f"{len(jobs['weights'])} pretrained model(s)")
+    _, notes = _prepare_here(spec.data, jobs, None)
+    for note in notes:
+        echo(f"warning: {note}")
+
+
 def _prepare_nodes(spec: SearchSpec, run_dir: Path, echo: Callable[[str], None]) -> bool:
     """On every node, before any trial: download and decode the data once, fetch pretrained weights,
     and check that the run folder is the same storage there. Returns whether checkpoints can be
@@ -246,7 +276,7 @@ def _prepare_nodes(spec: SearchSpec, run_dir: Path, echo: Callable[[str], None])
     refs = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
             .remote(spec.data, jobs, str(marker)) for node in nodes]
     try:
-        sees_marker = ray.get(refs)
+        answers = ray.get(refs)
     except ray.exceptions.RayTaskError as e:
         cause = e.cause if isinstance(getattr(e, "cause", None), TunekitError) else None
         if cause is not None:
@@ -254,6 +284,9 @@ def _prepare_nodes(spec: SearchSpec, run_dir: Path, echo: Callable[[str], None])
         raise
     finally:
         marker.unlink(missing_ok=True)
+    for note in dict.fromkeys(note for _, notes in answers for note in notes):  # once, not once per node
+        echo(f"warning: {note}")
+    sees_marker = [seen for seen, _ in answers]
     if all(sees_marker):
         return True
     echo(f"warning: {run_dir.parent} is not shared storage for {sees_marker.count(False)} of {len(nodes)} "
@@ -280,14 +313,22 @@ def _prepare_jobs(spec: SearchSpec) -> dict[str, list]:
     return {"caches": sorted(caches), "weights": weights}
 
 
-def _prepare_here(data: str, jobs: dict[str, list], marker: str) -> bool:
+def _prepare_here(data: str, jobs: dict[str, list], marker: str | None) -> tuple[bool, list[str]]:
+    """Data caches and weights on this node. Returns whether ``marker`` is visible here, and the
+    warnings raised (skipped images), which a Ray task's stderr would hide from the user."""
+    import warnings
+
     from . import data as tkdata
 
-    for resize, size in jobs["caches"]:
-        tkdata.load(data, resize, size)
-    for model in jobs["weights"]:
-        _fetch_weights(model)
-    return os.path.exists(marker)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for model in jobs["weights"]:  # first: offline fails in a second, data can take minutes
+            _fetch_weights(model)
+        for resize, size in jobs["caches"]:
+            tkdata.load(data, resize, size)
+    ours = Path(__file__).parent
+    notes = list(dict.fromkeys(str(w.message) for w in caught if Path(w.filename).is_relative_to(ours)))
+    return marker is None or os.path.exists(marker), notes
 
 
 def _fetch_weights(model: str) -> None:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 from filelock import FileLock
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 log = logging.getLogger("tunekit")
 
@@ -105,7 +105,7 @@ def _build(files: list[Path], resize: str, size: int, final: Path, threads: int 
         try:
             arr, t = decode(files[i], resize, size)
         except Exception as e:  # noqa: BLE001 - any decoder failure means "unreadable file"
-            errors[i] = f"{files[i]}: {type(e).__name__}: {e}"
+            errors[i] = f"{files[i]}: {_why_unreadable(files[i], e)}"
             return
         images[i, :, : arr.shape[1]] = arr
         extent[i], transposed[i], ok[i] = arr.shape[1], t, True
@@ -119,6 +119,20 @@ def _build(files: list[Path], resize: str, size: int, final: Path, threads: int 
     skipped = [errors[i] for i in sorted(errors)]
     (tmp / "meta.json").write_text(json.dumps({"n": n, "resize": resize, "size": size, "skipped": skipped}))
     os.replace(tmp, final)
+
+
+def _why_unreadable(path: Path, error: Exception) -> str:
+    """A short reason for the skipped-files warning (PIL's messages repeat the path)."""
+    if isinstance(error, OSError) and not isinstance(error, UnidentifiedImageError) and error.filename:
+        return f"{type(error).__name__}: {error.strerror or error}"  # permission, vanished file
+    if path.is_file() and path.stat().st_size == 0:
+        return "empty file (0 bytes)"
+    if isinstance(error, UnidentifiedImageError):
+        return "not an image (or a format PIL cannot read)"
+    text = str(error)
+    if "truncated" in text:
+        return "truncated image"
+    return f"corrupt image ({type(error).__name__}: {text[:100]})"
 
 
 def decode(path: Path, resize: str, size: int) -> tuple[np.ndarray, bool]:

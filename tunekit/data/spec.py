@@ -100,6 +100,11 @@ class DataSpec:
             raise TunekitError(f"valid_pct must be between 0 and 1, got {typed['valid_pct']!r} in {shown}")
         return cls(kind, Path(path).expanduser() if path else None, typed)
 
+    def with_options(self, **options: Any) -> DataSpec:
+        """A copy with ``options`` set (validated like parsed ones)."""
+        return self._make(self.kind, None if self.path is None else str(self.path), {**self.options, **options},
+                          repr(str(self)))
+
     def __str__(self) -> str:
         text = self.kind + (f":{self.path}" if self.path else "")
         if self.options:
