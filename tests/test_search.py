@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import ray
+from ray import tune
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tunekit.errors import TunekitError
@@ -195,3 +196,30 @@ def test_python_api_can_search_twice(tmp_path, small_shapes):
                               storage_path=tmp_path, dry_run=True, echo=lambda line: None)
         assert plan.trials == 1
     assert callable(tunekit.search)
+
+
+def test_out_of_memory_errors_one_trial_with_advice_and_the_search_goes_on(small_shapes, tmp_path):
+    from tunekit.spec import load_spec
+    from tunekit.trainable import FAULT_KEY
+
+    body = """
+    epochs = 2
+    asha = None
+    max_failures = 0
+    space = {"model": "test_resnet", "pretrained": False, "batch_size": 32, "img_size": 32}
+    """
+    spec = load_spec(space_file(tmp_path, f"folder:{small_shapes}", body))
+    spec.space[FAULT_KEY] = tune.grid_search([None, {"epoch": 1, "error": "oom"}])  # the second runs out
+    lines: list[str] = []
+    result = search(spec, storage_path=tmp_path / "runs", echo=lines.append)
+    rows = result.trials.sort_values("status").to_dict("records")
+    assert [r["status"] for r in rows] == ["completed", "errored"]
+    error = rows[1]["error"]
+    assert error.startswith("tunekit.trainable.TrialOutOfMemory: out of memory: test_resnet at batch_size 32, "
+                            "img_size 32, 0 GPU per trial: lower batch_size, raise gpus_per_trial"), error
+    assert "CUDA out of memory" in error  # torch's own words kept
+    kept = (Path(rows[1]["path"]) / "error.txt").read_text()
+    assert "trainable.py\", line" in kept and "in _maybe_fault" in kept  # the traceback stays in the trial folder
+    assert any("errored: see" in line for line in lines)
+    report = (result.path / "report.md").read_text()
+    assert "out of memory: test_resnet at batch_size 32" in report
