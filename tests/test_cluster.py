@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 import ray
 from ray.cluster_utils import Cluster
 
+from tunekit.data.shapes import write_shapes
 from tunekit.tuner import search
+
+
+def epochs_of(trial: Path) -> list[int]:
+    path = trial / "progress.csv"
+    if not path.is_file():
+        return []
+    with open(path) as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
 
 BODY = """
 epochs = 2
@@ -28,7 +42,10 @@ space = {"model": "test_resnet", "lr": tune.grid_search([0.01, 0.005, 0.002, 0.0
 def cluster():
     if ray.is_initialized():
         ray.shutdown()
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    # a dead node is noticed within ~2 s (Ray's default is tens of seconds)
+    health = {"health_check_period_ms": 500, "health_check_failure_threshold": 4, "health_check_timeout_ms": 500}
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
+                                                      "_system_config": health})
     workers = [c.add_node(num_cpus=2, num_gpus=1) for _ in range(2)]  # each declares 1 GPU it doesn't have
     c.wait_for_nodes()
     yield c, workers
@@ -61,3 +78,51 @@ def test_trials_spread_over_worker_nodes_and_pack_fractional_gpus(cluster, small
         (_, (start_a, end_a)), (_, (start_b, end_b)) = mine
         assert start_a < end_b and start_b < end_a  # at the same time, on the same GPU
     os.environ.pop("RAY_ADDRESS", None)
+
+
+LOST = """
+epochs = 6
+searcher = "grid"
+asha = None
+cpus_per_trial = 2
+max_failures = 2
+space = {"model": "test_resnet", "lr": tune.grid_search([0.01, 0.002]), "pretrained": False,
+         "batch_size": 32, "img_size": 48}
+"""
+
+
+def test_lost_node_trials_continue_on_another_node_from_their_checkpoints(cluster, tmp_path):
+    """Runs last: it removes a worker node from the module's cluster."""
+    c, workers = cluster
+    data = write_shapes(tmp_path / "data", n=1200, size=48, seed=3)
+    space = tmp_path / "lost.py"
+    space.write_text(f"from ray import tune\ndata = 'folder:{data}'\n" + textwrap.dedent(LOST))
+    run = tmp_path / "runs" / "lost"
+    proc = subprocess.Popen([sys.executable, "-m", "tunekit.cli", "search", str(space), "--address", c.address,
+                             "--storage-path", str(tmp_path / "runs")], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    doomed = victim = None
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and victim is None:
+        for trial in run.glob("run_trial_*"):
+            info, epochs = trial / "tunekit_run.json", epochs_of(trial)
+            if info.is_file() and 1 <= len(epochs) <= 3:  # checkpointed at least once, far from done
+                node = json.loads(info.read_text())["node"]
+                doomed = next(w for w in workers if w.node_id == node)
+                victim = trial
+                break
+        time.sleep(0.05)
+    assert victim is not None, proc.communicate(timeout=60)[0] if proc.poll() is not None else "no trial midway"
+    c.remove_node(doomed, allow_graceful=False)  # the machine is gone: raylet, workers, all
+    lost_at = time.time()
+    before = epochs_of(victim)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert "2 completed" in out, out
+    survivor = next(w for w in workers if w is not doomed)
+    info = json.loads((victim / "tunekit_run.json").read_text())
+    assert info["node"] == survivor.node_id and info["started"] > lost_at  # retried on the other node
+    epochs = epochs_of(victim)
+    assert epochs == list(range(1, 7)), epochs  # every epoch once: continued after its checkpoint
+    assert epochs[: len(before)] == before
+    assert (victim / "error.txt").is_file()  # what happened is on record

@@ -1,8 +1,9 @@
-"""A search killed with SIGKILL midway, then resumed: every trial exactly once, nothing lost."""
+"""A search stopped with Ctrl-C, resumed, killed with SIGKILL, resumed: every trial exactly once, nothing lost."""
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,8 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+
+import pandas as pd
 
 from tunekit.data.shapes import write_shapes
 
@@ -36,36 +39,61 @@ def tunekit(*args: str) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
-def test_sigkill_then_resume_runs_every_trial_exactly_once(tmp_path):
-    data = write_shapes(tmp_path / "data", n=1200, size=48, seed=2)
-    space = tmp_path / "kill.py"
-    space.write_text(f"from ray import tune\ndata = 'folder:{data}'\n" + textwrap.dedent(BODY))
-    run = tmp_path / "runs" / "kill"
-    proc = tunekit(str(space), "--storage-path", str(tmp_path / "runs"), "--name", "kill")
+def wait_for_progress(proc: subprocess.Popen, run: Path, done_at_least: int) -> tuple[list[Path], Path]:
+    """Poll the run folder until ``done_at_least`` trials have every epoch and another is midway."""
     deadline = time.time() + 240
-    finished = interrupted = None
     while time.time() < deadline and proc.poll() is None:
         trials = sorted(run.glob("run_trial_*"))
         done = [t for t in trials if epochs_of(t) == [1, 2, 3]]
         mid = [t for t in trials if 1 <= len(epochs_of(t)) < 3]
-        if done and mid:
-            finished, interrupted = done[0], mid[0]
-            break
+        if len(done) >= done_at_least and mid:
+            return done, mid[0]
         time.sleep(0.1)
-    assert finished is not None, "the search never reached a state with one trial done and one midway"
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started, at once
-    proc.wait(timeout=30)
+    out = proc.communicate(timeout=60)[0] if proc.poll() is not None else "(still running)"
+    raise AssertionError(f"the search never had {done_at_least} trial(s) done and one midway:\n{out}")
+
+
+def test_ctrl_c_then_sigkill_then_resume_runs_every_trial_exactly_once(tmp_path):
+    data = write_shapes(tmp_path / "data", n=1200, size=48, seed=2)
+    space = tmp_path / "kill.py"
+    space.write_text(f"from ray import tune\ndata = 'folder:{data}'\n" + textwrap.dedent(BODY))
+    run = tmp_path / "runs" / "kill"
+    args = [str(space), "--storage-path", str(tmp_path / "runs"), "--name", "kill"]
+
+    # 1. Ctrl-C (SIGINT to the whole foreground process group, as a terminal sends it)
+    proc = tunekit(*args)
+    (finished,), interrupted = wait_for_progress(proc, run, done_at_least=1)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "interrupted: " in out and "--name kill --resume" in out, out  # how to continue
+    results = pd.read_csv(run / "results.csv")  # the report, written for what finished
+    status = dict(zip(results["path"].map(lambda p: Path(p).name), results["status"]))
+    assert status[finished.name] == "completed"
+    assert status[interrupted.name].startswith("unfinished"), status
+    assert (run / "report.md").is_file()
+    assert list(interrupted.glob("checkpoint_*")), "the interrupted trial keeps its last checkpoint"
     kept = (finished / "progress.csv").read_bytes()
     epochs_before = epochs_of(interrupted)
 
-    resumed = tunekit(str(space), "--storage-path", str(tmp_path / "runs"), "--name", "kill", "--resume")
-    out, _ = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, out
+    # 2. resumed, then SIGKILL of the driver and the local Ray it started, at once
+    proc = tunekit(*args, "--resume")
+    done, second = wait_for_progress(proc, run, done_at_least=2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert epochs_of(interrupted)[: len(epochs_before)] == epochs_before  # continued, not restarted
+    epochs_second = epochs_of(second)
+
+    # 3. resumed to the end
+    proc = tunekit(*args, "--resume")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
     assert "(resuming)" in out
     trials = sorted(run.glob("run_trial_*"))
     assert len(trials) == 4  # every trial once: none duplicated, none lost
     assert all(epochs_of(t) == [1, 2, 3] for t in trials), {t.name: epochs_of(t) for t in trials}
+    lrs = sorted(json.loads((t / "params.json").read_text())["lr"] for t in trials)
+    assert lrs == [0.001, 0.002, 0.005, 0.01]  # the same set of trials as an uninterrupted search
     assert (finished / "progress.csv").read_bytes() == kept  # a completed trial is untouched
-    # the interrupted trial continued after its checkpointed epoch instead of starting over
-    assert epochs_of(interrupted)[: len(epochs_before)] == epochs_before
+    assert epochs_of(second)[: len(epochs_second)] == epochs_second
     assert "4 completed" in out
