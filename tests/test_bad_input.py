@@ -134,6 +134,8 @@ CASES = [
          r"is a directory: write 'folder:"),
     Case("data-unknown-kind", lambda t: ["train", "--data", "imagenet", *TINY],
          r"unknown data kind 'imagenet' .*did you mean 'imagenette'"),
+    Case("data-unknown-option", lambda t: ["train", "--data", "shapes?nn=3", *TINY],
+         r"unknown option 'nn' for data kind 'shapes' \(did you mean 'n'\?\); options: valid_pct, seed, strict, "),
     Case("data-empty", lambda t: ["train", "--data", f"folder:{(t / 'empty').mkdir() or t / 'empty'}", *TINY],
          r"no images found in '.*empty'"),
     Case("data-one-class", lambda t: ["train", "--data", f"folder:{image_folder(t, {'a': 10})}", *TINY],
@@ -156,6 +158,8 @@ CASES = [
                                           *TINY[:-3], "--batch-size", "64"],
          r"batch_size 64 is larger than the \d+ training images"),
     # ---- command line
+    Case("cli-bad-choice", lambda t: ["train", "--pool", "max"],
+         r"Invalid value for '--pool': 'max' is not one of 'avg', 'concat'"),
     Case("cli-weights-and-no-pretrained", lambda t: ["train", "--weights", space(t, ""), "--no-pretrained"],
          r"--weights and --no-pretrained contradict each other"),
     Case("cli-option-and-set", lambda t: ["search", space(t, GOOD), "--gpus-per-trial", "0.5",

@@ -41,21 +41,6 @@ def test_train_prints_an_epoch_table(small_shapes):
     assert [line.split()[0] for line in lines[1:]] == ["1", "2"]
 
 
-def test_bad_input_exits_2_with_one_message_and_no_traceback(tmp_path):
-    runner = CliRunner()
-    result = runner.invoke(main, ["train", "--model", "resnet51", "--no-pretrained"])
-    assert result.exit_code == 2
-    assert "unknown timm model 'resnet51' (did you mean" in result.output
-    assert "Traceback" not in result.output
-    result = runner.invoke(main, ["train", "--data", f"folder:{tmp_path / 'missing'}", "--model", "test_resnet",
-                                  "--no-pretrained"])
-    assert result.exit_code == 2 and "does not exist" in result.output
-    result = runner.invoke(main, ["train", "--data", "shapes?nn=3", "--model", "test_resnet"])
-    assert result.exit_code == 2 and "did you mean 'n'?" in result.output
-    result = runner.invoke(main, ["train", "--pool", "max"])
-    assert result.exit_code == 2 and "'max' is not one of 'avg', 'concat'" in result.output
-
-
 def test_data_shapes_and_prepare(tmp_path):
     runner = CliRunner()
     out = tmp_path / "shapes"

@@ -228,7 +228,9 @@ def _to_cpu(obj: Any) -> Any:
 
 
 def _setup(cfg: TrialConfig) -> _Run:
-    check_model_name(cfg.model)  # before any data work: a typo, or offline weights, should fail in a second
+    # before any data work: a typo, or weights that cannot be had, should fail in a second
+    check_model_name(cfg.model)
+    tkdata.DataSpec.parse(cfg.data)
     if cfg.pretrained is True:
         check_weights_available(cfg.model)
     if cfg.threads:
