@@ -6,8 +6,9 @@ For each model, at one batch size, image size and precision on one device:
   trains (timm body + pool + head) on random tensors, as timm's benchmark.py measures it;
 * loop: tunekit's own training epochs (``train.fit``) on real cached images (the built-in shapes
   data, generated at the benchmark's image size), and loop / ceiling;
-* data: the input path alone on one core, images/s: the decode-once cache (``Batches``) against
-  decoding and resizing each JPEG with PIL per item (the usual DataLoader way).
+* data: the input path alone on one core, images/s, on photo-like 500x375 JPEGs: the decode-once
+  cache (``Batches``) against decoding and resizing each JPEG with PIL per item (the usual
+  DataLoader way).
 
     records = bench(["test_resnet", "test_vit"], device="cpu", img_size=64)
 """
@@ -96,20 +97,21 @@ def loop(model_name: str, device: torch.device, batch_size: int, img_size: int, 
     return max(h["images_per_s"] for h in result.history)
 
 
-def data_paths(img_size: int, n_images: int, batch_size: int, resize: str = "crop") -> tuple[float, float]:
-    """(cache, PIL) images/s on one core: a training epoch of cached batches, and per-item decoding."""
-    spec = f"shapes?n={n_images}&size={img_size}"
-    ds = tkdata.load(spec, resize, img_size)
+def data_paths(img_size: int, batch_size: int, device: torch.device, n_photos: int = 600,
+               resize: str = "crop") -> tuple[float, float]:
+    """(cache, PIL) images/s on one core, on photo-like JPEGs (500x375, like Pets'): a training
+    epoch of cached batches (the host's share: uint8 crops when training on a GPU, which then
+    converts to float; the float conversion too on a CPU), against per-item decoding."""
+    root = photo_like_folder(n_photos)
+    ds = tkdata.load(f"folder:{root}", resize, img_size)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         batches = ds.batches("train", batch_size=batch_size, device=torch.device("cpu"), mean=(0.5,) * 3,
                              std=(0.25,) * 3)
-        start, seen = time.perf_counter(), 0
-        for x, _ in batches.epoch(1):
-            seen += len(x)
-        cache_rate = seen / (time.perf_counter() - start)
-        files = [ds.items.files[i] for i in ds.train_index[: min(1000, len(ds.train_index))]]
+        produce = batches.epoch if device.type == "cpu" else batches.pixel_epoch
+        cache_rate = max(_rate(produce, epoch) for epoch in (1, 2, 3))
+        files = [ds.items.files[i] for i in ds.train_index[: min(300, len(ds.train_index))]]
         start = time.perf_counter()
         for f in files:
             _pil_item(f, img_size)
@@ -117,6 +119,34 @@ def data_paths(img_size: int, n_images: int, batch_size: int, resize: str = "cro
     finally:
         torch.set_num_threads(threads)
     return cache_rate, pil_rate
+
+
+def _rate(produce, epoch: int) -> float:
+    start, seen = time.perf_counter(), 0
+    for x, _ in produce(epoch):
+        seen += len(x)
+    return seen / (time.perf_counter() - start)
+
+
+def photo_like_folder(n: int, size: tuple[int, int] = (500, 375), seed: int = 0) -> Path:
+    """``n`` JPEGs (quality 90) with a photo's detail (smooth shapes, edges, sensor noise), in two
+    class folders under the data root, made once. Generated ``shapes`` images decode several times
+    faster than photos, which would flatter the per-item baseline."""
+    root = tkdata.data_root() / "bench" / f"photos-n{n}-{size[0]}x{size[1]}-seed{seed}"
+    if (root / ".done").is_file():
+        return root
+    rng = np.random.default_rng(seed)
+    w, h = size
+    for i in range(n):
+        folder = root / ("a" if i % 2 else "b")
+        folder.mkdir(parents=True, exist_ok=True)
+        coarse = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC)
+        mid = Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC)
+        pixels = 0.6 * np.asarray(coarse, dtype=np.float32) + 0.4 * np.asarray(mid, dtype=np.float32)
+        pixels += rng.normal(0, 6, pixels.shape)
+        Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(folder / f"{i:05d}.jpg", quality=90)
+    (root / ".done").touch()
+    return root
 
 
 def _pil_item(path: Path, size: int) -> torch.Tensor:
@@ -143,9 +173,10 @@ def bench(models: list[str], device: str = "auto", batch_size: int = 64, img_siz
         torch.set_num_threads(threads)
     echo(f"# {_device_name(dev)}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
          f"batch {batch_size}, {img_size}px, {prec}")
-    cache_rate, pil_rate = data_paths(img_size, n_images, batch_size)
-    echo(f"data path, 1 core: decode-once cache {cache_rate:.0f} images/s, per-item PIL {pil_rate:.0f} images/s "
-         f"({cache_rate / pil_rate:.1f}x)")
+    cache_rate, pil_rate = data_paths(img_size, batch_size, dev)
+    host = "uint8 crops, float on the device" if dev.type != "cpu" else "incl. float conversion"
+    echo(f"data path, 1 core, 500x375 JPEGs: decode-once cache {cache_rate:.0f} images/s ({host}), "
+         f"per-item PIL {pil_rate:.0f} images/s ({cache_rate / pil_rate:.1f}x)")
     echo(f"{'model':24s}{'ceiling img/s':>14s}{'loop img/s':>12s}{'loop/ceiling':>14s}{'peak GiB':>10s}")
     records = []
     for name in models:

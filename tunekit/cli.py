@@ -55,6 +55,20 @@ def _strict(spec: str) -> str:
     return str(DataSpec.parse(spec).with_options(strict=True))
 
 
+class GpuShare(click.ParamType):
+    """A number of GPUs (0.25: a quarter), or 'auto'."""
+
+    name = "FRACTION|auto"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float | str:
+        if value == "auto" or isinstance(value, float):
+            return value
+        try:
+            return float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
+
+
 def _setup_logging(verbose: bool) -> None:
     level = logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
@@ -150,7 +164,8 @@ def _fmt(value: Any) -> str:
 @main.command()
 @click.argument("space", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--num-gpus", type=float, help="GPUs this search may use in total. [default: all visible]")
-@click.option("--gpus-per-trial", type=float, help="GPU share per trial: 0.25 packs 4 trials on a GPU.")
+@click.option("--gpus-per-trial", type=GpuShare(),
+              help="GPU share per trial: 0.25 packs 4 trials on a GPU; 'auto' sizes it per model by a memory probe.")
 @click.option("--cpus-per-trial", type=float, help="CPU cores per trial (also its torch threads).")
 @click.option("--num-samples", type=int, help="Samples of the space (times the grid size).")
 @click.option("--address", help="Join a Ray cluster started with 'ray start' (ADDR:PORT or 'auto').")

@@ -60,7 +60,7 @@ class SearchSpec:
     num_samples: int = 1
     searcher: str = "grid"
     asha: dict[str, int] | None = field(default_factory=lambda: {"grace_period": 1, "reduction_factor": 3})
-    gpus_per_trial: float = 0.0
+    gpus_per_trial: float | str = 0.0  # or "auto": sized per model by a memory probe
     cpus_per_trial: float = 1.0
     max_concurrent: int | None = None
     name: str = "search"
@@ -185,8 +185,9 @@ def _check_settings(s: dict[str, Any], where: str) -> dict[str, Any]:
     if s["max_concurrent"] is not None and (not isinstance(s["max_concurrent"], int) or s["max_concurrent"] < 1):
         raise TunekitError(f"{where}: max_concurrent must be a positive integer or None, got {s['max_concurrent']!r}")
     gpus = s["gpus_per_trial"]
-    if not _number(gpus) or gpus < 0 or (gpus > 1 and not float(gpus).is_integer()):
-        raise TunekitError(f"{where}: gpus_per_trial must be a fraction in [0, 1] or a whole number, got {gpus!r}")
+    if gpus != "auto" and (not _number(gpus) or gpus < 0 or (gpus > 1 and not float(gpus).is_integer())):
+        raise TunekitError(f"{where}: gpus_per_trial must be a fraction in [0, 1], a whole number or 'auto', "
+                           f"got {gpus!r}")
     if not _number(s["cpus_per_trial"]) or s["cpus_per_trial"] <= 0:
         raise TunekitError(f"{where}: cpus_per_trial must be a positive number, got {s['cpus_per_trial']!r}")
     asha = s["asha"]
@@ -209,7 +210,8 @@ def _check_settings(s: dict[str, Any], where: str) -> dict[str, Any]:
         raise TunekitError(f"{where}: {e}") from None
     if not isinstance(s["name"], str) or not s["name"] or "/" in s["name"]:
         raise TunekitError(f"{where}: name must be a folder name, got {s['name']!r}")
-    s["gpus_per_trial"], s["cpus_per_trial"] = float(gpus), float(s["cpus_per_trial"])
+    s["gpus_per_trial"] = gpus if gpus == "auto" else float(gpus)
+    s["cpus_per_trial"] = float(s["cpus_per_trial"])
     return s
 
 

@@ -46,6 +46,10 @@ def run_trial(config: dict[str, Any]) -> None:
             # weights_only: a checkpoint is data (tensors, numbers, strings), never code
             resume = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     node = ray.get_runtime_context().get_node_id()
+    share = ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0)
+    if 0 < share < 1 and torch.cuda.is_available():
+        # a packed trial keeps to its share: its caching allocator cannot starve its neighbours
+        torch.cuda.set_per_process_memory_fraction(share)
 
     extra = {"node": node}  # reported with every epoch's metrics
     resolved: dict[str, Any] = {}
@@ -56,8 +60,9 @@ def run_trial(config: dict[str, Any]) -> None:
         extra["device"] = info.device
         resolved["img_size"] = info.img_size
         context = ray.get_runtime_context()
-        record = {**asdict(info), "node": node, "started": started, "resources": context.get_assigned_resources(),
-                  "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
+        # started: the trial function's entry; ready: its first training step is next
+        record = {**asdict(info), "node": node, "started": started, "ready": time.time(),
+                  "resources": context.get_assigned_resources(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
         trial_dir = Path(tune.get_context().get_trial_dir())
         (trial_dir / RUN_INFO_FILE).write_text(json.dumps(record, indent=2, default=str))
 

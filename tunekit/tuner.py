@@ -37,9 +37,10 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from .config import SEARCH_KEYS, TrialConfig
 from .data.spec import DataSpec
 from .errors import TunekitError
+from .gpu_share import MAX_PER_GPU, MemoryKey, Resources, Share, memory_keys, probe_shares
 from .spec import SearchSpec, build_spec, load_spec
 from .train import METRICS
-from .trainable import CHECKPOINTS_KEY
+from .trainable import CHECKPOINTS_KEY, RUN_INFO_FILE
 
 SPEC_FILE = "tunekit_spec.json"
 SPACE_COPY = "search_space.py"
@@ -87,6 +88,7 @@ class SearchResult:
     trials: pd.DataFrame  # one row per trial: config, final and best metrics, epochs, status
     metric: str
     mode: str
+    trial_start_s: list[float] = dataclasses.field(default_factory=list)  # Ray's start -> first step, seconds
 
     @property
     def unfinished(self) -> int:
@@ -142,21 +144,34 @@ def search(
         if num_gpus is not None:
             total_gpus = min(total_gpus, float(num_gpus))
     notes = []
-    if dry_run and spec.gpus_per_trial > 0 and total_gpus <= 0:
+    auto = spec.gpus_per_trial == "auto"
+    if auto:
+        memory_keys(spec)  # the space gives finite choices to probe, or an error now
+        if total_gpus <= 0 and not dry_run:
+            raise TunekitError("gpus_per_trial='auto' sizes each trial's share of a GPU by probing its memory, and "
+                               "no GPU is available: set gpus_per_trial=0 to run on CPUs")
+    if dry_run and (auto or spec.gpus_per_trial > 0) and total_gpus <= 0:
         total_gpus = 1.0
         notes.append("  note     no GPU here: planned for 1 GPU (pass --num-gpus N to plan for N)")
-    plan = _plan(spec, run_dir, total_cpus, total_gpus, restoring)
+    # before Ray starts, with auto's smallest share as a stand-in: a plan that cannot run fails now
+    plan = _plan(spec, run_dir, total_cpus, total_gpus, restoring, 1 / MAX_PER_GPU if auto else None)
     if dry_run:
         try:
             _check_local_data(spec)
+            shares = _auto_shares_here(spec, echo) if auto else None
         finally:
             if started:
                 ray.shutdown()
+        if auto:
+            plan = _plan(spec, run_dir, total_cpus, total_gpus, restoring, _smallest(shares))
+            notes += _share_lines(shares) if shares else [
+                "  note     gpus_per_trial='auto': each model's share is probed on the GPU when the search starts"]
         for line in plan.lines(spec) + notes:
             echo(line)
         return plan
-    for line in plan.lines(spec):
-        echo(line)
+    if not auto:
+        for line in plan.lines(spec):
+            echo(line)
     local = address is None and not ray.is_initialized()
     if local:  # this machine is the only node: data and weights are ready before Ray starts
         _prepare_local(spec, echo)
@@ -164,10 +179,19 @@ def search(
                  log_to_driver=verbose, logging_level="INFO" if verbose else "WARNING", configure_logging=True)
         started = True
     try:
+        shares = None
+        if auto:  # probed in a Ray task holding a whole GPU, whose process then exits (freeing its memory)
+            from .gpu_share import probe_remote
+
+            echo(f"probing the GPU memory of {len(memory_keys(spec))} model/batch/size combination(s)")
+            shares, _ = ray.get(ray.remote(num_gpus=1, max_calls=1)(probe_remote).remote(memory_keys(spec)))
+            plan = _plan(spec, run_dir, total_cpus, total_gpus, restoring, _smallest(shares))
+            for line in plan.lines(spec) + _share_lines(shares):
+                echo(line)
         run_dir.mkdir(parents=True, exist_ok=True)
         checkpoints = True if local else _prepare_nodes(spec, run_dir, echo)
         _save_spec(spec, run_dir)
-        tuner = _tuner(spec, storage, restoring, verbose, echo, plan, checkpoints)
+        tuner, progress = _tuner(spec, storage, restoring, verbose, echo, plan, checkpoints, shares)
         t0 = time.perf_counter()
         try:
             tuner.fit()  # Ray stops gracefully on Ctrl-C and returns
@@ -175,7 +199,11 @@ def search(
             finish(run_dir, spec, echo, storage)
             raise
         echo(f"search ended after {time.perf_counter() - t0:.0f}s")
-        return finish(run_dir, spec, echo, storage)
+        if progress.start_summary():
+            echo(progress.start_summary())
+        result = finish(run_dir, spec, echo, storage)
+        result.trial_start_s = progress.start_seconds
+        return result
     finally:
         if started:
             ray.shutdown()
@@ -218,19 +246,44 @@ def _check_resume(spec: SearchSpec, run_dir: Path, resume: bool) -> bool:
     return exists
 
 
-def _plan(spec: SearchSpec, run_dir: Path, total_cpus: float, total_gpus: float, restoring: bool) -> Plan:
-    if spec.gpus_per_trial > 0 and total_gpus <= 0:
-        raise TunekitError(f"gpus_per_trial={spec.gpus_per_trial:g} but no GPU is available: "
+def _plan(spec: SearchSpec, run_dir: Path, total_cpus: float, total_gpus: float, restoring: bool,
+          auto_share: float | None = None) -> Plan:
+    """The plan; under gpus_per_trial='auto', ``auto_share`` (the smallest share) stands for it."""
+    gpus = auto_share if spec.gpus_per_trial == "auto" else spec.gpus_per_trial
+    if gpus > 0 and total_gpus <= 0:
+        raise TunekitError(f"gpus_per_trial={gpus:g} but no GPU is available: "
                            f"pass --num-gpus N, or --gpus-per-trial 0 to run on CPUs")
-    if spec.gpus_per_trial > max(total_gpus, 0) and total_gpus > 0:
-        raise TunekitError(f"gpus_per_trial={spec.gpus_per_trial:g} is more than the {total_gpus:g} GPU(s) available")
+    if gpus > max(total_gpus, 0) and total_gpus > 0:
+        raise TunekitError(f"gpus_per_trial={gpus:g} is more than the {total_gpus:g} GPU(s) available")
     if spec.cpus_per_trial > total_cpus:
         raise TunekitError(f"cpus_per_trial={spec.cpus_per_trial:g} is more than the {total_cpus:g} CPU(s) available")
     by_cpu = math.floor(total_cpus / spec.cpus_per_trial + 1e-9)
-    by_gpu = math.floor(total_gpus / spec.gpus_per_trial + 1e-9) if spec.gpus_per_trial > 0 else by_cpu
+    by_gpu = math.floor(total_gpus / gpus + 1e-9) if gpus > 0 else by_cpu
     concurrency = max(1, min(by_cpu, by_gpu, spec.max_concurrent or by_cpu, spec.trial_count()))
     return Plan(spec.name, run_dir, spec.trial_count(), spec.total_epochs(), spec.cpus_per_trial,
-                spec.gpus_per_trial, total_cpus, total_gpus, concurrency, spec.searcher, spec.asha, restoring)
+                gpus, total_cpus, total_gpus, concurrency, spec.searcher, spec.asha, restoring)
+
+
+def _auto_shares_here(spec: SearchSpec, echo: Callable[[str], None]) -> dict[MemoryKey, Share] | None:
+    """For a dry run: probe on this machine's GPU (None without one)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return probe_shares(memory_keys(spec), torch.device("cuda"), echo)[0]
+
+
+def _smallest(shares: dict[MemoryKey, Share] | None) -> float:
+    return min((s.gpus for s in shares.values()), default=1.0) if shares else 1.0
+
+
+def _share_lines(shares: dict[MemoryKey, Share]) -> list[str]:
+    return [f"  gpu share {key}: peak {share.peak_gib:.2f} GiB, room for {share.need_gib:.2f} GiB -> "
+            f"{_fraction(share.gpus)} GPU" for key, share in shares.items()]
+
+
+def _fraction(share: float) -> str:
+    return "1" if share >= 1 else f"1/{round(1 / share)}"
 
 
 def _save_spec(spec: SearchSpec, run_dir: Path) -> None:
@@ -345,7 +398,8 @@ def _fetch_weights(model: str) -> None:
 # ---- the Tuner -----------------------------------------------------------------------------------
 
 def _tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool, echo: Callable[[str], None],
-           plan: Plan, checkpoints: bool = True) -> tune.Tuner:
+           plan: Plan, checkpoints: bool = True,
+           shares: dict[MemoryKey, Share] | None = None) -> tuple[tune.Tuner, ProgressCallback]:
     from .trainable import run_trial
 
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # we add CSV + JSON, and our own TensorBoard
@@ -357,12 +411,12 @@ def _tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool, echo
         # After a Ctrl-C, Ray lists every never-started trial as a missing-results warning.
         logging.getLogger("ray.tune").setLevel(logging.ERROR)
     threads = max(1, int(spec.cpus_per_trial))
-    trainable = tune.with_resources(run_trial, {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
+    resources = (Resources(shares, spec.cpus_per_trial, spec.data) if shares is not None
+                 else {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
+    trainable = tune.with_resources(run_trial, resources)
     param_space = {**spec.param_space(), "threads": threads, CHECKPOINTS_KEY: checkpoints}
-    callbacks = [
-        CSVLoggerCallback(), JsonLoggerCallback(), TensorBoardCallback(),
-        ProgressCallback(echo, spec.metric, spec.mode, plan.max_epochs, plan.trials, searched_keys(spec)),
-    ]
+    progress = ProgressCallback(echo, spec.metric, spec.mode, plan.max_epochs, plan.trials, searched_keys(spec))
+    callbacks = [CSVLoggerCallback(), JsonLoggerCallback(), TensorBoardCallback(), progress]
     if not spec.keep_checkpoints:
         callbacks.append(CheckpointCleanup(storage / spec.name))
     run_config = tune.RunConfig(
@@ -372,7 +426,7 @@ def _tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool, echo
     )
     if restoring:
         return tune.Tuner.restore(str(storage / spec.name), trainable, resume_unfinished=True, resume_errored=True,
-                                  param_space=param_space)
+                                  param_space=param_space), progress
     scheduler = None
     if spec.asha:
         scheduler = ASHAScheduler(time_attr="epoch", max_t=plan.max_epochs, grace_period=spec.asha["grace_period"],
@@ -386,7 +440,7 @@ def _tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool, echo
         search_alg = BasicVariantGenerator(random_state=spec.search_seed)
     tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=scheduler, search_alg=search_alg,
                                   num_samples=spec.num_samples, max_concurrent_trials=spec.max_concurrent)
-    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config), progress
 
 
 def finish(run_dir: Path, spec: SearchSpec, echo: Callable[[str], None], storage: Path) -> SearchResult:
@@ -490,6 +544,8 @@ class ProgressCallback(Callback):
         self.number: dict[str, int] = {}
         self.best: tuple[float, int] | None = None
         self.counts = {"finished": 0, "stopped": 0, "errored": 0}
+        self.started_at: dict[str, float] = {}
+        self.start_seconds: list[float] = []  # Ray's start of a trial -> its first training step
 
     def _say(self, trial, text: str) -> None:
         elapsed = time.perf_counter() - self.start
@@ -497,11 +553,13 @@ class ProgressCallback(Callback):
         self.echo(f"[{int(elapsed) // 60:02d}:{int(elapsed) % 60:02d}] #{n:<3d} {text}")
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.started_at[trial.trial_id] = time.time()
         c = trial.config
         knobs = " ".join(f"{k}={_short(c[k])}" for k in SEARCH_KEYS if k != "model" and k in self.searched and k in c)
         self._say(trial, f"start    {c.get('model')} {knobs}".rstrip())
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self._measure_start(trial)
         value = result.get(self.metric)
         if not isinstance(value, (int, float)):
             return
@@ -511,6 +569,23 @@ class ProgressCallback(Callback):
             self.best = (value, n)
         best = f"best {self.best[0]:.4f} (#{self.best[1]})"
         self._say(trial, f"epoch {result.get('epoch')}/{self.max_epochs} {self.metric} {value:.4f}   {best}")
+
+    def _measure_start(self, trial) -> None:
+        started = self.started_at.pop(trial.trial_id, None)
+        if started is None:
+            return
+        try:
+            ready = json.loads((Path(trial.path) / RUN_INFO_FILE).read_text())["ready"]
+        except (OSError, ValueError, KeyError):
+            return
+        self.start_seconds.append(ready - started)
+
+    def start_summary(self) -> str | None:
+        if not self.start_seconds:
+            return None
+        s = sorted(self.start_seconds)
+        return (f"trial start: median {s[len(s) // 2]:.1f}s (min {s[0]:.1f}s, max {s[-1]:.1f}s) from Ray starting "
+                f"a trial to its first training step, over {len(s)} trial(s)")
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         last = trial.last_result or {}

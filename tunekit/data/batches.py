@@ -16,7 +16,8 @@ import torch
 
 from .cache import ImageCache
 
-# Preload a split onto a CUDA device when its uint8 array is at most this share of memory.
+# Preload a split onto a CUDA device when its uint8 array is at most this share of the memory
+# this process may use.
 PRELOAD_SHARE = 0.15
 
 
@@ -43,7 +44,10 @@ class Batches:
         self.resident: torch.Tensor | None = None
         if device.type == "cuda":
             nbytes = len(self.index) * int(np.prod(cache.images.shape[1:]))
-            if nbytes <= PRELOAD_SHARE * torch.cuda.get_device_properties(device).total_memory:
+            # of this process's share of the GPU, when trials are packed onto one
+            total = torch.cuda.get_device_properties(device).total_memory
+            mine = torch.cuda.get_per_process_memory_fraction(device) * total
+            if nbytes <= PRELOAD_SHARE * mine:
                 self.resident = torch.from_numpy(np.take(cache.images, self.index, axis=0)).to(device)
 
     def __len__(self) -> int:
@@ -57,16 +61,30 @@ class Batches:
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of one epoch; training order and augmentation are seeded by (seed, epoch)."""
+        for pos, gen in self._positions(epoch):
+            yield self._batch(pos, gen), self.targets[pos.to(self.device)]
+
+    def _positions(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Generator]]:
         n = len(self.index)
         gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         order = torch.randperm(n, generator=gen) if self.train else torch.arange(n)
         for b in range(len(self)):
             # Sorted positions read the memory map sequentially (``index`` is ascending); the
             # order of items within a batch does not change a training step.
-            pos = order[b * self.batch_size: (b + 1) * self.batch_size].sort().values
-            yield self._batch(pos, gen), self.targets[pos.to(self.device)]
+            yield order[b * self.batch_size: (b + 1) * self.batch_size].sort().values, gen
+
+    def pixel_epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """As :meth:`epoch`, but the uint8 crops: the host's whole share when training on a GPU."""
+        for pos, gen in self._positions(epoch):
+            yield self.pixels(pos, gen), self.targets[pos.to(self.device)]
 
     def _batch(self, pos: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        # one float multiply-add on the training device: the host only ever moves uint8
+        x = torch.addcmul(self.shift, self.pixels(pos, gen).float(), self.scale)
+        return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+
+    def pixels(self, pos: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """The uint8 NCHW crops of the items at ``pos`` (positions in this split), on the device."""
         if self.resident is not None:
             raw = self.resident[pos.to(self.device)]
         else:
@@ -93,8 +111,6 @@ class Batches:
             if f:
                 w = w.flip(1)
             items.append(w)
-        # uint8 NHWC -> contiguous NCHW while still 1 byte per value, then one float multiply-add:
-        # converting and permuting at once was 1.5x slower on a CPU at 224px
-        x = torch.stack(items).permute(0, 3, 1, 2).contiguous()
-        x = torch.addcmul(self.shift, x.float(), self.scale)
-        return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        # uint8 NHWC -> contiguous NCHW while still 1 byte per value (converting to float and
+        # permuting at once was 1.5x slower on a CPU at 224px)
+        return torch.stack(items).permute(0, 3, 1, 2).contiguous()
