@@ -1,6 +1,6 @@
 """Search efficiency: the demo space with ASHA against every trial run to the end.
 
-    python benchmarks/asha_efficiency.py [--space search_spaces/demo.py] [--storage /tmp/asha-bench]
+    python benchmarks/asha_efficiency.py [--space search_spaces/demo.py] [--storage /tmp/asha-bench] [--set K=V]
 
 Runs the same space twice (same seed, so the same 16 sampled configurations) and prints, for each,
 the epochs spent, the trial-seconds (sum of the trials' fit times), the wall time and the best
@@ -16,10 +16,11 @@ import time
 from pathlib import Path
 
 import tunekit
+from tunekit.spec import parse_override
 
 
-def run(space: Path, storage: Path, name: str, asha: bool) -> dict:
-    overrides = {} if asha else {"asha": None}
+def run(space: Path, storage: Path, name: str, asha: bool, sets: dict) -> dict:
+    overrides = dict(sets) if asha else {**sets, "asha": None}
     start = time.perf_counter()
     found = tunekit.search(space, storage_path=storage, name=name, overrides=overrides, echo=lambda line: None)
     wall = time.perf_counter() - start
@@ -34,10 +35,13 @@ def main() -> None:
     parser.add_argument("--space", type=Path, default=Path(__file__).resolve().parents[1] / "search_spaces" / "demo.py")
     parser.add_argument("--storage", type=Path, default=Path("/tmp/tunekit-asha-bench"))
     parser.add_argument("--json")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting for both runs, as tunekit search --set")
     args = parser.parse_args()
+    sets = dict(parse_override(s) for s in args.set)
     stamp = int(time.time())
-    with_asha = run(args.space, args.storage, f"asha-{stamp}", asha=True)
-    full = run(args.space, args.storage, f"full-{stamp}", asha=False)
+    with_asha = run(args.space, args.storage, f"asha-{stamp}", asha=True, sets=sets)
+    full = run(args.space, args.storage, f"full-{stamp}", asha=False, sets=sets)
     print(f"{'':8s}{'trials':>8s}{'epochs':>8s}{'trial-s':>10s}{'wall s':>9s}{'best error':>12s}")
     for r in (with_asha, full):
         print(f"{'ASHA' if r['asha'] else 'full':8s}{r['trials']:8d}{r['epochs']:8d}{r['trial_seconds']:10.0f}"

@@ -87,7 +87,8 @@ def test_zero_init_on_and_off_sets_the_last_bn_gamma():
 
 
 def test_zero_init_not_applicable_is_recorded():
-    _, info = make("test_vit", zero_init=True)
+    with pytest.warns(UserWarning, match="zero_init=True: not supported by test_vit"):
+        _, info = make("test_vit", zero_init=True)
     assert info.zero_init == "n/a (VisionTransformer has no zero_init_last)"
     _, info = make("test_resnet")
     assert info.zero_init == "backbone default"

@@ -43,6 +43,8 @@ class BenchRecord:
     peak_mem_gib: float
     data_cache_images_per_s_per_core: float
     data_pil_images_per_s_per_core: float
+    packing: list[dict] | None = None  # 1, 2, 4 trials sharing the device (first model only)
+    trial_start_s: float | None = None  # Ray's start of a trial -> its first training step (median)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -166,7 +168,7 @@ def _pil_item(path: Path, size: int) -> torch.Tensor:
 
 def bench(models: list[str], device: str = "auto", batch_size: int = 64, img_size: int = 64,
           precision: str = "auto", n_images: int = 4500, threads: int | None = None,
-          echo=print) -> list[BenchRecord]:
+          pack: list[int] | None = None, trial_start: bool = False, echo=print) -> list[BenchRecord]:
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     if threads:
@@ -188,7 +190,86 @@ def bench(models: list[str], device: str = "auto", batch_size: int = 64, img_siz
                              loop_rate / ceil_rate, peak, cache_rate, pil_rate)
         echo(f"{name:24s}{ceil_rate:14.0f}{loop_rate:12.0f}{record.loop_ratio:14.2f}{peak:10.2f}")
         records.append(record)
+    if pack and records:
+        records[0].packing = packing(models[0], pack, str(dev), batch_size, img_size, prec, n_images, echo)
+    if trial_start and records:
+        records[0].trial_start_s = measure_trial_start(models[0], echo)
     return records
+
+
+def measure_trial_start(model_name: str, echo=print, trials: int = 4) -> float:
+    """Median seconds from Ray starting a trial to its first training step, over a small local
+    search (needs Ray; the rest of the benchmark does not)."""
+    import tempfile
+
+    from ray import tune
+
+    from .tuner import search
+
+    space = {"model": model_name, "pretrained": False, "epochs": 1, "img_size": 32, "batch_size": 32,
+             "lr": tune.grid_search([0.01 / (i + 1) for i in range(trials)])}
+    with tempfile.TemporaryDirectory() as d:
+        result = search({"data": "shapes?n=600&size=32", "asha": None, "space": space}, storage_path=d,
+                        echo=lambda line: None)
+    seconds = statistics.median(result.trial_start_s)
+    echo(f"trial start: median {seconds:.1f}s from Ray starting a trial to its first training step "
+         f"({len(result.trial_start_s)} trials: " + ", ".join(f"{t:.1f}" for t in result.trial_start_s) + ")")
+    return seconds
+
+
+def inference_ceiling(model_name: str, device: torch.device, batch_size: int, img_size: int, precision: str,
+                      n_classes: int = 6, warmup: int = 3, steps: int = 10) -> float:
+    """Images/s of the bare forward pass (validation, and the floor of a frozen-body epoch)."""
+    torch.manual_seed(0)
+    cfg = TrialConfig(model=model_name, pretrained=False, img_size=img_size, batch_size=batch_size)
+    model, _ = build_model(cfg, n_classes, img_size)
+    channels_last = device.type == "cuda" and model.layout == "NCHW"
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format).eval()
+    x = torch.randn(batch_size, 3, img_size, img_size, device=device)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        for i in range(warmup + steps):
+            if i == warmup:
+                _sync(device)
+                start = time.perf_counter()
+            model(x)
+        _sync(device)
+    return batch_size * steps / (time.perf_counter() - start)
+
+
+def packing(model_name: str, counts: list[int], device: str, batch_size: int, img_size: int, precision: str,
+            n_images: int, echo=print) -> list[dict]:
+    """Aggregate training images/s of 1, 2, 4... concurrent trials (processes) sharing one device,
+    and each one's peak memory: what packing several small trials on a GPU buys."""
+    import multiprocessing as mp
+    import os
+
+    ctx = mp.get_context("spawn")
+    tkdata.load(f"shapes?n={n_images}&size={img_size}", "crop", img_size)  # made once, before the workers
+    rows = []
+    for k in counts:
+        threads = max(1, (os.cpu_count() or 1) // k)
+        with ctx.Manager() as manager:
+            barrier = manager.Barrier(k)
+            args = (model_name, device, batch_size, img_size, precision, n_images, threads, barrier)
+            with ctx.Pool(k) as pool:
+                results = pool.starmap(_pack_worker, [args] * k)
+        rows.append({"trials": k, "images_per_s": sum(r[0] for r in results),
+                     "peak_mem_gib": max(r[1] for r in results)})
+        base = rows[0]["images_per_s"]
+        echo(f"packing {k} x {model_name}: {rows[-1]['images_per_s']:.0f} images/s together "
+             f"({rows[-1]['images_per_s'] / base:.2f}x one), peak {rows[-1]['peak_mem_gib']:.2f} GiB each")
+    return rows
+
+
+def _pack_worker(model_name, device, batch_size, img_size, precision, n_images, threads, barrier) -> tuple:
+    from . import _compat  # noqa: F401 - a spawned process imports timm through tunekit
+
+    cfg = TrialConfig(data=f"shapes?n={n_images}&size={img_size}", model=model_name, pretrained=False,
+                      epochs=3, batch_size=batch_size, img_size=img_size, precision=precision, device=device,
+                      threads=threads)
+    result = fit(cfg, on_setup=lambda info: barrier.wait())  # all start training together
+    return max(h["images_per_s"] for h in result.history[1:]), max(h["gpu_mem"] for h in result.history)
 
 
 def _sync(device: torch.device) -> None:

@@ -247,16 +247,19 @@ def report(sources: tuple[str, ...], out: Path | None, constant: float) -> None:
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
 @click.option("--n-images", type=int, default=4500, show_default=True, help="Generated images for the loop.")
 @click.option("--threads", type=int, help="torch CPU threads. [default: torch's]")
+@click.option("--pack", help="Also run this many trials of the first model at once on the device, e.g. 1,2,4: "
+                             "aggregate images/s and peak memory of packed trials.")
+@click.option("--trial-start", is_flag=True, help="Also measure Ray's trial start -> first training step (needs Ray).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the records here.")
 @user_errors
-def bench(models: str, json_path: Path | None, **options: Any) -> None:
+def bench(models: str, json_path: Path | None, pack: str | None, **options: Any) -> None:
     """Measure the bare train step (ceiling), tunekit's loop and the data path on this machine.
 
     \b
     Examples:
       tunekit bench --models test_resnet,test_convnext,test_vit --img-size 64 --device cpu
       tunekit bench --models resnet18,convnext_tiny,vit_small_patch16_224 --img-size 224 --device cuda \\
-        --precision bf16 --json gpu.json
+        --precision bf16 --pack 1,2,4 --json gpu.json
     """
     from .bench import bench as run_bench
     from .model import check_model_name
@@ -265,7 +268,11 @@ def bench(models: str, json_path: Path | None, **options: Any) -> None:
     names = [m.strip() for m in models.split(",") if m.strip()]
     for name in names:
         check_model_name(name)
-    records = run_bench(names, echo=click.echo, **options)
+    try:
+        counts = [int(k) for k in pack.split(",")] if pack else None
+    except ValueError:
+        raise click.BadParameter(f"{pack!r}: give trial counts such as 1,2,4", param_hint="--pack") from None
+    records = run_bench(names, echo=click.echo, pack=counts, **options)
     if json_path:
         json_path.write_text(json.dumps([r.as_dict() for r in records], indent=2))
         click.echo(f"wrote {json_path}")
