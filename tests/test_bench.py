@@ -12,18 +12,24 @@ from tunekit.cli import main
 def test_bench_prints_and_records(tmp_path):
     out = tmp_path / "bench.json"
     result = CliRunner().invoke(main, ["bench", "--models", "test_resnet", "--img-size", "32", "--batch-size", "32",
-                                       "--n-images", "300", "--device", "cpu", "--json", str(out)])
+                                       "--n-images", "300", "--device", "cpu", "--pack", "1,2", "--trial-start",
+                                       "--json", str(out)])
     assert result.exit_code == 0, result.output
     assert "loop/ceiling" in result.output and "decode-once cache" in result.output
     (record,) = json.loads(out.read_text())
     assert set(record) == {"model", "device", "batch_size", "img_size", "precision", "ceiling_images_per_s",
                            "loop_images_per_s", "loop_ratio", "peak_mem_gib", "data_cache_images_per_s_per_core",
-                           "data_pil_images_per_s_per_core"}
+                           "data_pil_images_per_s_per_core", "packing", "trial_start_s"}
     assert record["model"] == "test_resnet" and record["device"] == "cpu" and record["precision"] == "fp32"
     for key in ("ceiling_images_per_s", "loop_images_per_s", "data_cache_images_per_s_per_core",
                 "data_pil_images_per_s_per_core"):
         assert record[key] > 0
     assert record["loop_ratio"] == record["loop_images_per_s"] / record["ceiling_images_per_s"]
+    # two trials trained at once, in their own processes, each measured
+    assert [row["trials"] for row in record["packing"]] == [1, 2]
+    assert all(row["images_per_s"] > 0 for row in record["packing"])
+    assert "packing 2 x test_resnet" in result.output
+    assert 0 < record["trial_start_s"] < 120 and "from Ray starting a trial to its first training step" in result.output
 
 
 def test_bench_rejects_unknown_models():
