@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -14,18 +13,10 @@ from pathlib import Path
 import pytest
 import ray
 from ray.cluster_utils import Cluster
+from runs import epochs_of
 
 from tunekit.data.shapes import write_shapes
 from tunekit.tuner import search
-
-
-def epochs_of(trial: Path) -> list[int]:
-    path = trial / "progress.csv"
-    if not path.is_file():
-        return []
-    with open(path) as f:
-        return [int(row["epoch"]) for row in csv.DictReader(f)]
-
 
 BODY = """
 epochs = 2

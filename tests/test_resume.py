@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -13,6 +12,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from runs import epochs_of
 
 from tunekit.data.shapes import write_shapes
 
@@ -24,14 +24,6 @@ max_concurrent = 1
 space = {"model": "test_resnet", "lr": tune.grid_search([0.01, 0.005, 0.002, 0.001]), "pretrained": False,
          "batch_size": 32, "img_size": 48}
 """
-
-
-def epochs_of(trial: Path) -> list[int]:
-    path = trial / "progress.csv"
-    if not path.is_file():
-        return []
-    with open(path) as f:
-        return [int(row["epoch"]) for row in csv.DictReader(f)]
 
 
 def tunekit(*args: str) -> subprocess.Popen:
