@@ -52,7 +52,7 @@ def test_good_space(tmp_path):
         ("from ray import tune\nspace = {'pool': tune.grid_search([])}\n", "is empty: the space has no trials"),
         ("space = {}\nsearcher = 'bayes'\n", "searcher must be one of 'grid', 'random', 'optuna'"),
         ("space = {}\nasha = {'grace': 2}\n", "unknown asha key 'grace' (did you mean 'grace_period'?)"),
-        ("space = {}\ngpus_per_trial = 1.5\n", "gpus_per_trial must be a fraction in [0, 1] or a whole number"),
+        ("space = {}\ngpus_per_trial = 1.5\n", "gpus_per_trial must be a fraction in [0, 1], a whole number or 'auto'"),
         ("space = {}\nnum_samples = 0\n", "num_samples must be an integer >= 1"),
         ("space = {}\ndata = 'floder:/x'\n", "unknown data kind 'floder'"),
         ("space = {}\nmetric = 'eror_rate'\n", "(did you mean 'error_rate'?)"),

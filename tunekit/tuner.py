@@ -64,6 +64,14 @@ class Plan:
     asha: dict[str, int] | None
     resume: bool
 
+    gpu_auto: bool = False
+
+    @property
+    def gpu_text(self) -> str:
+        if self.gpu_auto:
+            return f"auto GPU share (the smallest 1/{round(1 / self.gpus_per_trial)})"
+        return f"{self.gpus_per_trial:g} GPU"
+
     @property
     def epoch_budget(self) -> int:
         return self.trials * self.max_epochs
@@ -76,7 +84,7 @@ class Plan:
             f"  space    {spec.path or '-'}: {self.trials} trial(s), searcher {self.searcher}, {asha}",
             f"  data     {spec.data}",
             f"  metric   {spec.metric} ({spec.mode})",
-            f"  per trial {self.cpus_per_trial:g} CPU, {self.gpus_per_trial:g} GPU; "
+            f"  per trial {self.cpus_per_trial:g} CPU, {self.gpu_text}; "
             f"up to {self.concurrency} at once on {self.total_cpus:g} CPU / {self.total_gpus:g} GPU",
             f"  budget   at most {self.epoch_budget} epochs ({self.trials} x {self.max_epochs})",
         ]
@@ -128,21 +136,8 @@ def search(
     storage = Path(storage_path).expanduser().resolve()
     run_dir = storage / spec.name
     restoring = _check_resume(spec, run_dir, resume)
-    started = False
-    if address is None:
-        total_cpus = float(os.cpu_count() or 1)
-        total_gpus = float(num_gpus if num_gpus is not None else _local_gpus())
-        if num_gpus is not None and num_gpus > _local_gpus() and not dry_run:
-            raise TunekitError(f"--num-gpus {num_gpus:g}: this machine has {_local_gpus()} GPU(s)")
-    else:
-        _check_address(address)
-        if not ray.is_initialized():
-            ray.init(address=address, log_to_driver=verbose, logging_level="INFO" if verbose else "WARNING")
-            started = True
-        resources = ray.cluster_resources()
-        total_cpus, total_gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
-        if num_gpus is not None:
-            total_gpus = min(total_gpus, float(num_gpus))
+    started = address is not None and not ray.is_initialized()  # joining a cluster: connect to count it
+    total_cpus, total_gpus = _capacity(address, num_gpus, dry_run, verbose)
     notes = []
     auto = spec.gpus_per_trial == "auto"
     if auto:
@@ -209,6 +204,20 @@ def search(
             ray.shutdown()
 
 
+def _capacity(address: str | None, num_gpus: float | None, dry_run: bool, verbose: bool) -> tuple[float, float]:
+    """(CPUs, GPUs) the search may use: this machine's, or the cluster's at ``address`` (joined)."""
+    if address is None:
+        if num_gpus is not None and num_gpus > _local_gpus() and not dry_run:
+            raise TunekitError(f"--num-gpus {num_gpus:g}: this machine has {_local_gpus()} GPU(s)")
+        return float(os.cpu_count() or 1), float(num_gpus if num_gpus is not None else _local_gpus())
+    _check_address(address)
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=verbose, logging_level="INFO" if verbose else "WARNING")
+    resources = ray.cluster_resources()
+    gpus = resources.get("GPU", 0.0)
+    return resources.get("CPU", 0.0), gpus if num_gpus is None else min(gpus, float(num_gpus))
+
+
 def _cli_overrides(overrides: dict[str, Any] | None, **options: Any) -> dict[str, Any]:
     out = dict(overrides or {})
     out.update({k: v for k, v in options.items() if v is not None})
@@ -261,7 +270,8 @@ def _plan(spec: SearchSpec, run_dir: Path, total_cpus: float, total_gpus: float,
     by_gpu = math.floor(total_gpus / gpus + 1e-9) if gpus > 0 else by_cpu
     concurrency = max(1, min(by_cpu, by_gpu, spec.max_concurrent or by_cpu, spec.trial_count()))
     return Plan(spec.name, run_dir, spec.trial_count(), spec.total_epochs(), spec.cpus_per_trial,
-                gpus, total_cpus, total_gpus, concurrency, spec.searcher, spec.asha, restoring)
+                gpus, total_cpus, total_gpus, concurrency, spec.searcher, spec.asha, restoring,
+                gpu_auto=spec.gpus_per_trial == "auto")
 
 
 def _auto_shares_here(spec: SearchSpec, echo: Callable[[str], None]) -> dict[MemoryKey, Share] | None:
