@@ -169,6 +169,9 @@ def search(
             echo(line)
     local = address is None and not ray.is_initialized()
     if local:  # this machine is the only node: data and weights are ready before Ray starts
+        if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+            echo("warning: RAY_AUTH_MODE=disabled: the local Ray's ports listen on every interface, so anyone "
+                 "who can reach this machine can run code in it; unset it, or firewall the machine")
         _prepare_local(spec, echo)
         ray.init(num_cpus=int(total_cpus), num_gpus=int(math.ceil(total_gpus)), include_dashboard=False,
                  log_to_driver=verbose, logging_level="INFO" if verbose else "WARNING", configure_logging=True)
