@@ -47,9 +47,13 @@ class Share:
 
 
 def share_for(peak_gib: float, total_gib: float) -> Share:
-    """The smallest 1/k of a ``total_gib`` GPU that holds ``peak_gib`` with room to spare."""
+    """The smallest 1/k of a ``total_gib`` GPU that holds ``peak_gib`` with room to spare, and
+    beside it the training data a trial keeps on the GPU (up to PRELOAD_SHARE of its share)."""
+    from .data.batches import PRELOAD_SHARE
+
     need = peak_gib * MARGIN + CONTEXT_GIB
-    k = max(1, min(MAX_PER_GPU, math.floor(total_gib / need))) if need < total_gib else 1
+    usable = total_gib * (1 - PRELOAD_SHARE)
+    k = max(1, min(MAX_PER_GPU, math.floor(usable / need)))
     return Share(round(peak_gib, 3), round(need, 3), 1.0 / k)
 
 
