@@ -150,6 +150,28 @@ def test_optuna_searcher(small_shapes, tmp_path):
     assert result.trials["lr"].between(1e-4, 1e-2).all()
 
 
+def test_max_concurrent_limits_the_trials_running_at_once(small_shapes, tmp_path):
+    """Two CPUs would fit two trials; max_concurrent = 1 runs them one after the other."""
+    body = """
+    epochs = 2
+    num_samples = 2
+    searcher = "random"
+    max_concurrent = 1
+    asha = None
+    space = {"model": "test_resnet", "lr": tune.loguniform(1e-3, 1e-2), "pretrained": False, "batch_size": 32,
+             "img_size": 32}
+    """
+    result = search(space_file(tmp_path, f"folder:{small_shapes}", body), storage_path=tmp_path / "runs",
+                    echo=lambda line: None)
+    spans = []
+    for trial in map(Path, result.trials["path"]):
+        started = json.loads((trial / "tunekit_run.json").read_text())["started"]
+        last = json.loads((trial / "result.json").read_text().splitlines()[-1])
+        spans.append((started, started + last["time_total_s"]))
+    (first_start, first_end), (second_start, _) = sorted(spans)
+    assert len(spans) == 2 and second_start > first_end - 0.1, spans
+
+
 def test_failed_trial_is_retried_from_its_checkpoint(small_shapes, tmp_path):
     from tunekit.spec import load_spec
     from tunekit.trainable import FAULT_KEY

@@ -449,10 +449,14 @@ def _tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool, echo
         from ray.tune.search.optuna import OptunaSearch
 
         search_alg = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=spec.search_seed))
+        limit = spec.max_concurrent  # Ray wraps a Searcher in a ConcurrencyLimiter
     else:
-        search_alg = BasicVariantGenerator(random_state=spec.search_seed)
+        # A generator takes its own limit: Ray ignores max_concurrent_trials for one (with a warning
+        # that a quiet search hides), and trials would run as many at once as resources allow.
+        search_alg = BasicVariantGenerator(random_state=spec.search_seed, max_concurrent=spec.max_concurrent or 0)
+        limit = None
     tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=scheduler, search_alg=search_alg,
-                                  num_samples=spec.num_samples, max_concurrent_trials=spec.max_concurrent)
+                                  num_samples=spec.num_samples, max_concurrent_trials=limit)
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config), progress
 
 
