@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 
 import numpy as np
@@ -167,3 +168,23 @@ def test_half_written_run_folder(tmp_path):
     assert status == {"run_trial_a_00000": "completed", "run_trial_a_00001": "not started"}
     rp.write(rp.build(runs), tmp_path / "out")
     assert "resnet18" in (tmp_path / "out" / "ranking.csv").read_text()
+
+
+def test_config_survives_an_empty_params_json(tmp_path):
+    """A driver killed as a trial starts leaves Ray's params.json empty: the config comes from Ray's
+    saved experiment state, else from the results the trial reported."""
+    run = tmp_path / "killed"
+    from_state, from_results = run / "run_trial_b_00000", run / "run_trial_b_00001"
+    config = {"model": "resnet18", "pool": "concat", "lr": 0.008, "epochs": 2, "pretrained": False}
+    for trial in (from_state, from_results):
+        trial.mkdir(parents=True)
+        (trial / "params.json").write_text("")
+        (trial / "progress.csv").write_text("epoch,error_rate,fit_time,gpu_mem\n1,0.5,10.0,0.0\n2,0.4,20.0,0.0\n")
+    (from_results / "result.json").write_text(json.dumps({"epoch": 2, "done": True, "config": {**config, "lr": 0.02}}))
+    state = {"trial_data": [[json.dumps({"relative_logdir": from_state.name, "status": "TERMINATED",
+                                         "config": config}), "{}"]]}
+    (run / "experiment_state-2026-11-23_00-00-00.json").write_text(json.dumps(state))
+    rows = rp.load_sources([run]).set_index("trial")
+    assert rows.loc[from_state.name, ["model", "pool", "lr"]].tolist() == ["resnet18", "concat", 0.008]
+    assert rows.loc[from_results.name, ["model", "lr"]].tolist() == ["resnet18", 0.02]
+    assert (rows["status"] == "completed").all()

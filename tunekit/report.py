@@ -59,10 +59,10 @@ def load_run(run: Path) -> pd.DataFrame:
     spec = _read_json(run / "tunekit_spec.json") or {}
     dataset = _dataset_name(spec.get("data"), run.name)
     metric, mode = spec.get("metric", "error_rate"), spec.get("mode", "min")
-    states = trial_states(run)
+    ray_trials = _ray_trials(run)
     rows = []
     for trial in sorted(p for p in run.iterdir() if p.is_dir() and (p / "params.json").is_file()):
-        rows.append(_trial_row(trial, dataset, metric, mode, states.get(trial.name)))
+        rows.append(_trial_row(trial, dataset, metric, mode, ray_trials.get(trial.name, {})))
     if not rows:
         raise TunekitError(f"{run} holds no trial folders (params.json): is it a tunekit search's run folder?")
     df = pd.DataFrame(rows)
@@ -71,8 +71,13 @@ def load_run(run: Path) -> pd.DataFrame:
 
 
 def trial_states(run: Path) -> dict[str, str]:
-    """Ray's own status of each trial folder (TERMINATED, ERROR, RUNNING, ...) from the newest
-    experiment state file (plain JSON; nothing is unpickled)."""
+    """Ray's own status of each trial folder (TERMINATED, ERROR, RUNNING, ...)."""
+    return {name: str(trial.get("status", "")) for name, trial in _ray_trials(run).items()}
+
+
+def _ray_trials(run: Path) -> dict[str, dict[str, Any]]:
+    """Each trial folder's entry in Ray's newest experiment state file (status, config; plain JSON,
+    nothing is unpickled)."""
     files = sorted(run.glob("experiment_state-*.json"))
     state = _read_json(files[-1]) if files else None
     out = {}
@@ -82,12 +87,23 @@ def trial_states(run: Path) -> dict[str, str]:
         except (TypeError, ValueError):
             continue
         if trial.get("relative_logdir"):
-            out[trial["relative_logdir"]] = str(trial.get("status", ""))
+            out[trial["relative_logdir"]] = trial
     return out
 
 
-def _trial_row(trial: Path, dataset: str, metric: str, mode: str, ray_status: str | None) -> dict[str, Any]:
-    config = _read_json(trial / "params.json") or {}
+def _trial_config(trial: Path, ray_trial: dict[str, Any]) -> dict[str, Any]:
+    """The trial's config from the first readable of its three copies: Ray truncates params.json
+    and then writes it, so a driver killed in between leaves it empty (seen in the kill test)."""
+    for config in (_read_json(trial / "params.json"), ray_trial.get("config"),
+                   _last_json_line(trial / "result.json").get("config")):
+        if isinstance(config, dict) and config:
+            return config
+    return {}
+
+
+def _trial_row(trial: Path, dataset: str, metric: str, mode: str, ray_trial: dict[str, Any]) -> dict[str, Any]:
+    config = _trial_config(trial, ray_trial)
+    ray_status = ray_trial.get("status")
     row: dict[str, Any] = {"dataset": dataset, "trial": trial.name}
     row.update({k: config[k] for k in SEARCH_KEYS if k in config})
     history = _read_progress(trial / "progress.csv")
