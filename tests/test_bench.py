@@ -29,7 +29,7 @@ def test_bench_prints_and_records(tmp_path):
     assert [row["trials"] for row in record["packing"]] == [1, 2]
     assert all(row["images_per_s"] > 0 for row in record["packing"])
     assert "packing 2 x test_resnet" in result.output
-    assert 0 < record["trial_start_s"] < 120 and "from Ray starting a trial to its first training step" in result.output
+    assert 0 < record["trial_start_s"] < 120 and "from a free trial slot to the trial's first training step" in result.output
 
 
 def test_bench_rejects_unknown_models():

@@ -44,7 +44,7 @@ class BenchRecord:
     data_cache_images_per_s_per_core: float
     data_pil_images_per_s_per_core: float
     packing: list[dict] | None = None  # 1, 2, 4 trials sharing the device (first model only)
-    trial_start_s: float | None = None  # Ray's start of a trial -> its first training step (median)
+    trial_start_s: float | None = None  # a free trial slot -> the trial's first training step (median)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -198,8 +198,8 @@ def bench(models: list[str], device: str = "auto", batch_size: int = 64, img_siz
 
 
 def measure_trial_start(model_name: str, echo=print, trials: int = 4) -> float:
-    """Median seconds from Ray starting a trial to its first training step, over a small local
-    search (needs Ray; the rest of the benchmark does not)."""
+    """Median seconds from a free trial slot (or the search's start) to the trial's first training
+    step, over a small local search (needs Ray; the rest of the benchmark does not)."""
     import tempfile
 
     from ray import tune
@@ -212,7 +212,7 @@ def measure_trial_start(model_name: str, echo=print, trials: int = 4) -> float:
         result = search({"data": "shapes?n=600&size=32", "asha": None, "space": space}, storage_path=d,
                         echo=lambda line: None)
     seconds = statistics.median(result.trial_start_s)
-    echo(f"trial start: median {seconds:.1f}s from Ray starting a trial to its first training step "
+    echo(f"trial start: median {seconds:.1f}s from a free trial slot to the trial's first training step "
          f"({len(result.trial_start_s)} trials: " + ", ".join(f"{t:.1f}" for t in result.trial_start_s) + ")")
     return seconds
 

@@ -3,7 +3,8 @@
 Each report carries the epoch's metrics and a checkpoint (model, optimizer, schedule position,
 RNG) of which Tune keeps the latest; a retried or resumed trial continues after that epoch.
 Besides the metric contract, reports carry ``device`` (what the trial really ran on: a node
-may declare GPUs it cannot use), ``node`` (the Ray node id) and, on divergence, ``diverged``.
+may declare GPUs it cannot use), ``node`` (the Ray node id), ``ready_time`` (when this run of
+the trial was about to take its first training step, Unix seconds) and, on divergence, ``diverged``.
 ``tunekit_run.json`` in the trial folder records what the trial really used (device,
 precision, image counts, zero-init status, Ray resources and GPU ids).
 """
@@ -57,11 +58,12 @@ def run_trial(config: dict[str, Any]) -> None:
     started = time.time()
 
     def on_setup(info: RunInfo) -> None:
-        extra["device"] = info.device
+        ready = time.time()
+        extra.update(device=info.device, ready_time=ready)
         resolved["img_size"] = info.img_size
         context = ray.get_runtime_context()
         # started: the trial function's entry; ready: its first training step is next
-        record = {**asdict(info), "node": node, "started": started, "ready": time.time(),
+        record = {**asdict(info), "node": node, "started": started, "ready": ready,
                   "resources": context.get_assigned_resources(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
         trial_dir = Path(tune.get_context().get_trial_dir())
         (trial_dir / RUN_INFO_FILE).write_text(json.dumps(record, indent=2, default=str))

@@ -40,7 +40,7 @@ from .errors import TunekitError
 from .gpu_share import MAX_PER_GPU, MemoryKey, Resources, Share, memory_keys, probe_shares
 from .spec import SearchSpec, build_spec, load_spec
 from .train import METRICS
-from .trainable import CHECKPOINTS_KEY, RUN_INFO_FILE
+from .trainable import CHECKPOINTS_KEY
 
 SPEC_FILE = "tunekit_spec.json"
 SPACE_COPY = "search_space.py"
@@ -96,7 +96,7 @@ class SearchResult:
     trials: pd.DataFrame  # one row per trial: config, final and best metrics, epochs, status
     metric: str
     mode: str
-    trial_start_s: list[float] = dataclasses.field(default_factory=list)  # Ray's start -> first step, seconds
+    trial_start_s: list[float] = dataclasses.field(default_factory=list)  # a free slot -> first step, seconds
 
     @property
     def unfinished(self) -> int:
@@ -428,7 +428,8 @@ def _tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool, echo
                  else {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
     trainable = tune.with_resources(run_trial, resources)
     param_space = {**spec.param_space(), "threads": threads, CHECKPOINTS_KEY: checkpoints}
-    progress = ProgressCallback(echo, spec.metric, spec.mode, plan.max_epochs, plan.trials, searched_keys(spec))
+    progress = ProgressCallback(echo, spec.metric, spec.mode, plan.max_epochs, plan.trials, searched_keys(spec),
+                                slots=plan.concurrency)
     callbacks = [CSVLoggerCallback(), JsonLoggerCallback(), TensorBoardCallback(), progress]
     if not spec.keep_checkpoints:
         callbacks.append(CheckpointCleanup(storage / spec.name))
@@ -551,18 +552,29 @@ class TensorBoardCallback(LoggerCallback):
 
 
 class ProgressCallback(Callback):
-    """One readable line per trial event and a best-so-far, instead of Ray's table flood."""
+    """One readable line per trial event and a best-so-far, instead of Ray's table flood; and the
+    seconds each trial slot sat idle before its next trial's first training step."""
 
     def __init__(self, echo: Callable[[str], None], metric: str, mode: str, max_epochs: int, total: int,
-                 searched: set[str]) -> None:
+                 searched: set[str], slots: int = 1) -> None:
         self.echo, self.metric, self.mode, self.max_epochs, self.total = echo, metric, mode, max_epochs, total
         self.searched = searched
+        self.slots = slots
         self.start = time.perf_counter()
         self.number: dict[str, int] = {}
         self.best: tuple[float, int] | None = None
         self.counts = {"finished": 0, "stopped": 0, "errored": 0}
+        # When each free trial slot became free, oldest first. Ray calls on_trial_start only once a
+        # trial's worker is up, so the start is timed from the slot's release: what an idle GPU waits.
+        self.free_since: list[float] = []
         self.started_at: dict[str, float] = {}
-        self.start_seconds: list[float] = []  # Ray's start of a trial -> its first training step
+        self.start_seconds: list[float] = []  # a free slot -> the trial's first training step
+
+    def setup(self, **info) -> None:
+        self.free_since = [time.time()] * self.slots
+
+    def _release_slot(self) -> None:
+        self.free_since.append(time.time())
 
     def _say(self, trial, text: str) -> None:
         elapsed = time.perf_counter() - self.start
@@ -570,13 +582,15 @@ class ProgressCallback(Callback):
         self.echo(f"[{int(elapsed) // 60:02d}:{int(elapsed) % 60:02d}] #{n:<3d} {text}")
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        self.started_at[trial.trial_id] = time.time()
+        self.started_at[trial.trial_id] = self.free_since.pop(0) if self.free_since else time.time()
         c = trial.config
         knobs = " ".join(f"{k}={_short(c[k])}" for k in SEARCH_KEYS if k != "model" and k in self.searched and k in c)
         self._say(trial, f"start    {c.get('model')} {knobs}".rstrip())
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        self._measure_start(trial)
+        started = self.started_at.pop(trial.trial_id, None)
+        if started is not None and isinstance(result.get("ready_time"), float):
+            self.start_seconds.append(result["ready_time"] - started)
         value = result.get(self.metric)
         if not isinstance(value, (int, float)):
             return
@@ -587,24 +601,18 @@ class ProgressCallback(Callback):
         best = f"best {self.best[0]:.4f} (#{self.best[1]})"
         self._say(trial, f"epoch {result.get('epoch')}/{self.max_epochs} {self.metric} {value:.4f}   {best}")
 
-    def _measure_start(self, trial) -> None:
-        started = self.started_at.pop(trial.trial_id, None)
-        if started is None:
-            return
-        try:
-            ready = json.loads((Path(trial.path) / RUN_INFO_FILE).read_text())["ready"]
-        except (OSError, ValueError, KeyError):
-            return
-        self.start_seconds.append(ready - started)
-
     def start_summary(self) -> str | None:
         if not self.start_seconds:
             return None
         s = sorted(self.start_seconds)
-        return (f"trial start: median {s[len(s) // 2]:.1f}s (min {s[0]:.1f}s, max {s[-1]:.1f}s) from Ray starting "
-                f"a trial to its first training step, over {len(s)} trial(s)")
+        return (f"trial start: median {s[len(s) // 2]:.1f}s (min {s[0]:.1f}s, max {s[-1]:.1f}s) from a free "
+                f"trial slot to the trial's first training step, over {len(s)} trial(s)")
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        self._release_slot()  # the failed run's slot; its retry takes one like any trial
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._release_slot()
         last = trial.last_result or {}
         epoch = last.get("epoch", 0)
         if last.get("diverged"):
@@ -619,6 +627,7 @@ class ProgressCallback(Callback):
         self._status()
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._release_slot()
         self.counts["errored"] += 1
         self._say(trial, f"errored: see {trial.path}/error.txt")
         self._status()
