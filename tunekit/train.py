@@ -245,6 +245,9 @@ def _setup(cfg: TrialConfig) -> _Run:
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+        # a reused worker (Ray's reuse_actors) still holds the last run's cached blocks, which
+        # max_memory_reserved would count as this run's peak
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     batch = {"batch_size": cfg.batch_size, "device": device, "mean": model_info.mean, "std": model_info.std,
              "channels_last": channels_last, "seed": cfg.seed}

@@ -65,7 +65,11 @@ def run_trial(config: dict[str, Any]) -> None:
         # started: the trial function's entry; ready: its first training step is next
         record = {**asdict(info), "node": node, "started": started, "ready": ready,
                   "resources": context.get_assigned_resources(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
-        trial_dir = Path(tune.get_context().get_trial_dir())
+        # The trial's working directory, which Ray syncs to the run folder from whichever node ran it
+        # (SyncConfig(sync_artifacts=True)). Not get_trial_dir(): that is the driver's staging path
+        # for a new worker (lost on another node) and this directory for a reused one.
+        trial_dir = Path(tune.get_context().get_storage().trial_working_directory)
+        trial_dir.mkdir(parents=True, exist_ok=True)
         (trial_dir / RUN_INFO_FILE).write_text(json.dumps(record, indent=2, default=str))
 
     def report(metrics: dict[str, Any], state) -> None:
