@@ -59,15 +59,19 @@ def test_trials_spread_over_worker_nodes_and_pack_fractional_gpus(cluster, small
     for info in infos:
         assert info["resources"] == {"CPU": 1.0, "GPU": 0.5}  # half a (fake) GPU each
         assert info["device"] == "cpu"  # no CUDA behind the declared GPU: ran on CPU, and says so
-    # fractional packing: two trials shared each node's one GPU, never more
+    # fractional packing: two trials shared a node's one GPU at the same time, never more than two
+    # (a finished trial's worker may be reused by the next trial, so the split need not be 2 + 2)
     ended = {Path(p).name: (Path(p) / "progress.csv").stat().st_mtime for p in result.trials["path"]}
     spans = [(i["started"], ended[Path(p).name]) for i, p in zip(infos, result.trials["path"])]
+    shared = 0
     for node in worker_ids:
         mine = [(i, span) for i, span in zip(infos, spans) if i["node"] == node]
-        gpu_ids = [tuple(i["gpu_ids"]) for i, _ in mine]
-        assert len(mine) == 2 and gpu_ids[0] == gpu_ids[1] and len(gpu_ids[0]) == 1
-        (_, (start_a, end_a)), (_, (start_b, end_b)) = mine
-        assert start_a < end_b and start_b < end_a  # at the same time, on the same GPU
+        assert {len(i["gpu_ids"]) for i, _ in mine} == {1} and len({tuple(i["gpu_ids"]) for i, _ in mine}) == 1
+        for _, (start, _end) in mine:  # trials running when this one started, itself included
+            at_once = sum(s <= start < e for _, (s, e) in mine)
+            assert at_once <= 2, mine
+            shared += at_once == 2
+    assert shared >= 1  # two trials at the same time on one GPU
     os.environ.pop("RAY_ADDRESS", None)
 
 

@@ -31,9 +31,9 @@ import ray
 from ray import tune
 from ray.tune import Callback
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, LoggerCallback
-from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
+from .asha import PromotingASHA
 from .config import SEARCH_KEYS, TrialConfig
 from .data.spec import DataSpec
 from .errors import TunekitError
@@ -442,12 +442,18 @@ def _tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool, echo
         sync_config=tune.SyncConfig(sync_artifacts=True),
     )
     if restoring:
-        return tune.Tuner.restore(str(storage / spec.name), trainable, resume_unfinished=True, resume_errored=True,
-                                  param_space=param_space), progress
+        tuner = tune.Tuner.restore(str(storage / spec.name), trainable, resume_unfinished=True, resume_errored=True,
+                                   param_space=param_space)
+        # Ray restores the first run's callbacks from its pickle (copies: progress lines would go to a
+        # stale echo); it has no public way to pass new ones (ray-project/ray#41364).
+        restored = getattr(getattr(tuner, "_local_tuner", None), "get_run_config", lambda: None)()
+        if restored is not None:
+            restored.callbacks = callbacks
+        return tuner, progress
     scheduler = None
     if spec.asha:
-        scheduler = ASHAScheduler(time_attr="epoch", max_t=plan.max_epochs, grace_period=spec.asha["grace_period"],
-                                  reduction_factor=spec.asha["reduction_factor"])
+        scheduler = PromotingASHA(max_t=plan.max_epochs, grace_period=spec.asha["grace_period"],
+                                  reduction_factor=spec.asha["reduction_factor"], total_trials=plan.trials)
     if spec.searcher == "optuna":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
@@ -572,14 +578,18 @@ class ProgressCallback(Callback):
         # When each free trial slot became free, oldest first. Ray calls on_trial_start only once a
         # trial's worker is up, so the start is timed from the slot's release: what an idle GPU waits.
         self.free_since: list[float] = []
+        self.holding: set[str] = set()  # trials running in a slot
+        self.waiting: set[str] = set()  # trials paused by ASHA at a rung, waiting for promotion
         self.started_at: dict[str, float] = {}
         self.start_seconds: list[float] = []  # a free slot -> the trial's first training step
 
     def setup(self, **info) -> None:
         self.free_since = [time.time()] * self.slots
 
-    def _release_slot(self) -> None:
-        self.free_since.append(time.time())
+    def _release_slot(self, trial) -> None:
+        if trial.trial_id in self.holding:
+            self.holding.discard(trial.trial_id)
+            self.free_since.append(time.time())
 
     def _say(self, trial, text: str) -> None:
         elapsed = time.perf_counter() - self.start
@@ -588,6 +598,11 @@ class ProgressCallback(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self.started_at[trial.trial_id] = self.free_since.pop(0) if self.free_since else time.time()
+        self.holding.add(trial.trial_id)
+        if trial.trial_id in self.waiting:
+            self.waiting.discard(trial.trial_id)
+            self._say(trial, f"promoted after epoch {_epoch(trial)}: continues from its checkpoint")
+            return
         c = trial.config
         knobs = " ".join(f"{k}={_short(c[k])}" for k in SEARCH_KEYS if k != "model" and k in self.searched and k in c)
         self._say(trial, f"start    {c.get('model')} {knobs}".rstrip())
@@ -613,11 +628,19 @@ class ProgressCallback(Callback):
         return (f"trial start: median {s[len(s) // 2]:.1f}s (min {s[0]:.1f}s, max {s[-1]:.1f}s) from a free "
                 f"trial slot to the trial's first training step, over {len(s)} trial(s)")
 
+    def on_step_end(self, iteration, trials, **info) -> None:
+        for trial in trials:  # Ray calls no callback when a scheduler pauses a trial
+            if trial.status == "PAUSED" and trial.trial_id in self.holding:
+                self._release_slot(trial)
+                self.waiting.add(trial.trial_id)
+                self._say(trial, f"waits at epoch {_epoch(trial)} for a place in its rung's top (ASHA)")
+
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
-        self._release_slot()  # the failed run's slot; its retry takes one like any trial
+        self._release_slot(trial)  # the failed run's slot; its retry takes one like any trial
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._release_slot()
+        self._release_slot(trial)
+        self.waiting.discard(trial.trial_id)
         last = trial.last_result or {}
         epoch = last.get("epoch", 0)
         if last.get("diverged"):
@@ -632,7 +655,8 @@ class ProgressCallback(Callback):
         self._status()
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._release_slot()
+        self._release_slot(trial)
+        self.waiting.discard(trial.trial_id)
         self.counts["errored"] += 1
         self._say(trial, f"errored: see {trial.path}/error.txt")
         self._status()
@@ -678,6 +702,10 @@ def remove_checkpoints(trial_dir: Path) -> None:
 def searched_keys(spec: SearchSpec) -> set[str]:
     """Config keys the space varies (sampled, or more than one value): the ones worth printing."""
     return {k for k in spec.space if (values := spec.values_of(k)) is None or len(values) > 1}
+
+
+def _epoch(trial) -> int:
+    return int((trial.last_result or {}).get("epoch", 0) or 0)
 
 
 def _short(value: Any) -> str:
