@@ -188,3 +188,30 @@ def test_config_survives_an_empty_params_json(tmp_path):
     assert rows.loc[from_state.name, ["model", "pool", "lr"]].tolist() == ["resnet18", "concat", 0.008]
     assert rows.loc[from_results.name, ["model", "lr"]].tolist() == ["resnet18", 0.02]
     assert (rows["status"] == "completed").all()
+
+
+def test_effects_under_asha_compare_every_trial_at_the_first_rung(tmp_path):
+    """Promoting ASHA completes few trials; at its first rung every trial has trained the same epochs."""
+    run = tmp_path / "asha"
+    run.mkdir()
+    (run / "tunekit_spec.json").write_text(json.dumps({"data": "shapes", "asha": {"grace_period": 1, "reduction_factor": 3}}))
+    states = []
+    for i, (pool, first, epochs) in enumerate([("avg", 0.40, 3), ("concat", 0.30, 3), ("avg", 0.70, 1),
+                                               ("avg", 0.60, 1), ("concat", 0.50, 1), ("concat", 0.55, 1)]):
+        trial = run / f"run_trial_c_{i:05d}"
+        trial.mkdir()
+        (trial / "params.json").write_text(json.dumps({"model": "resnet18", "pool": pool, "lr": 0.01 * (i + 1),
+                                                       "epochs": 3, "pretrained": False}))
+        rows = [f"{e},{first - 0.1 * (e - 1):.2f},{10.0 * e},0.0" for e in range(1, epochs + 1)]
+        (trial / "progress.csv").write_text("epoch,error_rate,fit_time,gpu_mem\n" + "\n".join(rows) + "\n")
+        states.append([json.dumps({"relative_logdir": trial.name, "status": "TERMINATED"}), "{}"])
+    (run / "experiment_state-2026-11-23_00-00-00.json").write_text(json.dumps({"trial_data": states}))
+    runs = rp.load_sources([run])
+    assert runs["first_rung_error_rate"].tolist() == [0.4, 0.3, 0.7, 0.6, 0.5, 0.55]
+    assert (runs["status"] == "completed").sum() == 2
+    fx = rp.effects(runs)
+    at_rung = fx[(fx["basis"] == "epoch 1, every trial") & (fx["axis"] == "pool") & (fx["family"] == "all")]
+    (row,) = at_rung.to_dict("records")  # all six trials: concat (0.30, 0.50, 0.55) against avg (0.40, 0.70, 0.60)
+    assert row["method"] == "unpaired means (3 vs 3 runs)" and row["mean_diff"] == pytest.approx(0.45 - 0.5667, abs=1e-3)
+    assert set(fx["basis"]) == {"completed runs", "epoch 1, every trial"}
+    assert rp.importance(runs).name == "importance (epoch 1, every trial)"  # 6 trials, not the 2 completed

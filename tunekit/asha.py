@@ -136,6 +136,11 @@ class Ladder:
                     if rung not in e.scores and e.state != "done" and e.epoch < rung)
         return max(0, self.total - len(self.trials)) + alive
 
+    def idle(self) -> bool:
+        """No trial is running or about to start (one chosen to run counts as running from then on,
+        while Ray still starts its worker)."""
+        return not any(e.state in ("running", "pending") for e in self.trials.values())
+
     def waiting(self) -> list[tuple[str, int]]:
         """(trial, rung) of the trials waiting at a rung, highest rung first, best first."""
         out = [(tid, e.epoch) for tid, e in self.trials.items() if e.state == "waiting"]
@@ -219,7 +224,7 @@ class PromotingASHA(FIFOScheduler):
             if trial.status == Trial.PENDING and self.ladder.trials[trial.trial_id].state == "pending":
                 return self._started(trial)
         waiting = self.ladder.waiting()
-        if waiting and not any(t.status == Trial.RUNNING for t in trials.values()):
+        if waiting and self.ladder.idle():
             # Nothing runs and nothing can start: a searcher with a concurrency limit (max_concurrent)
             # counts waiting trials as running, so no rival will come. The best waiting one goes on.
             trial = trials.get(waiting[0][0])

@@ -59,10 +59,11 @@ def load_run(run: Path) -> pd.DataFrame:
     spec = _read_json(run / "tunekit_spec.json") or {}
     dataset = _dataset_name(spec.get("data"), run.name)
     metric, mode = spec.get("metric", "error_rate"), spec.get("mode", "min")
+    rung = (spec.get("asha") or {}).get("grace_period")  # ASHA's first comparison: every trial gets there
     ray_trials = _ray_trials(run)
     rows = []
     for trial in sorted(p for p in run.iterdir() if p.is_dir() and (p / "params.json").is_file()):
-        rows.append(_trial_row(trial, dataset, metric, mode, ray_trials.get(trial.name, {})))
+        rows.append(_trial_row(trial, dataset, metric, mode, ray_trials.get(trial.name, {}), rung))
     if not rows:
         raise TunekitError(f"{run} holds no trial folders (params.json): is it a tunekit search's run folder?")
     df = pd.DataFrame(rows)
@@ -101,7 +102,8 @@ def _trial_config(trial: Path, ray_trial: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def _trial_row(trial: Path, dataset: str, metric: str, mode: str, ray_trial: dict[str, Any]) -> dict[str, Any]:
+def _trial_row(trial: Path, dataset: str, metric: str, mode: str, ray_trial: dict[str, Any],
+               rung: int | None = None) -> dict[str, Any]:
     config = _trial_config(trial, ray_trial)
     ray_status = ray_trial.get("status")
     row: dict[str, Any] = {"dataset": dataset, "trial": trial.name}
@@ -120,6 +122,9 @@ def _trial_row(trial: Path, dataset: str, metric: str, mode: str, ray_trial: dic
         row["best_epoch"] = int(best["epoch"])
         row[f"best_{metric}"] = best[metric]
         row["epochs_run"] = int(last["epoch"])
+        at_rung = history[history["epoch"] == rung] if rung and "error_rate" in history else history.iloc[:0]
+        if len(at_rung):
+            row["first_rung_epoch"], row["first_rung_error_rate"] = int(rung), at_rung["error_rate"].iloc[0]
     else:
         row["epochs_run"] = 0
     row["epochs_total"] = total
@@ -257,14 +262,35 @@ def pareto(df: pd.DataFrame, x: str, y: str = "error_rate") -> pd.Series:
     return pd.Series(front, index=df.index)
 
 
-def effects(runs: pd.DataFrame, metric: str = "error_rate") -> pd.DataFrame:
-    """For each searched axis: paired differences of ``metric`` between configs equal in all else.
+def comparable(runs: pd.DataFrame, metric: str = "error_rate") -> tuple[pd.DataFrame, str]:
+    """The runs whose ``metric`` can be compared, and on what basis. When ASHA stopped trials early,
+    every trial at the first rung (the same epochs for all; few trials complete), else the
+    completed runs."""
+    stopped = runs["status"].astype(str).str.startswith("stopped early").any() if "status" in runs else False
+    if stopped and metric == "error_rate" and runs.get("first_rung_error_rate", pd.Series(dtype=float)).notna().any():
+        reached = runs[runs["first_rung_error_rate"].notna()].copy()
+        epoch = int(reached["first_rung_epoch"].max())
+        return reached.assign(error_rate=reached["first_rung_error_rate"]), f"epoch {epoch}, every trial"
+    return runs[runs["status"] == "completed"].copy(), "completed runs"
 
-    For axis A with values a and b, every pair of completed runs that agree on every other
-    config key (and dataset) gives metric(b) - metric(a); reported per family and overall as
-    mean difference, its spread, the count, and how often b won. Where no such pair exists (a
-    random search), the difference of the two values' mean metric, marked "unpaired"."""
-    done = runs[runs["status"] == "completed"].copy()
+
+def effects(runs: pd.DataFrame, metric: str = "error_rate") -> pd.DataFrame:
+    """For each searched axis: paired differences of ``metric`` between configs equal in all else,
+    over the completed runs and, when ASHA stopped trials early, over every trial at the first
+    rung (the ``basis`` column)."""
+    parts = [_axis_effects(runs[runs["status"] == "completed"].copy(), metric).assign(basis="completed runs")]
+    early, basis = comparable(runs, metric)
+    if basis != "completed runs":
+        parts.append(_axis_effects(early, metric).assign(basis=basis))
+    parts = [p for p in parts if not p.empty]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def _axis_effects(done: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """For axis A with values a and b, every pair of runs that agree on every other config key (and
+    dataset) gives metric(b) - metric(a); reported per family and overall as mean difference, its
+    spread, the count, and how often b won. Where no such pair exists (a random search), the
+    difference of the two values' mean metric, marked "unpaired"."""
     if done.empty:
         return pd.DataFrame()
     done["family"] = done["model"].map(family)
@@ -305,10 +331,12 @@ def _label(value: Any) -> str:
 
 
 def importance(runs: pd.DataFrame, metric: str = "error_rate") -> pd.Series:
-    """Optuna's fANOVA importance of each searched config key for ``metric`` (empty if too few runs)."""
+    """Optuna's fANOVA importance of each searched config key for ``metric`` over the comparable runs
+    (see :func:`comparable`; the Series' name says which); empty if too few runs."""
     import optuna
 
-    done = runs[runs["status"] == "completed"].dropna(subset=[metric])
+    done, basis = comparable(runs, metric)
+    done = done.dropna(subset=[metric])
     params = [k for k in ("model", *AXES, "seed") if k in done and done[k].nunique() > 1]
     if len(done) < 4 or not params:
         return pd.Series(dtype=float)
@@ -326,7 +354,7 @@ def importance(runs: pd.DataFrame, metric: str = "error_rate") -> pd.Series:
         study.add_trial(optuna.trial.create_trial(params=values, distributions=distributions, value=float(row[metric])))
     scores = optuna.importance.get_param_importances(
         study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
-    return pd.Series(scores, name="importance")
+    return pd.Series(scores, name=f"importance ({basis})")
 
 
 def _plain(value: Any) -> Any:
@@ -493,11 +521,12 @@ def _plots(report: Report, out: Path) -> dict[str, Path]:
     overall = report.effects[report.effects["family"] == "all"] if not report.effects.empty else pd.DataFrame()
     if not overall.empty:
         fig, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * len(overall)))
-        labels = [f"{r.axis}: {r['from']} -> {r.to} " + (f"(n={r.pairs})" if r.pairs else "(unpaired)")
-                  for _, r in overall.iterrows()]
-        ax.barh(labels, overall["mean_diff"], xerr=overall["std"].fillna(0), color="tab:blue")
+        labels = [f"{r.axis}: {r['from']} -> {r.to} " + (f"(n={r.pairs}" if r.pairs else "(unpaired")
+                  + f"; {r.basis})" for _, r in overall.iterrows()]
+        colors = ["tab:blue" if b == "completed runs" else "tab:orange" for b in overall["basis"]]
+        ax.barh(labels, overall["mean_diff"], xerr=overall["std"].fillna(0), color=colors)
         ax.axvline(0, color="k", lw=0.8)
-        ax.set(xlabel="change in error rate (negative: better)", title="effect of each searched axis (paired)")
+        ax.set(xlabel="change in error rate (negative: better)", title="effect of each searched axis")
         fig.tight_layout()
         plots["axis effects"] = out / "effects.png"
         fig.savefig(plots["axis effects"], dpi=110)
@@ -556,13 +585,16 @@ def _blocks(report: Report, plots: dict[str, Path]) -> list[tuple[str, Any]]:
         b.append(("h2", "What each searched axis did"))
         b.append(("p", "Paired differences in error rate between runs equal in every other setting "
                        "(negative: the 'to' value is better); per family and overall, with counts. Where no "
-                       "runs pair up (random search), the difference of the mean error rates, marked unpaired."))
+                       "runs pair up (random search), the difference of the mean error rates, marked unpaired. "
+                       "Basis: the completed runs and, when ASHA stopped trials early, every trial at ASHA's "
+                       "first rung, where all had trained the same epochs."))
         b.append(("table", report.effects))
         if "axis effects" in plots:
             b.append(("img", ("axis effects", plots["axis effects"])))
     if not report.importance.empty:
         b.append(("h2", "Parameter importance"))
-        b.append(("p", "Optuna's fANOVA importance of each searched setting for the error rate (sums to 1)."))
+        b.append(("p", f"Optuna's fANOVA importance of each searched setting for the error rate (sums to 1), "
+                       f"over the {report.importance.name.split('(')[-1].rstrip(')')}."))
         b.append(("table", report.importance.rename_axis("setting").reset_index()))
     if report.asha:
         a = report.asha
