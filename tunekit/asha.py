@@ -39,7 +39,6 @@ class _Entry:
     state: str = "pending"  # pending | running | waiting | done
     order: int = 0  # when it was added: breaks ties in favour of the earlier trial
     scores: dict[int, float] = field(default_factory=dict)  # rung -> value there (lower is better)
-    promoted: set[int] = field(default_factory=set)  # rungs it has gone past
 
 
 class Ladder:
@@ -76,7 +75,6 @@ class Ladder:
             return CONTINUE
         entry.scores[epoch] = value if math.isfinite(value) else math.inf
         if self.promotable(trial_id, epoch):
-            entry.promoted.add(epoch)
             return CONTINUE
         if self.hopeless(trial_id, epoch):
             entry.state = "done"
@@ -85,9 +83,7 @@ class Ladder:
         return WAIT
 
     def promote(self, trial_id: str) -> None:
-        entry = self.trials[trial_id]
-        entry.promoted.add(entry.epoch)
-        entry.state = "pending"
+        self.trials[trial_id].state = "pending"
 
     def finish(self, trial_id: str) -> None:
         """Ended: completed, stopped or errored (a retry comes back through :meth:`add`)."""
@@ -101,7 +97,6 @@ class Ladder:
             if epoch in self.rungs:
                 entry.scores[epoch] = value if math.isfinite(value) else math.inf
         entry.epoch = max(history, default=0)
-        entry.promoted = {rung for rung in entry.scores if rung < entry.epoch}
         if finished:
             entry.state = "done"
         elif entry.epoch in entry.scores:  # it stopped at a rung: waiting, or about to go on
