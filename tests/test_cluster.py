@@ -10,6 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import ray
 from ray.cluster_utils import Cluster
@@ -59,16 +60,20 @@ def test_trials_spread_over_worker_nodes_and_pack_fractional_gpus(cluster, small
     for info in infos:
         assert info["resources"] == {"CPU": 1.0, "GPU": 0.5}  # half a (fake) GPU each
         assert info["device"] == "cpu"  # no CUDA behind the declared GPU: ran on CPU, and says so
-    # fractional packing: two trials shared a node's one GPU at the same time, never more than two
-    # (a finished trial's worker may be reused by the next trial, so the split need not be 2 + 2)
-    ended = {Path(p).name: (Path(p) / "progress.csv").stat().st_mtime for p in result.trials["path"]}
-    spans = [(i["started"], ended[Path(p).name]) for i, p in zip(infos, result.trials["path"])]
+    # fractional packing: two trials shared a node's one GPU at the same time, never more than two.
+    # A trial's span is its start to start + time_total_s (file times are no use: the run folder is
+    # synced at the end). A finished trial's worker may be reused by the next trial, so the split
+    # need not be 2 + 2, and trials of one worker process (pid) never overlap.
+    spans = []
+    for info, path in zip(infos, result.trials["path"]):
+        last = pd.read_csv(Path(path) / "progress.csv").iloc[-1]
+        spans.append((info["started"], info["started"] + float(last["time_total_s"]), int(last["pid"])))
     shared = 0
     for node in worker_ids:
         mine = [(i, span) for i, span in zip(infos, spans) if i["node"] == node]
         assert {len(i["gpu_ids"]) for i, _ in mine} == {1} and len({tuple(i["gpu_ids"]) for i, _ in mine}) == 1
-        for _, (start, _end) in mine:  # trials running when this one started, itself included
-            at_once = sum(s <= start < e for _, (s, e) in mine)
+        for _, (start, _end, pid) in mine:  # worker processes busy when this trial started, its own included
+            at_once = 1 + len({p for _, (s, e, p) in mine if p != pid and s <= start < e})
             assert at_once <= 2, mine
             shared += at_once == 2
     assert shared >= 1  # two trials at the same time on one GPU

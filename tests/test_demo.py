@@ -1,4 +1,4 @@
-"""The main job, as a user runs it: `tunekit search search_spaces/demo.py` (about 3 minutes on 2 cores)."""
+"""The main job, as a user runs it: `tunekit search search_spaces/demo.py` (2-3 minutes on 2 cores)."""
 
 from __future__ import annotations
 
