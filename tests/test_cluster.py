@@ -94,7 +94,7 @@ space = {"model": "test_resnet", "lr": tune.grid_search([0.01, 0.002]), "pretrai
 def test_lost_node_trials_continue_on_another_node_from_their_checkpoints(cluster, tmp_path):
     """Runs last: it removes a worker node from the module's cluster."""
     c, workers = cluster
-    data = write_shapes(tmp_path / "data", n=1200, size=48, seed=3)
+    data = write_shapes(tmp_path / "data", n=800, size=48, seed=3)
     space = tmp_path / "lost.py"
     space.write_text(f"from ray import tune\ndata = 'folder:{data}'\n" + textwrap.dedent(LOST))
     run = tmp_path / "runs" / "lost"

@@ -1,4 +1,8 @@
-"""The main job, as a user runs it: `tunekit search search_spaces/demo.py` (2-3 minutes on 2 cores)."""
+"""The main job, as a user runs it: `tunekit search search_spaces/demo.py`.
+
+The test runs the first 8 of the demo's 16 trials (the same configurations: the random search is
+seeded), so that it costs about a minute; the whole demo's time and best error rate are measured by
+benchmarks/asha_efficiency.py and recorded in benchmarks/RESULTS.md."""
 
 from __future__ import annotations
 
@@ -19,12 +23,12 @@ def tunekit(*args: str) -> subprocess.CompletedProcess:
 
 def test_demo_search_meets_its_promises(tmp_path):
     start = time.perf_counter()
-    proc = tunekit("--storage-path", str(tmp_path), "--name", "demo")
+    proc = tunekit("--storage-path", str(tmp_path), "--name", "demo", "--set", "num_samples=8")
     seconds = time.perf_counter() - start
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run = tmp_path / "demo"
     trials = sorted(run.glob("run_trial_*"))
-    assert len(trials) >= 12
+    assert len(trials) == 8
     finals = []
     for trial in trials:
         acc = EventAccumulator(str(trial))
