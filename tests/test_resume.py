@@ -45,7 +45,7 @@ def wait_for_progress(proc: subprocess.Popen, run: Path, done_at_least: int) -> 
 
 
 def test_ctrl_c_then_sigkill_then_resume_runs_every_trial_exactly_once(tmp_path):
-    data = write_shapes(tmp_path / "data", n=800, size=48, seed=2)
+    data = write_shapes(tmp_path / "data", n=1200, size=48, seed=2)
     space = tmp_path / "kill.py"
     space.write_text(f"from ray import tune\ndata = 'folder:{data}'\n" + textwrap.dedent(BODY))
     run = tmp_path / "runs" / "kill"
