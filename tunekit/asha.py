@@ -3,13 +3,13 @@ let through.
 
 Ray's ``ASHAScheduler`` stops a trial at a rung only if it is worse than a percentile of the
 results recorded there *before* it, so the first trials to reach each rung always go on,
-however bad: with the 16 trials of the demo space that spent 48% of the epochs of running every
-trial to the end. Here a trial that reaches a rung waits (paused, its epoch checkpointed) until
+however bad. Here a trial that reaches a rung waits (paused, its epoch checkpointed) until
 it ranks in the top ``1/reduction_factor`` of the trials recorded at that rung; meanwhile its
 slot starts a new trial. A waiting trial that can no longer make the cut, whatever the trials
 still to come report, is stopped (so at most a few wait, each holding one checkpoint); when no
-trial can still reach a rung, the best of it (at least one) goes on. Replayed on the demo's
-learning curves this spends 35% of the epochs for the same best error rate.
+trial can still reach a rung, the best of it (at least one) goes on. On the demo space at 64px,
+Ray's rule spent 48% of the epochs of running every trial to the end, this one 34%, both for the
+same best error rate (benchmarks/RESULTS.md).
 
     scheduler = PromotingASHA(max_t=8, grace_period=1, reduction_factor=3, total_trials=16)
     tune.TuneConfig(scheduler=scheduler, metric="error_rate", mode="min", ...)

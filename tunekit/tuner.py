@@ -173,8 +173,11 @@ def search(
             echo("warning: RAY_AUTH_MODE=disabled: the local Ray's ports listen on every interface, so anyone "
                  "who can reach this machine can run code in it; unset it, or firewall the machine")
         _prepare_local(spec, echo)
-        ray.init(num_cpus=int(total_cpus), num_gpus=int(math.ceil(total_gpus)), include_dashboard=False,
-                 log_to_driver=verbose, logging_level="INFO" if verbose else "WARNING", configure_logging=True)
+        # address="local": a new Ray of its own, even where `ray start` left a cluster running or
+        # RAY_ADDRESS is set (without it ray.init joins those, and refuses num_cpus): --address joins
+        ray.init(address="local", num_cpus=int(total_cpus), num_gpus=int(math.ceil(total_gpus)),
+                 include_dashboard=False, log_to_driver=verbose, logging_level="INFO" if verbose else "WARNING",
+                 configure_logging=True)
         started = True
     try:
         shares = None
