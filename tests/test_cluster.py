@@ -46,10 +46,13 @@ def cluster():
     c.shutdown()
 
 
-def test_trials_spread_over_worker_nodes_and_pack_fractional_gpus(cluster, small_shapes, tmp_path):
+def test_trials_spread_over_worker_nodes_and_pack_fractional_gpus(cluster, tmp_path):
     c, workers = cluster
+    # Trials long enough (~10 s) to outlast a worker's start (~6 s): a trial shorter than that can end
+    # before its neighbour's worker is up, and the next trial then reuses its worker (no overlap to see).
+    data = write_shapes(tmp_path / "data", n=2400, size=32, seed=5)
     space = tmp_path / "cluster.py"
-    space.write_text(f"from ray import tune\ndata = 'folder:{small_shapes}'\n" + textwrap.dedent(BODY))
+    space.write_text(f"from ray import tune\ndata = 'folder:{data}'\n" + textwrap.dedent(BODY))
     lines: list[str] = []
     result = search(space, address=c.address, storage_path=tmp_path / "runs", echo=lines.append)
     assert "up to 4 at once on 4 CPU / 2 GPU" in "\n".join(lines)
