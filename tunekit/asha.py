@@ -216,7 +216,12 @@ class PromotingASHA(FIFOScheduler):
                 self.ladder.promote(trial_id)
                 return self._started(trial)
         for trial in trials.values():
-            if trial.status == Trial.PENDING and self.ladder.trials[trial.trial_id].state == "pending":
+            state = self.ladder.trials[trial.trial_id].state
+            if trial.status == Trial.PENDING and state == "pending":
+                return self._started(trial)
+            if trial.status == Trial.PAUSED and state in ("pending", "running"):
+                # paused without this scheduler's say (Ray replays decisions it had queued before a
+                # resume): it goes on, or nothing would ever restart it (a hang seen once in CI)
                 return self._started(trial)
         waiting = self.ladder.waiting()
         if waiting and self.ladder.idle():
