@@ -209,7 +209,8 @@ class PromotingASHA(FIFOScheduler):
     def choose_trial_to_run(self, tune_controller) -> Trial | None:
         self._stop_hopeless(tune_controller)
         trials = {t.trial_id: t for t in tune_controller.get_trials()}
-        for trial_id, rung in self.ladder.waiting():  # promotions first, highest rung first
+        waiting = self.ladder.waiting()
+        for trial_id, rung in waiting:  # promotions first, highest rung first
             trial = trials.get(trial_id)
             if trial is not None and trial.status in (Trial.PAUSED, Trial.PENDING) \
                     and self.ladder.promotable(trial_id, rung):
@@ -223,7 +224,6 @@ class PromotingASHA(FIFOScheduler):
                 # paused without this scheduler's say (Ray replays decisions it had queued before a
                 # resume): it goes on, or nothing would ever restart it (a hang seen once in CI)
                 return self._started(trial)
-        waiting = self.ladder.waiting()
         if waiting and self.ladder.idle():
             # Nothing runs and nothing can start: a searcher with a concurrency limit (max_concurrent)
             # counts waiting trials as running, so no rival will come. The best waiting one goes on.

@@ -29,7 +29,7 @@ from PIL import Image
 from . import data as tkdata
 from .config import TrialConfig
 from .model import build_model
-from .train import fit, resolve_device, resolve_precision
+from .train import fit, peak_memory_gib, reset_peak_memory, resolve_device, resolve_precision
 
 
 @dataclass
@@ -77,8 +77,7 @@ def ceiling(model_name: str, device: torch.device, batch_size: int, img_size: in
         scaler.update()
         opt.zero_grad(set_to_none=True)
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak_memory(device)
     for _ in range(warmup):
         step()
     _sync(device)
@@ -86,9 +85,7 @@ def ceiling(model_name: str, device: torch.device, batch_size: int, img_size: in
     for _ in range(steps):
         step()
     _sync(device)
-    rate = batch_size * steps / (time.perf_counter() - start)
-    peak = torch.cuda.max_memory_reserved(device) / 2**30 if device.type == "cuda" else 0.0
-    return rate, peak
+    return batch_size * steps / (time.perf_counter() - start), peak_memory_gib(device)
 
 
 def loop(model_name: str, device: torch.device, batch_size: int, img_size: int, precision: str,
@@ -186,12 +183,13 @@ def bench(models: list[str], device: str = "auto", batch_size: int = 64, img_siz
     records = []
     for name in models:
         # Ceiling and loop runs alternate and each keeps its best: measured one after the other, the
-        # machine's speed drifting in between (a shared VM) moved loop/ceiling by up to 25%.
+        # machine's speed drifting in between (a shared VM) moved loop/ceiling by up to 25%. Every
+        # ceiling run measures the same peak memory.
         ceil_rate = loop_rate = 0.0
         for _ in range(rounds):
-            ceil_rate = max(ceil_rate, ceiling(name, dev, batch_size, img_size, prec)[0])
+            rate, peak = ceiling(name, dev, batch_size, img_size, prec)
+            ceil_rate = max(ceil_rate, rate)
             loop_rate = max(loop_rate, loop(name, dev, batch_size, img_size, prec, n_images, threads=threads))
-        peak = ceiling(name, dev, batch_size, img_size, prec, steps=3)[1]
         record = BenchRecord(name, str(dev), batch_size, img_size, prec, ceil_rate, loop_rate,
                              loop_rate / ceil_rate, peak, cache_rate, pil_rate)
         echo(f"{name:24s}{ceil_rate:14.0f}{loop_rate:12.0f}{record.loop_ratio:14.2f}{peak:10.2f}")

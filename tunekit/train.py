@@ -245,10 +245,7 @@ def _setup(cfg: TrialConfig) -> _Run:
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        # a reused worker (Ray's reuse_actors) still holds the last run's cached blocks, which
-        # max_memory_reserved would count as this run's peak
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak_memory(device)
     batch = {"batch_size": cfg.batch_size, "device": device, "mean": model_info.mean, "std": model_info.std,
              "channels_last": channels_last, "seed": cfg.seed}
     train, valid = ds.batches("train", **batch), ds.batches("valid", **batch)
@@ -325,7 +322,7 @@ def _epoch(run: _Run, phase: Phase, phase_epoch: int, epoch: int) -> dict[str, A
     train_seconds = time.perf_counter() - start
     head_lr = next(g["lr"] for g in opt.param_groups if g["role"] == "head")
     common = {
-        "epoch": epoch, "images_per_s": seen / train_seconds, "gpu_mem": _gpu_mem(device), "lr": head_lr,
+        "epoch": epoch, "images_per_s": seen / train_seconds, "gpu_mem": peak_memory_gib(device), "lr": head_lr,
     }
     if diverged:
         bad = {"error_rate": 1.0, "accuracy": 0.0, **({"f2": 0.0} if run.info.multilabel else {})}
@@ -348,7 +345,16 @@ def _validate(run: _Run) -> tuple[float, dict[str, float]]:
     return loss, classification_metrics(logits.cpu(), target.cpu(), run.info.multilabel)
 
 
-def _gpu_mem(device: torch.device) -> float:
+def reset_peak_memory(device: torch.device) -> None:
+    """Start measuring :func:`peak_memory_gib` afresh. The allocator's cached blocks go first: a
+    reused worker (Ray's reuse_actors), or a benchmark's earlier run, still holds them, and
+    max_memory_reserved would count them as this run's peak."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_gib(device: torch.device) -> float:
     """Peak memory reserved on the device in GiB (what the study's GPU_mem measured); 0 on CPU."""
     if device.type != "cuda":
         return 0.0
