@@ -12,7 +12,7 @@ from tunekit.cli import main
 def test_bench_prints_and_records(tmp_path):
     out = tmp_path / "bench.json"
     result = CliRunner().invoke(main, ["bench", "--models", "test_resnet", "--img-size", "32", "--batch-size", "32",
-                                       "--n-images", "300", "--device", "cpu", "--pack", "1,2", "--trial-start",
+                                       "--n-images", "300", "--device", "cpu", "--pack", "1,2", "--trial-start", "3",
                                        "--json", str(out)])
     assert result.exit_code == 0, result.output
     assert "loop/ceiling" in result.output and "decode-once cache" in result.output

@@ -167,7 +167,7 @@ def _pil_item(path: Path, size: int) -> torch.Tensor:
 
 def bench(models: list[str], device: str = "auto", batch_size: int = 64, img_size: int = 64,
           precision: str = "auto", n_images: int = 4500, threads: int | None = None,
-          pack: list[int] | None = None, trial_start: bool = False, rounds: int = 2,
+          pack: list[int] | None = None, trial_start: int | None = None, rounds: int = 2,
           echo=print) -> list[BenchRecord]:
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
@@ -197,7 +197,7 @@ def bench(models: list[str], device: str = "auto", batch_size: int = 64, img_siz
     if pack and records:
         records[0].packing = packing(models[0], pack, str(dev), batch_size, img_size, prec, n_images, echo)
     if trial_start and records:
-        records[0].trial_start_s = measure_trial_start(models[0], echo)
+        records[0].trial_start_s = measure_trial_start(models[0], echo, trials=trial_start)
     return records
 
 

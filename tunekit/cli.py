@@ -249,8 +249,9 @@ def report(sources: tuple[str, ...], out: Path | None, constant: float) -> None:
 @click.option("--threads", type=int, help="torch CPU threads. [default: torch's]")
 @click.option("--pack", help="Also run this many trials of the first model at once on the device, e.g. 1,2,4: "
                              "aggregate images/s and peak memory of packed trials.")
-@click.option("--trial-start", is_flag=True,
-              help="Also measure a trial's start: a free slot -> its first training step (needs Ray).")
+@click.option("--trial-start", type=click.IntRange(min=3), is_flag=False, flag_value=8, default=None,
+              metavar="[N]", help="Also measure a trial's start over N small trials (default 8; the first "
+                                  "two start new workers): a free slot -> its first training step (needs Ray).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the records here.")
 @user_errors
 def bench(models: str, json_path: Path | None, pack: str | None, **options: Any) -> None:
