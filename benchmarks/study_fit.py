@@ -23,9 +23,10 @@ import tunekit  # noqa: F401  - first: the torchvision import workaround, before
 import timm
 import torch
 
-from tunekit import TrialConfig, fit
+from tunekit import TrialConfig
 from tunekit.bench import ceiling, inference_ceiling
-from tunekit.train import resolve_device, resolve_precision
+from tunekit.device import resolve_device, resolve_precision
+from tunekit.loop import fit
 
 
 def main() -> None:

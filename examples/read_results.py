@@ -3,28 +3,29 @@
     python examples/read_results.py ~/ray_results/demo
 
 Each trial folder holds params.json (its config), progress.csv (one row per epoch) and
-tunekit_run.json (what it really ran on); this joins them into one table per epoch and one
-row per trial.
+tunekit_run.json (what it really ran on); ``tunekit.runfolder`` reads them (plain files, no
+Ray), and this joins them into one table per epoch and one row per trial. (``tunekit report``
+does more of the same: ``tunekit.report.load_run(run)`` gives one row per trial with its status.)
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
+
+from tunekit import runfolder
 
 
 def load_epochs(run: Path) -> pd.DataFrame:
     """One row per (trial, epoch): the trial's config columns plus that epoch's metrics."""
     frames = []
-    for trial in sorted(p for p in run.iterdir() if (p / "params.json").is_file()):
-        progress = trial / "progress.csv"
-        if not progress.is_file() or progress.stat().st_size == 0:
+    for trial in runfolder.trial_dirs(run):
+        epochs = runfolder.read_progress(trial)
+        if epochs.empty:
             continue  # a trial that never finished an epoch
-        epochs = pd.read_csv(progress)
-        config = json.loads((trial / "params.json").read_text())
+        config = runfolder.trial_config(trial)
         for key in ("model", "pool", "head", "resize", "lr", "zero_init", "seed"):
             if key in config:
                 epochs[key] = config[key]

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import ray
 
-from tunekit.asha import CONTINUE, STOP, WAIT, Ladder
 from tunekit.data.shapes import write_shapes
 from tunekit.tuner import search
+from tunekit.tuner.asha import CONTINUE, STOP, WAIT, Ladder
 
 
 def test_rungs_follow_grace_and_reduction_factor():

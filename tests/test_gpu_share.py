@@ -12,8 +12,9 @@ from ray import tune
 
 from tunekit.cli import main
 from tunekit.errors import TunekitError
-from tunekit.gpu_share import MemoryKey, Resources, share_for
+from tunekit.gpu_share import MemoryKey, share_for
 from tunekit.spec import build_spec
+from tunekit.tuner.assemble import Resources
 
 
 @pytest.mark.parametrize(("peak", "total", "share"), [

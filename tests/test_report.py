@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -127,8 +128,19 @@ def test_rank_agreement_between_datasets(study_csv):
     rep = rp.build(rp.load_sources([study_csv]))
     (row,) = rep.rank_agreement.to_dict("records")
     assert (row["dataset_a"], row["dataset_b"], row["models"]) == ("pets", "planet", 8)
-    assert -1 <= row["spearman"] <= 1
     assert list(rp.side_by_side(rep.ranking).columns) == ["pets", "planet"]
+
+
+@pytest.mark.parametrize(("order_b", "rho"), [([0, 1, 2, 3], 1.0), ([3, 2, 1, 0], -1.0), ([1, 0, 3, 2], 0.6)])
+def test_rank_agreement_is_spearmans_rho(order_b, rho):
+    """Four models ranked on two datasets: the same order, the reverse, and two swaps (1 - 6*4/60)."""
+    rows = []
+    for dataset, order in (("a", [0, 1, 2, 3]), ("b", order_b)):
+        for rank, model in enumerate(order):
+            rows.append({"dataset": dataset, "model": f"m{model}", "error_rate": 0.1 * (rank + 1), "fit_time": 10.0,
+                         "gpu_mem": 1.0, "status": "completed", "run": "r"})
+    (row,) = rp.build(pd.DataFrame(rows)).rank_agreement.to_dict("records")
+    assert row["models"] == 4 and row["spearman"] == pytest.approx(rho)
 
 
 def test_bad_input_gives_a_message(tmp_path):
@@ -170,24 +182,18 @@ def test_half_written_run_folder(tmp_path):
     assert "resnet18" in (tmp_path / "out" / "ranking.csv").read_text()
 
 
-def test_config_survives_an_empty_params_json(tmp_path):
-    """A driver killed as a trial starts leaves Ray's params.json empty: the config comes from Ray's
-    saved experiment state, else from the results the trial reported."""
-    run = tmp_path / "killed"
-    from_state, from_results = run / "run_trial_b_00000", run / "run_trial_b_00001"
-    config = {"model": "resnet18", "pool": "concat", "lr": 0.008, "epochs": 2, "pretrained": False}
-    for trial in (from_state, from_results):
-        trial.mkdir(parents=True)
-        (trial / "params.json").write_text("")
-        (trial / "progress.csv").write_text("epoch,error_rate,fit_time,gpu_mem\n1,0.5,10.0,0.0\n2,0.4,20.0,0.0\n")
-    (from_results / "result.json").write_text(json.dumps({"epoch": 2, "done": True, "config": {**config, "lr": 0.02}}))
-    state = {"trial_data": [[json.dumps({"relative_logdir": from_state.name, "status": "TERMINATED",
-                                         "config": config}), "{}"]]}
-    (run / "experiment_state-2026-11-23_00-00-00.json").write_text(json.dumps(state))
-    rows = rp.load_sources([run]).set_index("trial")
-    assert rows.loc[from_state.name, ["model", "pool", "lr"]].tolist() == ["resnet18", "concat", 0.008]
-    assert rows.loc[from_results.name, ["model", "lr"]].tolist() == ["resnet18", 0.02]
-    assert (rows["status"] == "completed").all()
+def test_a_real_run_folder_reads_back_and_reports(tmp_path):
+    """The run folder of a real search (tests/fixtures/real_run): one row per trial, Ray's status."""
+    runs = rp.load_sources([Path(__file__).parent / "fixtures" / "real_run"])
+    rows = runs.set_index("lr")
+    assert rows["status"].to_dict() == {0.02: "completed", 0.002: "completed", 0.0005: "stopped early",
+                                        0.01: "errored"}
+    assert rows["epochs_run"].to_dict() == {0.02: 2, 0.002: 2, 0.0005: 1, 0.01: 1}
+    assert rows.loc[0.01, "error"].startswith("tunekit.tuner.trainable.TrialOutOfMemory")
+    assert (runs["dataset"] == "shapes").all() and (runs["model"] == "test_resnet").all()
+    rp.write(rp.build(runs), tmp_path)
+    results = pd.read_csv(tmp_path / "results.csv")
+    assert results.set_index("lr")["status"].to_dict() == rows["status"].to_dict()
 
 
 def test_effects_under_asha_compare_every_trial_at_the_first_rung(tmp_path):

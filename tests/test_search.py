@@ -16,6 +16,7 @@ import pytest
 import ray
 from ray import tune
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from tunekit.errors import TunekitError
 from tunekit.tuner import SearchResult, search
@@ -80,7 +81,9 @@ def test_tensorboard_files_hold_metrics_and_hparams(grid_run):
         steps = [e.step for e in acc.Scalars("error_rate")]
         assert steps == list(range(1, row["epochs_run"] + 1))
         assert acc.Scalars("error_rate")[-1].value == pytest.approx(row["error_rate"])
-        assert "hparams" in acc.PluginTagToContent("hparams") or acc.PluginTagToContent("hparams")
+        start = HParamsPluginData.FromString(acc.PluginTagToContent("hparams")["_hparams_/session_start_info"])
+        hparams = {k: v.string_value or v.number_value for k, v in start.session_start_info.hparams.items()}
+        assert hparams["model"] == row["model"] and hparams["lr"] == pytest.approx(row["lr"])
         assert "final/error_rate" in scalars
 
 
@@ -174,7 +177,7 @@ def test_max_concurrent_limits_the_trials_running_at_once(small_shapes, tmp_path
 
 def test_failed_trial_is_retried_from_its_checkpoint(small_shapes, tmp_path):
     from tunekit.spec import load_spec
-    from tunekit.trainable import FAULT_KEY
+    from tunekit.tuner.trainable import FAULT_KEY
 
     body = """
     epochs = 3
@@ -222,7 +225,7 @@ def test_python_api_can_search_twice(tmp_path, small_shapes):
 
 def test_out_of_memory_errors_one_trial_with_advice_and_the_search_goes_on(small_shapes, tmp_path):
     from tunekit.spec import load_spec
-    from tunekit.trainable import FAULT_KEY
+    from tunekit.tuner.trainable import FAULT_KEY
 
     body = """
     epochs = 2
@@ -237,7 +240,7 @@ def test_out_of_memory_errors_one_trial_with_advice_and_the_search_goes_on(small
     rows = result.trials.sort_values("status").to_dict("records")
     assert [r["status"] for r in rows] == ["completed", "errored"]
     error = rows[1]["error"]
-    assert error.startswith("tunekit.trainable.TrialOutOfMemory: out of memory: test_resnet at batch_size 32, "
+    assert error.startswith("tunekit.tuner.trainable.TrialOutOfMemory: out of memory: test_resnet at batch_size 32, "
                             "img_size 32, 0 GPU per trial: lower batch_size, raise gpus_per_trial"), error
     assert "CUDA out of memory" in error  # torch's own words kept
     kept = (Path(rows[1]["path"]) / "error.txt").read_text()

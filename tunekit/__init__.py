@@ -7,22 +7,30 @@ Python API (the CLI is a thin layer over it)::
     result.history[-1]["error_rate"]
 
     found = tunekit.search("search_spaces/demo.py", storage_path="~/ray_results")
-    found.trials.sort_values("best_error_rate").head()
+    found.trials.sort_values("error_rate").head()
+
+Importing the package is cheap: torch, timm and Ray load when a function that needs them runs
+(``tunekit --help`` answers without them). ``docs/ARCHITECTURE.md`` maps the modules.
 """
 
 from __future__ import annotations
 
-from . import _compat  # noqa: F401  - must run before anything imports torchvision (timm does)
+from typing import TYPE_CHECKING, Any
+
 from .config import TrialConfig
 from .errors import TunekitError
-from .train import FitResult, Reporter, fit
+
+if TYPE_CHECKING:
+    from .loop import FitResult, Reporter
 
 __version__ = "0.1.0"
 __all__ = ["FitResult", "TrialConfig", "TunekitError", "fit", "search", "train"]
 
 
-def train(report: Reporter | None = None, **config) -> FitResult:
+def train(report: Reporter | None = None, **config: Any) -> FitResult:
     """Fine-tune one configuration (keys as ``TrialConfig``); ``report(metrics, state)`` per epoch."""
+    from .loop import fit
+
     return fit(TrialConfig.from_dict(config), report)
 
 
@@ -33,3 +41,12 @@ def search(space, **options):
     from .tuner import search as run_search  # Ray is imported only when a search runs
 
     return run_search(space, **options)
+
+
+def __getattr__(name: str) -> Any:
+    """``tunekit.fit`` and ``tunekit.FitResult``, imported (with torch) on first use."""
+    if name in ("fit", "FitResult"):
+        from . import loop as _loop
+
+        return getattr(_loop, name)
+    raise AttributeError(f"module 'tunekit' has no attribute {name!r}")

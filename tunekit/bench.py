@@ -1,10 +1,10 @@
-"""`tunekit bench`: what does this machine do with these backbones? (No Ray needed.)
+"""`tunekit bench`: what does this machine do with these backbones? (No Ray: runs wherever torch and timm do.)
 
 For each model, at one batch size, image size and precision on one device:
 
-* ceiling: the bare train step (forward, loss, backward, AdamW step) of the same network tunekit
-  trains (timm body + pool + head) on random tensors, as timm's benchmark.py measures it (50 steps
-  after 5 of warm-up);
+* ceiling: the loop's own train step (``device.Amp.step``: forward, loss, backward, AdamW step) of
+  the same network tunekit trains (timm body + pool + head) on random tensors, as timm's
+  benchmark.py measures it (50 steps after 5 of warm-up);
 * loop: tunekit's own training epochs (``train.fit``) on real cached images (the built-in shapes
   data, generated at the benchmark's image size; the faster of two epochs), and loop / ceiling.
   Ceiling and loop runs alternate (``rounds`` of each) and each keeps its best;
@@ -12,12 +12,13 @@ For each model, at one batch size, image size and precision on one device:
   cache (``Batches``) against decoding and resizing each JPEG with PIL per item (the usual
   DataLoader way).
 
+A trial's start under Ray is measured where searches live (``tuner.trial_start``).
+
     records = bench(["test_resnet", "test_vit"], device="cpu", img_size=64)
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,8 +29,18 @@ from PIL import Image
 
 from . import data as tkdata
 from .config import TrialConfig
+from .device import (
+    Amp,
+    channels_last,
+    device_name,
+    peak_memory_gib,
+    reset_peak_memory,
+    resolve_device,
+    resolve_precision,
+    synchronize,
+)
+from .loop import fit
 from .model import build_model
-from .train import fit, peak_memory_gib, reset_peak_memory, resolve_device, resolve_precision
 
 
 @dataclass
@@ -54,37 +65,26 @@ class BenchRecord:
 
 def ceiling(model_name: str, device: torch.device, batch_size: int, img_size: int, precision: str,
             n_classes: int = 6, warmup: int = 5, steps: int = 50) -> tuple[float, float]:
-    """(images/s, peak GiB) of the bare train step on random tensors."""
+    """(images/s, peak GiB) of the loop's train step on random tensors."""
     torch.manual_seed(0)
     cfg = TrialConfig(model=model_name, pretrained=False, img_size=img_size, batch_size=batch_size)
     model, _ = build_model(cfg, n_classes, img_size)
-    channels_last = device.type == "cuda" and model.layout == "NCHW"
-    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format).train()
+    nhwc = channels_last(device, model.layout)
+    model.to(device, memory_format=torch.channels_last if nhwc else torch.preserve_format).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), eps=1e-5)
     x = torch.randn(batch_size, 3, img_size, img_size, device=device)
-    if channels_last:
+    if nhwc:
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, n_classes, (batch_size,), device=device)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    loss_fn = torch.nn.CrossEntropyLoss()
-
-    def step() -> None:
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            out = model(x)
-        scaler.scale(loss_fn(out.float(), y)).backward()
-        scaler.step(opt)
-        scaler.update()
-        opt.zero_grad(set_to_none=True)
-
+    amp, loss_fn = Amp.create(precision, device), torch.nn.CrossEntropyLoss()
     reset_peak_memory(device)
     for _ in range(warmup):
-        step()
-    _sync(device)
+        amp.step(model, x, y, loss_fn, opt)
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
-        step()
-    _sync(device)
+        amp.step(model, x, y, loss_fn, opt)
+    synchronize(device)
     return batch_size * steps / (time.perf_counter() - start), peak_memory_gib(device)
 
 
@@ -167,13 +167,13 @@ def _pil_item(path: Path, size: int) -> torch.Tensor:
 
 def bench(models: list[str], device: str = "auto", batch_size: int = 64, img_size: int = 64,
           precision: str = "auto", n_images: int = 4500, threads: int | None = None,
-          pack: list[int] | None = None, trial_start: int | None = None, rounds: int = 2,
+          pack: list[int] | None = None, rounds: int = 2,
           echo=print) -> list[BenchRecord]:
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     if threads:
         torch.set_num_threads(threads)
-    echo(f"# {_device_name(dev)}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+    echo(f"# {device_name(dev)}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
          f"batch {batch_size}, {img_size}px, {prec}")
     cache_rate, pil_rate = data_paths(img_size, batch_size, dev)
     host = "uint8 crops, float on the device" if dev.type != "cpu" else "incl. float conversion"
@@ -196,31 +196,7 @@ def bench(models: list[str], device: str = "auto", batch_size: int = 64, img_siz
         records.append(record)
     if pack and records:
         records[0].packing = packing(models[0], pack, str(dev), batch_size, img_size, prec, n_images, echo)
-    if trial_start and records:
-        records[0].trial_start_s = measure_trial_start(models[0], echo, trials=trial_start)
     return records
-
-
-def measure_trial_start(model_name: str, echo=print, trials: int = 8) -> float:
-    """Median seconds from a free trial slot (or the search's start) to the trial's first training
-    step, over a small local search (needs Ray; the rest of the benchmark does not). The first
-    trials start new workers; the later ones reuse a finished trial's worker."""
-    import tempfile
-
-    from ray import tune
-
-    from .tuner import search
-
-    space = {"model": model_name, "pretrained": False, "epochs": 1, "img_size": 32, "batch_size": 32,
-             "lr": tune.grid_search([0.01 / (i + 1) for i in range(trials)])}
-    with tempfile.TemporaryDirectory() as d:
-        result = search({"data": "shapes?n=600&size=32", "asha": None, "space": space}, storage_path=d,
-                        echo=lambda line: None)
-    starts = result.trial_start_s
-    seconds = statistics.median(starts)
-    echo(f"trial start: median {seconds:.2f}s from a free trial slot to the trial's first training step "
-         f"({len(starts)} trials, in the order they began training: " + ", ".join(f"{t:.2f}" for t in starts) + ")")
-    return seconds
 
 
 def inference_ceiling(model_name: str, device: torch.device, batch_size: int, img_size: int, precision: str,
@@ -229,17 +205,16 @@ def inference_ceiling(model_name: str, device: torch.device, batch_size: int, im
     torch.manual_seed(0)
     cfg = TrialConfig(model=model_name, pretrained=False, img_size=img_size, batch_size=batch_size)
     model, _ = build_model(cfg, n_classes, img_size)
-    channels_last = device.type == "cuda" and model.layout == "NCHW"
-    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format).eval()
+    nhwc = channels_last(device, model.layout)
+    model.to(device, memory_format=torch.channels_last if nhwc else torch.preserve_format).eval()
     x = torch.randn(batch_size, 3, img_size, img_size, device=device)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+    with torch.inference_mode(), Amp.create(precision, device).autocast():
         for i in range(warmup + steps):
             if i == warmup:
-                _sync(device)
+                synchronize(device)
                 start = time.perf_counter()
             model(x)
-        _sync(device)
+        synchronize(device)
     return batch_size * steps / (time.perf_counter() - start)
 
 
@@ -276,16 +251,3 @@ def _pack_worker(model_name, device, batch_size, img_size, precision, n_images, 
                       threads=threads)
     result = fit(cfg, on_setup=lambda info: barrier.wait())  # all start training together
     return max(h["images_per_s"] for h in result.history[1:]), max(h["gpu_mem"] for h in result.history)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import platform
-
-    return f"CPU {platform.processor() or platform.machine()}"

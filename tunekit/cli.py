@@ -18,7 +18,10 @@ from typing import Any
 
 import click
 
+from .config import HEADS, POOLS, PRECISIONS, RESIZES, TrialConfig
 from .errors import TunekitError
+
+D = TrialConfig  # the defaults every option shows are TrialConfig's
 
 
 class InputError(click.ClickException):
@@ -82,26 +85,28 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--data", default="shapes", show_default=True,
+@click.option("--data", default=D.data, show_default=True,
               help="Dataset spec: folder:PATH, csv:PATH, regex:PATH, pets[:PATH], planet[:PATH], shapes, "
                    "shapes-multilabel.")
-@click.option("--model", default="resnet18", show_default=True, help="timm model name.")
-@click.option("--pool", type=click.Choice(["avg", "concat"]), default="concat", show_default=True)
-@click.option("--head", type=click.Choice(["fastai", "linear"]), default="fastai", show_default=True)
-@click.option("--resize", type=click.Choice(["crop", "squish", "pad"]), default="crop", show_default=True)
-@click.option("--lr", type=float, default=0.008, show_default=True, help="Peak learning rate (head).")
+@click.option("--model", default=D.model, show_default=True, help="timm model name.")
+@click.option("--pool", type=click.Choice(POOLS), default=D.pool, show_default=True)
+@click.option("--head", type=click.Choice(HEADS), default=D.head, show_default=True)
+@click.option("--resize", type=click.Choice(RESIZES), default=D.resize, show_default=True)
+@click.option("--lr", type=float, default=D.lr, show_default=True, help="Peak learning rate (head).")
 @click.option("--zero-init/--no-zero-init", default=None,
               help="timm's zero_init_last (zero gamma of the last BN per residual block). [default: backbone's]")
 @click.option("--pretrained/--no-pretrained", default=True, show_default=True, help="Start from timm's hub weights.")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False),
               help="Local weights file (implies pretrained).")
-@click.option("--epochs", type=int, default=5, show_default=True, help="Epochs (unfrozen, with pretrained weights).")
-@click.option("--freeze-epochs", type=int, default=1, show_default=True, help="Head-only epochs first (pretrained).")
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--epochs", type=int, default=D.epochs, show_default=True,
+              help="Epochs (unfrozen, with pretrained weights).")
+@click.option("--freeze-epochs", type=int, default=D.freeze_epochs, show_default=True,
+              help="Head-only epochs first (pretrained).")
+@click.option("--batch-size", type=int, default=D.batch_size, show_default=True)
 @click.option("--img-size", type=int, help="Image size. [default: the dataset's, else the model's]")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default=D.precision, show_default=True)
+@click.option("--device", default=D.device, show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--seed", type=int, default=D.seed, show_default=True)
 @click.option("--threads", type=int, help="torch CPU threads. [default: torch's]")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per epoch instead of a table.")
 @click.option("--quiet", "-q", is_flag=True, help="Only the epoch rows (no setup summary).")
@@ -114,7 +119,7 @@ def train(as_json: bool, quiet: bool, weights: str | None, strict: bool, **optio
     Example (CPU, offline, about a minute):
       tunekit train --data shapes --model test_resnet --no-pretrained --epochs 3
     """
-    from . import TrialConfig, fit
+    from .loop import fit
 
     _setup_logging(verbose=not quiet)
     if weights:
@@ -144,7 +149,7 @@ class _TablePrinter:
 
     def __call__(self, metrics: dict[str, Any], state: object) -> None:
         if self.columns is None:
-            from .train import METRICS  # the metric contract, in its order
+            from .config import METRICS  # the metric contract, in its order
 
             self.columns = [c for c in METRICS if c in metrics]
             click.echo("  ".join(f"{c:>12}" for c in self.columns))
@@ -244,7 +249,7 @@ def report(sources: tuple[str, ...], out: Path | None, constant: float) -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--img-size", type=int, default=64, show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)
 @click.option("--n-images", type=int, default=4500, show_default=True, help="Generated images for the loop.")
 @click.option("--threads", type=int, help="torch CPU threads. [default: torch's]")
 @click.option("--pack", help="Also run this many trials of the first model at once on the device, e.g. 1,2,4: "
@@ -254,7 +259,7 @@ def report(sources: tuple[str, ...], out: Path | None, constant: float) -> None:
                                   "two start new workers): a free slot -> its first training step (needs Ray).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the records here.")
 @user_errors
-def bench(models: str, json_path: Path | None, pack: str | None, **options: Any) -> None:
+def bench(models: str, json_path: Path | None, pack: str | None, trial_start: int | None, **options: Any) -> None:
     """Measure the bare train step (ceiling), tunekit's loop and the data path on this machine.
 
     \b
@@ -275,6 +280,10 @@ def bench(models: str, json_path: Path | None, pack: str | None, **options: Any)
     except ValueError:
         raise click.BadParameter(f"{pack!r}: give trial counts such as 1,2,4", param_hint="--pack") from None
     records = run_bench(names, echo=click.echo, pack=counts, **options)
+    if trial_start and records:  # under Ray: measured where searches live
+        from .tuner.trial_start import measure_trial_start
+
+        records[0].trial_start_s = measure_trial_start(names[0], click.echo, trials=trial_start)
     if json_path:
         json_path.write_text(json.dumps([r.as_dict() for r in records], indent=2))
         click.echo(f"wrote {json_path}")
@@ -310,7 +319,7 @@ def data_shapes(directory: Path, multilabel: bool, n: int, size: int, seed: int)
 
 @data.command("prepare")
 @click.argument("spec")
-@click.option("--resize", type=click.Choice(["crop", "squish", "pad"]), default="crop", show_default=True)
+@click.option("--resize", type=click.Choice(RESIZES), default=D.resize, show_default=True)
 @click.option("--img-size", type=int, default=224, show_default=True)
 @strict_option
 @user_errors

@@ -1,4 +1,4 @@
-"""TrialConfig: the typed, validated configuration of one fine-tune run.
+"""TrialConfig and the contracts every part of tunekit shares: config keys, choices, metric names.
 
 Every entry point (``tunekit train``, a Ray trial's config dict, the Python API) turns
 its raw values into a ``TrialConfig`` with :meth:`TrialConfig.from_dict`, which rejects
@@ -18,16 +18,25 @@ from typing import Any
 
 from .errors import TunekitError, did_you_mean, one_of
 
+# String choices; what each builds lives beside its user (model.HEADS, data.cache's resize methods), and
+# the CLI's choices are read from here.
 POOLS = ("avg", "concat")
 HEADS = ("fastai", "linear")
 RESIZES = ("crop", "squish", "pad")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
-# The keys a search space may sample over (DESIGN.md contract); the rest are run settings.
+# The keys a search space may sample over (the search dimensions); the rest are run settings.
 SEARCH_KEYS = (
     "model", "pool", "head", "resize", "lr", "zero_init", "pretrained", "epochs",
     "freeze_epochs", "batch_size", "img_size", "precision", "seed",
 )
+
+# The per-epoch metrics every run reports, in this order (flat keys: TensorBoard tags, progress.csv and
+# report columns are named after them). f2 only for multi-label data; gpu_mem is 0 on a CPU.
+METRICS = ("epoch", "train_loss", "valid_loss", "error_rate", "accuracy", "f2", "fit_time",
+           "images_per_s", "gpu_mem", "lr")
+# The metrics a search may optimize (its ``metric`` setting): the ones that measure a trial.
+SEARCH_METRICS = tuple(m for m in METRICS if m not in ("epoch", "lr"))
 
 
 @dataclass(frozen=True)

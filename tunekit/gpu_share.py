@@ -4,8 +4,9 @@ For every (model, batch_size, img_size, precision) a search can run, a quick pro
 train steps of the same network, as ``tunekit bench``'s ceiling) measures the peak memory the
 caching allocator reserves. The share is the smallest 1/k of the GPU (k <= MAX_PER_GPU) that holds
 that peak plus the CUDA context and a margin, so small models pack several to a GPU and big ones
-get what they need; Ray's per-trial resources then place them. Probes are cached per machine
-(GPU name, torch version) in ``~/.cache/tunekit/gpu_memory.json`` (beside the data root).
+get what they need; Ray's per-trial resources (``tuner.assemble``) then place them. Probes are
+cached per machine (GPU name, torch version) in ``~/.cache/tunekit/gpu_memory.json`` (beside the
+data root). No Ray here: the probe runs wherever torch does.
 
     shares = probe_shares([MemoryKey("resnet18", 64, 224, "bf16")], torch.device("cuda"))
 """
@@ -73,7 +74,7 @@ def probe_shares(keys: list[MemoryKey], device: torch.device,
     """The share of each key on ``device`` (a CUDA GPU), probing what the cache lacks; and the
     GPU's memory in GiB."""
     from .bench import ceiling
-    from .train import resolve_precision
+    from .device import resolve_precision
 
     total = torch.cuda.get_device_properties(device).total_memory / 2**30
     path = cache_file()
@@ -107,7 +108,7 @@ def memory_keys(spec) -> list[MemoryKey]:
     """Every MemoryKey a search's trials can have (its space must give finite choices for them)."""
     from .config import TrialConfig
     from .errors import TunekitError
-    from .train import resolve_img_size
+    from .loop import resolve_img_size
 
     values = {}
     for key in ("model", "batch_size", "img_size", "precision"):
@@ -128,21 +129,9 @@ def memory_keys(spec) -> list[MemoryKey]:
 def key_of(config: dict, data: str) -> MemoryKey:
     """The MemoryKey of one trial's config (as Ray passes it)."""
     from .config import TrialConfig
-    from .train import resolve_img_size
+    from .loop import resolve_img_size
 
     cfg = TrialConfig(data=data, model=config["model"], batch_size=config.get("batch_size", TrialConfig.batch_size),
                       img_size=config.get("img_size"), pretrained=False)
     return MemoryKey(cfg.model, cfg.batch_size, resolve_img_size(cfg),
                      str(config.get("precision", TrialConfig.precision)))
-
-
-class Resources:
-    """Ray's per-trial resources under auto: CPUs as set, the GPU share of the trial's MemoryKey."""
-
-    def __init__(self, shares: dict[MemoryKey, Share], cpus: float, data: str) -> None:
-        self.shares, self.cpus, self.data = shares, cpus, data
-
-    def __call__(self, config: dict):
-        from ray.tune import PlacementGroupFactory
-
-        return PlacementGroupFactory([{"CPU": self.cpus, "GPU": self.shares[key_of(config, self.data)].gpus}])

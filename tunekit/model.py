@@ -32,11 +32,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-import timm
 import torch
 from torch import nn
 
-from .config import TrialConfig
+# isort: off
+from . import _compat  # noqa: F401  - first: timm imports torchvision, which a CPU-only torch can break
+import timm
+# isort: on
+
+from .config import HEADS, TrialConfig
 from .errors import TunekitError, did_you_mean
 
 # fastai keeps these trainable while the body is frozen (train_bn) and exempts them from decay.
@@ -127,6 +131,11 @@ def linear_head(nf: int, n_out: int) -> nn.Sequential:
     return head
 
 
+# config.HEADS -> what builds it, (pooled features, classes) -> head
+HEAD_BUILDERS = {"fastai": fastai_head, "linear": linear_head}
+assert tuple(HEAD_BUILDERS) == HEADS, "config.HEADS and model.HEAD_BUILDERS name the same heads"
+
+
 def _init_head(head: nn.Module) -> None:
     """fastai's head init: kaiming-normal linears, BatchNorm weight 1 and bias 1e-3."""
     for m in head.modules():
@@ -160,7 +169,7 @@ def build_model(cfg: TrialConfig, n_classes: int, img_size: int) -> tuple[FineTu
         body.eval()
         nf = model.pooled(f).shape[1]
         body.train()
-    model.head = fastai_head(nf, n_classes) if cfg.head == "fastai" else linear_head(nf, n_classes)
+    model.head = HEAD_BUILDERS[cfg.head](nf, n_classes)
     data_cfg = timm.data.resolve_data_config({}, model=body)
     info = ModelInfo(
         name=cfg.model, layout=layout, num_features=int(getattr(body, "num_features", f.shape[-1])),

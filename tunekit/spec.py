@@ -21,6 +21,8 @@ Python and runs as you: only load space files you trust.
 from __future__ import annotations
 
 import ast
+import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -31,20 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import SEARCH_KEYS, TrialConfig, reported_epochs
+from .config import SEARCH_KEYS, SEARCH_METRICS, TrialConfig, reported_epochs
 from .data.spec import DataSpec
 from .errors import TunekitError, did_you_mean, one_of
-from .model import check_model_name
 
 SEARCHERS = ("grid", "random", "optuna")
-# Settings a space file may assign, with their defaults (space is required).
-SETTINGS: dict[str, Any] = {
-    "space": None, "data": "shapes", "metric": "error_rate", "mode": "min", "epochs": None,
-    "num_samples": 1, "searcher": "grid", "asha": {"grace_period": 1, "reduction_factor": 3},
-    "gpus_per_trial": 0.0, "cpus_per_trial": 1.0, "max_concurrent": None, "name": None,
-    "search_seed": 0, "max_failures": 1, "keep_checkpoints": False,
-}
-METRIC_NAMES = ("error_rate", "valid_loss", "train_loss", "accuracy", "f2", "fit_time", "images_per_s", "gpu_mem")
+DEFAULT_ASHA = {"grace_period": 1, "reduction_factor": 3}
 
 
 @dataclass
@@ -59,7 +53,7 @@ class SearchSpec:
     epochs: int | None = None
     num_samples: int = 1
     searcher: str = "grid"
-    asha: dict[str, int] | None = field(default_factory=lambda: {"grace_period": 1, "reduction_factor": 3})
+    asha: dict[str, int] | None = field(default_factory=lambda: dict(DEFAULT_ASHA))
     gpus_per_trial: float | str = 0.0  # or "auto": sized per model by a memory probe
     cpus_per_trial: float = 1.0
     max_concurrent: int | None = None
@@ -110,6 +104,21 @@ class SearchSpec:
         return out
 
 
+def _settings() -> dict[str, Any]:
+    """Settings a space file may assign, with their defaults: SearchSpec's fields (``space`` is
+    required; ``name`` defaults to the file's name)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(SearchSpec):
+        if f.name == "path":
+            continue
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        out[f.name] = None if f.name in ("space", "name") or default is dataclasses.MISSING else default
+    return out
+
+
+SETTINGS: dict[str, Any] = _settings()
+
+
 def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> SearchSpec:
     """Run the space file, apply ``overrides`` (settings or config keys), validate."""
     path = Path(path).expanduser()
@@ -138,7 +147,7 @@ def build_spec(values: dict[str, Any], path: Path | None = None) -> SearchSpec:
             raise TunekitError(f"{where}: unknown setting {key!r}{did_you_mean(key, SETTINGS)}")
     if "space" not in values or values["space"] is None:
         raise TunekitError(f"{where}: no 'space' defined (a dict over {', '.join(SEARCH_KEYS)})")
-    settings = {k: v for k, v in SETTINGS.items() if k != "space"}
+    settings = {k: copy.deepcopy(v) for k, v in SETTINGS.items() if k != "space"}
     settings.update({k: v for k, v in values.items() if k != "space"})
     space = values["space"]
     if not isinstance(space, dict):
@@ -175,8 +184,8 @@ def _check_settings(s: dict[str, Any], where: str) -> dict[str, Any]:
         raise one_of(f"{where}: searcher", s["searcher"], SEARCHERS)
     if s["mode"] not in ("min", "max"):
         raise one_of(f"{where}: mode", s["mode"], ("min", "max"))
-    if s["metric"] not in METRIC_NAMES:
-        raise one_of(f"{where}: metric", s["metric"], METRIC_NAMES)
+    if s["metric"] not in SEARCH_METRICS:
+        raise one_of(f"{where}: metric", s["metric"], SEARCH_METRICS)
     for key, low in (("num_samples", 1), ("search_seed", 0), ("max_failures", 0)):
         if not isinstance(s[key], int) or isinstance(s[key], bool) or s[key] < low:
             raise TunekitError(f"{where}: {key} must be an integer >= {low}, got {s[key]!r}")
@@ -195,10 +204,10 @@ def _check_settings(s: dict[str, Any], where: str) -> dict[str, Any]:
         if not isinstance(asha, dict):
             raise TunekitError(f"{where}: asha must be a dict(grace_period=..., reduction_factor=...) or None")
         for key in asha:
-            if key not in ("grace_period", "reduction_factor"):
-                hint = did_you_mean(key, ["grace_period", "reduction_factor"])
+            if key not in DEFAULT_ASHA:
+                hint = did_you_mean(key, DEFAULT_ASHA)
                 raise TunekitError(f"{where}: unknown asha key {key!r}{hint}")
-        asha = {"grace_period": 1, "reduction_factor": 3, **asha}
+        asha = {**DEFAULT_ASHA, **asha}
         if not (isinstance(asha["grace_period"], int) and asha["grace_period"] >= 1):
             raise TunekitError(f"{where}: asha grace_period must be an integer >= 1, got {asha['grace_period']!r}")
         if not (_number(asha["reduction_factor"]) and asha["reduction_factor"] >= 2):
@@ -254,6 +263,8 @@ def _check_value(key: str, value: Any, where: str) -> None:
         if key == "model":
             if not isinstance(value, str):
                 raise TunekitError(f"model must be a timm model name, got {value!r}")
+            from .model import check_model_name  # timm: loaded only when a space names models
+
             check_model_name(value)
         else:
             TrialConfig.from_dict({key: value})

@@ -1,4 +1,4 @@
-"""Dataset spec strings: ``KIND[:PATH][?OPTION=VALUE&...]``, used alike by the CLI and space files.
+r"""Dataset spec strings: ``KIND[:PATH][?OPTION=VALUE&...]``, used alike by the CLI and space files.
 
 ======================  ====================================================================
 ``folder:PATH``         ImageFolder tree ``PATH/<class>/*.jpg``; ``PATH/valid`` (or ``val``)
@@ -13,10 +13,13 @@
 ``shapes-multilabel``   built-in generated multi-label data (csv layout).
 ======================  ====================================================================
 
-Options (URL-query style, values percent-decoded, e.g. ``?delimiter=%3B``) per kind are the
-keys of :data:`OPTIONS`; an unknown option is an error with a suggestion::
+Options (URL-query style: ``&`` between options, the first ``=`` ends a name, ``%XX`` decoded, and
+nothing else: a ``+`` stays a plus, so a regex reads as written) per kind are the keys of
+:data:`OPTIONS`; an unknown option is an error with a suggestion. ``str(spec)`` writes them back
+with ``%``, ``&``, ``#`` and white space percent-encoded, so any value round-trips::
 
     DataSpec.parse("csv:~/data/planet?label_col=tags&suffix=.png&valid_pct=0.1")
+    DataSpec.parse(r"regex:~/pets?pattern=^(.*)_\d+\.jpg$")        # '+' kept; '&' would be %26
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 from ..errors import TunekitError, did_you_mean
 
@@ -75,7 +78,7 @@ class DataSpec:
         kind, _, path = head.partition(":")
         if kind not in OPTIONS and not path and Path(kind).expanduser().is_dir():
             raise TunekitError(f"data {spec!r} is a directory: write 'folder:{spec}' (or csv:/regex:)")
-        options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
+        options = parse_options(query)
         return cls._make(kind, path or None, options, repr(spec))
 
     @classmethod
@@ -108,8 +111,28 @@ class DataSpec:
     def __str__(self) -> str:
         text = self.kind + (f":{self.path}" if self.path else "")
         if self.options:
-            text += "?" + "&".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+            text += "?" + "&".join(f"{k}={_encode(v)}" for k, v in sorted(self.options.items()))
         return text
+
+
+def parse_options(query: str) -> dict[str, str]:
+    """``a=1&b=x%26y`` -> {"a": "1", "b": "x&y"}. Only ``%XX`` escapes are decoded (not ``+``, which
+    form encoding reads as a space); a name without ``=`` has the empty value (``?strict``: on)."""
+    options = {}
+    for field_ in query.split("&"):
+        if field_:
+            name, _, value = field_.partition("=")
+            options[unquote(name)] = unquote(value)
+    return options
+
+
+_ENCODE = {c: f"%{ord(c):02X}" for c in "%&# \t\n\r"}
+
+
+def _encode(value: Any) -> str:
+    """An option value as :func:`parse_options` reads it back (booleans as 1/0)."""
+    text = ("1" if value else "0") if isinstance(value, bool) else str(value)
+    return "".join(_ENCODE.get(c, c) for c in text)
 
 
 def _typed(name: str, value: Any, default: Any, shown: str) -> Any:

@@ -21,7 +21,6 @@ trial's progress.csv.
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,9 @@ from typing import Any
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+from .. import runfolder
+from .ray_api import mark_for_snapshot
 
 CONTINUE, WAIT, STOP = "continue", "wait", "stop"
 
@@ -149,7 +151,7 @@ class PromotingASHA(FIFOScheduler):
     experiment and unpickles a copy on resume); trials' pauses show in their Ray status.
     """
 
-    _supports_buffered_results = False  # decisions are made on every epoch's result
+    _supports_buffered_results = False  # decisions are made on every epoch's result (see ray_api)
 
     def __init__(self, *, max_t: int, grace_period: int, reduction_factor: float, total_trials: int,
                  time_attr: str = "epoch") -> None:
@@ -176,7 +178,7 @@ class PromotingASHA(FIFOScheduler):
 
     def on_trial_add(self, tune_controller, trial: Trial) -> None:
         known = trial.trial_id in self.ladder.trials
-        history = {} if known else _history(trial, self.time_attr, self._metric)
+        history = {} if known else _history(trial, self._metric)
         if not history:
             self.ladder.add(trial.trial_id)
             return
@@ -254,25 +256,11 @@ class PromotingASHA(FIFOScheduler):
                 tune_controller.stop_trial(trial)
                 # Ray marks a stopped trial for its next state snapshot only when it had a worker; a
                 # paused one would stay PAUSED in the saved state (and look unfinished to a resume).
-                controller = getattr(tune_controller, "_tune_controller", tune_controller)
-                getattr(controller, "_mark_trial_to_checkpoint", lambda trial: None)(trial)
+                mark_for_snapshot(tune_controller, trial)
 
 
-def _history(trial: Trial, time_attr: str, metric: str | None) -> dict[int, float]:
+def _history(trial: Trial, metric: str | None) -> dict[int, float]:
     """epoch -> metric from the trial's progress.csv (empty for a new trial)."""
     if not metric or not trial.has_reported_at_least_once:  # a new trial has no folder yet
         return {}
-    path = Path(str(trial.path)) / "progress.csv"  # the run folder (a cloud URI is not a file)
-    if not path.is_file():
-        return {}
-    out = {}
-    try:
-        with open(path, newline="") as f:
-            for row in csv.DictReader(f):
-                try:
-                    out[int(float(row[time_attr]))] = float(row.get(metric) or "inf")
-                except (KeyError, TypeError, ValueError):
-                    continue
-    except OSError:
-        return {}
-    return out
+    return runfolder.history(Path(str(trial.path)), metric)  # the run folder (a cloud URI is not a file)

@@ -24,16 +24,16 @@ import ray
 import torch
 from ray import tune
 
-from .config import TrialConfig
-from .train import RunInfo, fit
+from ..config import TrialConfig
+from ..loop import RunInfo, fit
+from ..runfolder import CHECKPOINT_FILE, RUN_INFO_FILE
+from .ray_api import trial_working_directory
 
-CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINTS_KEY = "_checkpoints"  # config flag: False when the storage is not shared by all nodes
 # Fault injection for tests: {"epoch": N, "marker": PATH, "error": "oom"} raises after epoch N's report
 # and checkpoint; with a marker only once (the file records that it fired), without one every time.
 # "error" "oom" raises torch's CUDA out-of-memory error, else a RuntimeError. Space files cannot set it.
 FAULT_KEY = "_fault"
-RUN_INFO_FILE = "tunekit_run.json"
 _CONFIG_KEYS = {f.name for f in fields(TrialConfig)}
 
 
@@ -65,10 +65,8 @@ def run_trial(config: dict[str, Any]) -> None:
         # started: the trial function's entry; ready: its first training step is next
         record = {**asdict(info), "node": node, "started": started, "ready": ready,
                   "resources": context.get_assigned_resources(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
-        # The trial's working directory, which Ray syncs to the run folder from whichever node ran it
-        # (SyncConfig(sync_artifacts=True)). Not get_trial_dir(): that is the driver's staging path
-        # for a new worker (lost on another node) and this directory for a reused one.
-        trial_dir = Path(tune.get_context().get_storage().trial_working_directory)
+        # synced to the run folder from whichever node ran it (SyncConfig(sync_artifacts=True))
+        trial_dir = trial_working_directory()
         trial_dir.mkdir(parents=True, exist_ok=True)
         (trial_dir / RUN_INFO_FILE).write_text(json.dumps(record, indent=2, default=str))
 

@@ -1,0 +1,133 @@
+"""Loading runs for the report: run folders and CSV files -> one DataFrame, one row per run (trial).
+
+A run folder is read through ``runfolder`` (no Ray); a CSV is tunekit's own results.csv or the
+study's export (``dataset, model_name, error_rate, fit_time, GPU_mem`` and optional
+``lr``/``learning_rate``, ``concat_pool``, ``resize_method``, ``num_experiments``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import runfolder
+from ..config import SEARCH_KEYS, SEARCH_METRICS, TrialConfig, reported_epochs
+from ..data.spec import DataSpec
+from ..errors import TunekitError
+from ..runfolder import Status
+
+STUDY_COLUMNS = {"model_name": "model", "GPU_mem": "gpu_mem", "learning_rate": "lr", "resize_method": "resize"}
+
+
+def load_sources(sources: list[str | Path]) -> pd.DataFrame:
+    """One row per run (trial) from every source, merged; raises TunekitError if none has any."""
+    frames, problems = [], []
+    for source in sources:
+        path = Path(source).expanduser()
+        try:
+            frames.append(load_csv(path) if path.suffix.lower() == ".csv" else load_run(path))
+        except TunekitError as e:
+            problems.append(str(e))
+    if not frames or all(f.empty for f in frames):
+        raise TunekitError("nothing to report: " + "; ".join(problems or ["no runs found"]))
+    for problem in problems:  # the other sources still make a report
+        warnings.warn(problem, stacklevel=2)
+    return pd.concat(frames, ignore_index=True)
+
+
+def load_run(run: Path) -> pd.DataFrame:
+    """One row per trial folder of a run: config, final and best-epoch metrics, epochs, status."""
+    if not run.is_dir():
+        raise TunekitError(f"{run} is not a run folder (or a .csv file)")
+    spec = runfolder.read_json(run / runfolder.SPEC_FILE) or {}
+    dataset = _dataset_name(spec.get("data"), run.name)
+    metric, mode = spec.get("metric", "error_rate"), spec.get("mode", "min")
+    rung = (spec.get("asha") or {}).get("grace_period")  # ASHA's first comparison: every trial gets there
+    ray_trials = runfolder.ray_trials(run)
+    rows = [trial_row(trial, dataset, metric, mode, ray_trials.get(trial.name, {}), rung)
+            for trial in runfolder.trial_dirs(run)]
+    if not rows:
+        raise TunekitError(f"{run} holds no trial folders (params.json): is it a tunekit search's run folder?")
+    df = pd.DataFrame(rows)
+    df.insert(0, "run", run.name)
+    return df
+
+
+def trial_row(trial: Path, dataset: str, metric: str, mode: str, ray_trial: dict[str, Any],
+              rung: int | None = None) -> dict[str, Any]:
+    """One trial folder as a row: its config keys, last-epoch metrics, best epoch, status."""
+    config = runfolder.trial_config(trial, ray_trial)
+    row: dict[str, Any] = {"dataset": dataset, "trial": trial.name}
+    row.update({k: config[k] for k in SEARCH_KEYS if k in config})
+    history = runfolder.read_progress(trial)
+    total = reported_epochs(config.get("epochs", TrialConfig.epochs),
+                            config.get("freeze_epochs", TrialConfig.freeze_epochs),
+                            config.get("pretrained", TrialConfig.pretrained))
+    row["epochs_run"] = 0
+    if not history.empty:
+        last = history.iloc[-1]
+        row.update({key: last.get(key) for key in SEARCH_METRICS if key in history})
+        best = history.loc[history[metric].idxmin() if mode == "min" else history[metric].idxmax()]
+        row["best_epoch"] = int(best["epoch"])
+        row[f"best_{metric}"] = best[metric]
+        row["epochs_run"] = int(last["epoch"])
+        at_rung = history[history["epoch"] == rung] if rung and "error_rate" in history else history.iloc[:0]
+        if len(at_rung):
+            row["first_rung_epoch"], row["first_rung_error_rate"] = int(rung), at_rung["error_rate"].iloc[0]
+    row["epochs_total"] = total
+    flags = history["diverged"] if "diverged" in history else pd.Series(dtype=str)
+    diverged = bool(flags.astype(str).str.lower().eq("true").any())
+    status, error = runfolder.trial_status(trial, ray_trial.get("status"), row["epochs_run"], total, diverged)
+    row["status"] = status.value
+    if error is not None:
+        row["error"] = error
+    if status is Status.DIVERGED:
+        row["error_rate"] = 1.0
+    row["retried"] = runfolder.retried(trial) and status is not Status.ERRORED
+    info = runfolder.read_json(trial / runfolder.RUN_INFO_FILE) or {}
+    row["device"] = info.get("device")
+    row["path"] = str(trial)
+    return row
+
+
+def load_csv(path: Path) -> pd.DataFrame:
+    """The study's export format, or tunekit's own results.csv."""
+    if not path.is_file():
+        raise TunekitError(f"{path} does not exist")
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise TunekitError(f"{path} is not a readable CSV: {e}") from None
+    df = df.rename(columns={k: v for k, v in STUDY_COLUMNS.items() if k in df and v not in df})
+    if "concat_pool" in df and "pool" not in df:
+        df["pool"] = df.pop("concat_pool").map(lambda v: "concat" if str(v).lower() in ("true", "1") else "avg")
+    if "num_experiments" in df and "seed" not in df:
+        df["seed"] = df.pop("num_experiments")
+    missing = [c for c in ("model", "error_rate", "fit_time") if c not in df]
+    if missing:
+        raise TunekitError(f"{path} has no column(s) {missing} (needs dataset, model_name, error_rate, fit_time, "
+                           f"GPU_mem, as the study's export; its columns: {list(df.columns)})")
+    if "dataset" not in df:
+        df["dataset"] = path.stem
+    if "gpu_mem" not in df:
+        df["gpu_mem"] = np.nan
+    if "status" in df:  # older results.csv files wrote 'stopped early (epoch 3)'
+        df["status"] = df["status"].map(lambda s: Status.parse(s).value)
+    else:
+        df["status"] = Status.COMPLETED.value
+    df["run"] = df["run"] if "run" in df else path.stem
+    return df
+
+
+def _dataset_name(data: str | None, fallback: str) -> str:
+    if not data:
+        return fallback
+    try:
+        spec = DataSpec.parse(data)
+    except TunekitError:
+        return str(data)
+    return spec.path.name if spec.path is not None and spec.kind in ("folder", "csv", "regex") else spec.kind

@@ -1,0 +1,149 @@
+"""Searches on Ray Tune (``tunekit.search``): a SearchSpec -> a planned, prepared, running Tuner -> results.
+
+    result = search("search_spaces/demo.py", storage_path="~/ray_results")
+    result.trials.sort_values("error_rate").head()
+
+Ray is started locally (dashboard off) and stopped afterwards, unless ``address`` joins a
+cluster started with ``ray start``. Before any trial, every node prepares the data once
+(download, decode-once cache) and the pretrained weights. Trials report every epoch; ASHA
+promotes or stops them on the epoch count; each trial checkpoints every epoch (the latest kept,
+removed when the trial ends) and is retried from it on failure. Re-running with the same name
+(or ``resume=True``) continues an interrupted search: finished trials are kept.
+
+The modules: ``plan`` (capacity, resume, the plan), ``nodes`` (data and weights per node),
+``assemble`` (the Tuner), ``trainable`` (a trial), ``asha`` (promoting ASHA), ``callbacks``
+(TensorBoard, progress, cleanup), ``results`` (reading back, summary), ``trial_start``,
+``ray_api`` (every use of Ray beyond its public API).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from ..data.spec import DataSpec
+from ..errors import TunekitError
+from ..gpu_share import MAX_PER_GPU, memory_keys
+from ..spec import SearchSpec, build_spec, load_spec
+from .assemble import build_tuner
+from .nodes import check_local_data, prepare_local, prepare_nodes
+from .plan import (
+    DEFAULT_STORAGE,
+    Plan,
+    auto_shares_here,
+    capacity,
+    check_resume,
+    cli_overrides,
+    make_plan,
+    save_spec,
+    share_lines,
+    smallest_share,
+)
+from .results import SearchResult, finish, summary
+
+__all__ = ["DEFAULT_STORAGE", "Plan", "SearchResult", "finish", "search", "summary"]
+
+
+def search(
+    space: str | Path | SearchSpec, *, num_gpus: float | None = None, gpus_per_trial: float | None = None,
+    cpus_per_trial: float | None = None, num_samples: int | None = None, address: str | None = None,
+    storage_path: str | Path = DEFAULT_STORAGE, name: str | None = None, resume: bool = False,
+    dry_run: bool = False, overrides: dict[str, Any] | None = None, verbose: bool = False, strict: bool = False,
+    echo: Callable[[str], None] = print,
+) -> SearchResult | Plan:
+    """Run (or, with ``dry_run``, plan) a search: a space file, a dict of its settings, or a SearchSpec.
+
+    ``strict`` makes unreadable images an error instead of a warning (the data spec's ``strict=1``).
+    """
+    options = cli_overrides(overrides, gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
+                             num_samples=num_samples, name=name)
+    if isinstance(space, SearchSpec):
+        spec = space
+    elif isinstance(space, dict):
+        spec = build_spec({"name": "search", **space, **options})
+    else:
+        spec = load_spec(space, options)
+    if strict:
+        spec = dataclasses.replace(spec, data=str(DataSpec.parse(spec.data).with_options(strict=True)))
+    storage = Path(storage_path).expanduser().resolve()
+    run_dir = storage / spec.name
+    restoring = check_resume(spec, run_dir, resume)
+    started = address is not None and not ray.is_initialized()  # joining a cluster: connect to count it
+    total_cpus, total_gpus = capacity(address, num_gpus, dry_run, verbose)
+    notes = []
+    auto = spec.gpus_per_trial == "auto"
+    if auto:
+        memory_keys(spec)  # the space gives finite choices to probe, or an error now
+        if total_gpus <= 0 and not dry_run:
+            raise TunekitError("gpus_per_trial='auto' sizes each trial's share of a GPU by probing its memory, and "
+                               "no GPU is available: set gpus_per_trial=0 to run on CPUs")
+    if dry_run and (auto or spec.gpus_per_trial > 0) and total_gpus <= 0:
+        total_gpus = 1.0
+        notes.append("  note     no GPU here: planned for 1 GPU (pass --num-gpus N to plan for N)")
+    # before Ray starts, with auto's smallest share as a stand-in: a plan that cannot run fails now
+    plan = make_plan(spec, run_dir, total_cpus, total_gpus, restoring, 1 / MAX_PER_GPU if auto else None)
+    if dry_run:
+        try:
+            check_local_data(spec)
+            shares = auto_shares_here(spec, echo) if auto else None
+        finally:
+            if started:
+                ray.shutdown()
+        if auto:
+            plan = make_plan(spec, run_dir, total_cpus, total_gpus, restoring, smallest_share(shares))
+            notes += share_lines(shares) if shares else [
+                "  note     gpus_per_trial='auto': each model's share is probed on the GPU when the search starts"]
+        for line in plan.lines(spec) + notes:
+            echo(line)
+        return plan
+    if not auto:
+        for line in plan.lines(spec):
+            echo(line)
+    local = address is None and not ray.is_initialized()
+    if local:  # this machine is the only node: data and weights are ready before Ray starts
+        if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+            echo("warning: RAY_AUTH_MODE=disabled: the local Ray's ports listen on every interface, so anyone "
+                 "who can reach this machine can run code in it; unset it, or firewall the machine")
+        prepare_local(spec, echo)
+        # address="local": a new Ray of its own, even where `ray start` left a cluster running or
+        # RAY_ADDRESS is set (without it ray.init joins those, and refuses num_cpus): --address joins
+        ray.init(address="local", num_cpus=int(total_cpus), num_gpus=int(math.ceil(total_gpus)),
+                 include_dashboard=False, log_to_driver=verbose, logging_level="INFO" if verbose else "WARNING",
+                 configure_logging=True)
+        started = True
+    try:
+        shares = None
+        if auto:  # probed in a Ray task holding a whole GPU, whose process then exits (freeing its memory)
+            from ..gpu_share import probe_remote
+
+            echo(f"probing the GPU memory of {len(memory_keys(spec))} model/batch/size combination(s)")
+            shares, _ = ray.get(ray.remote(num_gpus=1, max_calls=1)(probe_remote).remote(memory_keys(spec)))
+            plan = make_plan(spec, run_dir, total_cpus, total_gpus, restoring, smallest_share(shares))
+            for line in plan.lines(spec) + share_lines(shares):
+                echo(line)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoints = True if local else prepare_nodes(spec, run_dir, echo)
+        save_spec(spec, run_dir)
+        tuner, progress = build_tuner(spec, storage, restoring, verbose, echo, plan, checkpoints, shares)
+        t0 = time.perf_counter()
+        try:
+            tuner.fit()  # Ray stops gracefully on Ctrl-C and returns
+        except KeyboardInterrupt:  # a second Ctrl-C
+            finish(run_dir, spec, echo, storage)
+            raise
+        echo(f"search ended after {time.perf_counter() - t0:.0f}s")
+        if progress.start_summary():
+            echo(progress.start_summary())
+        result = finish(run_dir, spec, echo, storage)
+        result.trial_start_s = progress.start_seconds
+        return result
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,88 @@
+"""Tuner assembly: a SearchSpec and its plan -> a ``ray.tune.Tuner`` (searcher, ASHA, resources,
+callbacks, storage), new or restored for a resume.
+
+    tuner, progress = build_tuner(spec, storage, restoring=False, verbose=False, echo=print, plan=plan)
+    tuner.fit()
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune.search.basic_variant import BasicVariantGenerator
+
+from ..gpu_share import MemoryKey, Share, key_of
+from ..spec import SearchSpec
+from .asha import PromotingASHA
+from .callbacks import CheckpointCleanup, ProgressCallback, TensorBoardCallback, searched_keys
+from .plan import Plan
+from .ray_api import quiet_environment, replace_callbacks
+from .trainable import CHECKPOINTS_KEY, run_trial
+
+
+def build_tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool, echo: Callable[[str], None],
+           plan: Plan, checkpoints: bool = True,
+           shares: dict[MemoryKey, Share] | None = None) -> tuple[tune.Tuner, ProgressCallback]:
+    """The Tuner of ``spec`` (new, or restored from ``storage/name``) and its progress callback."""
+    quiet_environment(verbose)
+    if not verbose:
+        # After a Ctrl-C, Ray lists every never-started trial as a missing-results warning.
+        logging.getLogger("ray.tune").setLevel(logging.ERROR)
+    threads = max(1, int(spec.cpus_per_trial))
+    resources = (Resources(shares, spec.cpus_per_trial, spec.data) if shares is not None
+                 else {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
+    trainable = tune.with_resources(run_trial, resources)
+    param_space = {**spec.param_space(), "threads": threads, CHECKPOINTS_KEY: checkpoints}
+    progress = ProgressCallback(echo, spec.metric, spec.mode, plan.max_epochs, plan.trials, searched_keys(spec),
+                                slots=plan.concurrency)
+    callbacks = [CSVLoggerCallback(), JsonLoggerCallback(), TensorBoardCallback(), progress]
+    if not spec.keep_checkpoints:
+        callbacks.append(CheckpointCleanup(storage / spec.name))
+    run_config = tune.RunConfig(
+        name=spec.name, storage_path=str(storage), callbacks=callbacks, verbose=2 if verbose else 0,
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        # each trial's working directory (tunekit_run.json) reaches the run folder from any node,
+        # with every checkpoint and when the trial ends
+        sync_config=tune.SyncConfig(sync_artifacts=True),
+    )
+    if restoring:
+        tuner = tune.Tuner.restore(str(storage / spec.name), trainable, resume_unfinished=True, resume_errored=True,
+                                   param_space=param_space)
+        replace_callbacks(tuner, callbacks)
+        return tuner, progress
+    scheduler = None
+    if spec.asha:
+        scheduler = PromotingASHA(max_t=plan.max_epochs, grace_period=spec.asha["grace_period"],
+                                  reduction_factor=spec.asha["reduction_factor"], total_trials=plan.trials)
+    if spec.searcher == "optuna":
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        search_alg = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=spec.search_seed))
+        limit = spec.max_concurrent  # Ray wraps a Searcher in a ConcurrencyLimiter
+    else:
+        # A generator takes its own limit: Ray ignores max_concurrent_trials for one (with a warning
+        # that a quiet search hides), and trials would run as many at once as resources allow.
+        search_alg = BasicVariantGenerator(random_state=spec.search_seed, max_concurrent=spec.max_concurrent or 0)
+        limit = None
+    # reuse_actors: the next trial runs in a finished trial's worker (same resources), which has torch
+    # and timm imported already: a new worker spent ~5s of every trial start here on a 2-core machine.
+    tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=scheduler, search_alg=search_alg,
+                                  num_samples=spec.num_samples, max_concurrent_trials=limit, reuse_actors=True)
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config), progress
+
+
+class Resources:
+    """Ray's per-trial resources under gpus_per_trial='auto': CPUs as set, the GPU share probed for
+    the trial's MemoryKey (model, batch size, image size, precision)."""
+
+    def __init__(self, shares: dict[MemoryKey, Share], cpus: float, data: str) -> None:
+        self.shares, self.cpus, self.data = shares, cpus, data
+
+    def __call__(self, config: dict) -> tune.PlacementGroupFactory:
+        return tune.PlacementGroupFactory([{"CPU": self.cpus, "GPU": self.shares[key_of(config, self.data)].gpus}])

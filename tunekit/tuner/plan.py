@@ -1,0 +1,170 @@
+"""What a search will do, worked out before anything starts: capacity, trial slots, resume, the plan.
+
+    plan = make_plan(spec, run_dir, total_cpus=16, total_gpus=4, restoring=False)
+    print("\n".join(plan.lines(spec)))          # what --dry-run prints
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import TunekitError
+from ..gpu_share import MemoryKey, Share, memory_keys, probe_shares
+from ..runfolder import SPACE_COPY, SPEC_FILE
+from ..spec import SearchSpec
+
+DEFAULT_STORAGE = "~/ray_results"
+
+
+@dataclass
+class Plan:
+    """What a search will do, computed without starting anything (``--dry-run`` prints it)."""
+
+    name: str
+    path: Path
+    trials: int
+    max_epochs: int
+    cpus_per_trial: float
+    gpus_per_trial: float
+    total_cpus: float
+    total_gpus: float
+    concurrency: int
+    searcher: str
+    asha: dict[str, int] | None
+    resume: bool
+
+    gpu_auto: bool = False
+
+    @property
+    def gpu_text(self) -> str:
+        if self.gpu_auto:
+            return f"auto GPU share (the smallest 1/{round(1 / self.gpus_per_trial)})"
+        return f"{self.gpus_per_trial:g} GPU"
+
+    @property
+    def epoch_budget(self) -> int:
+        return self.trials * self.max_epochs
+
+    def lines(self, spec: SearchSpec) -> list[str]:
+        asha = (f"ASHA on epochs (grace {self.asha['grace_period']}, reduction {self.asha['reduction_factor']}, "
+                f"max {self.max_epochs})" if self.asha else "no early stopping")
+        return [
+            f"search {self.name!r} -> {self.path}" + (" (resuming)" if self.resume else ""),
+            f"  space    {spec.path or '-'}: {self.trials} trial(s), searcher {self.searcher}, {asha}",
+            f"  data     {spec.data}",
+            f"  metric   {spec.metric} ({spec.mode})",
+            f"  per trial {self.cpus_per_trial:g} CPU, {self.gpu_text}; "
+            f"up to {self.concurrency} at once on {self.total_cpus:g} CPU / {self.total_gpus:g} GPU",
+            f"  budget   at most {self.epoch_budget} epochs ({self.trials} x {self.max_epochs})",
+        ]
+
+
+def capacity(address: str | None, num_gpus: float | None, dry_run: bool, verbose: bool) -> tuple[float, float]:
+    """(CPUs, GPUs) the search may use: this machine's, or the cluster's at ``address`` (joined)."""
+    if address is None:
+        if num_gpus is not None and num_gpus > _local_gpus() and not dry_run:
+            raise TunekitError(f"--num-gpus {num_gpus:g}: this machine has {_local_gpus()} GPU(s)")
+        return float(os.cpu_count() or 1), float(num_gpus if num_gpus is not None else _local_gpus())
+    check_address(address)
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=verbose, logging_level="INFO" if verbose else "WARNING")
+    resources = ray.cluster_resources()
+    gpus = resources.get("GPU", 0.0)
+    return resources.get("CPU", 0.0), gpus if num_gpus is None else min(gpus, float(num_gpus))
+
+
+def cli_overrides(overrides: dict[str, Any] | None, **options: Any) -> dict[str, Any]:
+    out = dict(overrides or {})
+    out.update({k: v for k, v in options.items() if v is not None})
+    return out
+
+
+def _local_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """Fail within seconds when a cluster address does not answer (instead of Ray's long retry)."""
+    if address == "auto":
+        return
+    host, _, port = address.replace("ray://", "").rpartition(":")
+    try:
+        socket.create_connection((host or address, int(port or 6379)), timeout=timeout).close()
+    except (OSError, ValueError) as e:
+        raise TunekitError(f"--address {address}: no Ray cluster answers there ({e}); start one with "
+                           f"'ray start --head' or leave --address out for a local run") from None
+
+
+def check_resume(spec: SearchSpec, run_dir: Path, resume: bool) -> bool:
+    """Whether ``run_dir`` holds a search to continue; refuse one made from another space."""
+    from ray import tune
+
+    exists = run_dir.is_dir() and tune.Tuner.can_restore(str(run_dir))
+    if resume and not exists:
+        raise TunekitError(f"--resume: there is no search named {spec.name!r} in {run_dir.parent}")
+    if exists and (run_dir / SPEC_FILE).is_file():
+        previous = json.loads((run_dir / SPEC_FILE).read_text()).get("fingerprint")
+        if previous != spec.fingerprint():
+            raise TunekitError(f"{run_dir} holds a search made from a different space; "
+                               f"use another --name, or delete that folder to start over")
+    return exists
+
+
+def make_plan(spec: SearchSpec, run_dir: Path, total_cpus: float, total_gpus: float, restoring: bool,
+          auto_share: float | None = None) -> Plan:
+    """The plan; under gpus_per_trial='auto', ``auto_share`` (the smallest share) stands for it."""
+    gpus = auto_share if spec.gpus_per_trial == "auto" else spec.gpus_per_trial
+    if gpus > 0 and total_gpus <= 0:
+        raise TunekitError(f"gpus_per_trial={gpus:g} but no GPU is available: "
+                           f"pass --num-gpus N, or --gpus-per-trial 0 to run on CPUs")
+    if gpus > max(total_gpus, 0) and total_gpus > 0:
+        raise TunekitError(f"gpus_per_trial={gpus:g} is more than the {total_gpus:g} GPU(s) available")
+    if spec.cpus_per_trial > total_cpus:
+        raise TunekitError(f"cpus_per_trial={spec.cpus_per_trial:g} is more than the {total_cpus:g} CPU(s) available")
+    by_cpu = math.floor(total_cpus / spec.cpus_per_trial + 1e-9)
+    by_gpu = math.floor(total_gpus / gpus + 1e-9) if gpus > 0 else by_cpu
+    concurrency = max(1, min(by_cpu, by_gpu, spec.max_concurrent or by_cpu, spec.trial_count()))
+    return Plan(spec.name, run_dir, spec.trial_count(), spec.total_epochs(), spec.cpus_per_trial,
+                gpus, total_cpus, total_gpus, concurrency, spec.searcher, spec.asha, restoring,
+                gpu_auto=spec.gpus_per_trial == "auto")
+
+
+def auto_shares_here(spec: SearchSpec, echo: Callable[[str], None]) -> dict[MemoryKey, Share] | None:
+    """For a dry run: probe on this machine's GPU (None without one)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return probe_shares(memory_keys(spec), torch.device("cuda"), echo)[0]
+
+
+def smallest_share(shares: dict[MemoryKey, Share] | None) -> float:
+    return min((s.gpus for s in shares.values()), default=1.0) if shares else 1.0
+
+
+def share_lines(shares: dict[MemoryKey, Share]) -> list[str]:
+    return [f"  gpu share {key}: peak {share.peak_gib:.2f} GiB, room for {share.need_gib:.2f} GiB -> "
+            f"{_fraction(share.gpus)} GPU" for key, share in shares.items()]
+
+
+def _fraction(share: float) -> str:
+    return "1" if share >= 1 else f"1/{round(1 / share)}"
+
+
+def save_spec(spec: SearchSpec, run_dir: Path) -> None:
+    """The run folder reproduces the search on its own: a copy of the space file and the resolved spec."""
+    if spec.path is not None and spec.path.resolve() != (run_dir / SPACE_COPY).resolve():
+        shutil.copyfile(spec.path, run_dir / SPACE_COPY)
+    (run_dir / SPEC_FILE).write_text(json.dumps(spec.describe(), indent=2, default=str))

@@ -1,0 +1,90 @@
+"""What tunekit relies on in Ray beyond its public API, in one place: each use, why, since when.
+
+setup.cfg bounds ``ray[tune]`` to the versions these were checked on (2.60); ``check()`` says what an
+installed Ray no longer has, and ``tests/test_ray_api.py`` runs it (and reads a real run's experiment
+state), so an upgrade that breaks one of these fails there with the name of the thing that moved
+rather than deep inside a search.
+
+=====================================  ===========================================================
+use                                    why
+=====================================  ===========================================================
+``TuneContext.get_storage()``          the trial's working directory, which Ray syncs to the run
+(DeveloperAPI, Ray >= 2.7)             folder from any node (tunekit_run.json goes there)
+``Tuner._local_tuner.get_run_config``  a restored Tuner unpickles the first run's callbacks; the
+(private, Ray >= 2.5)                   resumed search must use this run's (ray-project/ray#41364)
+``TuneController._mark_trial_to_``     a trial the scheduler stops while paused has no worker, and
+``checkpoint`` (private, Ray >= 2.5)   Ray would leave it PAUSED in its saved state
+``TrialScheduler._supports_``          PromotingASHA decides on every epoch's result, so Ray must
+``buffered_results`` (private)         not batch results (tuner.asha)
+``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS`` tunekit adds its own TensorBoard logger (Ray's env vars)
+``TUNE_WARN_EXCESSIVE_EXPERIMENT_``    per-epoch checkpoints snapshot the experiment often: expected
+``CHECKPOINT_SYNC_THRESHOLD_S``
+``RAY_AIR_NEW_OUTPUT=0``               the classic console output, which is quiet at verbose=0
+``experiment_state-*.json`` layout     trial status and config without unpickling anything
+(runfolder.ray_trials)                 (``trial_data``: [trial JSON, metadata JSON] pairs)
+=====================================  ===========================================================
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+TESTED = "2.60"  # the Ray minor version everything here was checked on (setup.cfg's bound)
+
+
+def trial_working_directory() -> Path:
+    """Inside a trial: its working directory, synced to the run folder from whichever node runs it.
+    Not ``get_trial_dir()``: that is the driver's staging path for a new worker (lost on another
+    node) and this directory for a reused one."""
+    from ray import tune
+
+    return Path(tune.get_context().get_storage().trial_working_directory)
+
+
+def replace_callbacks(tuner: Any, callbacks: list) -> bool:
+    """Give a restored Tuner this run's callbacks (Ray restores the first run's pickled copies,
+    whose progress lines would go to a stale echo). False if this Ray has no such hook."""
+    run_config = getattr(getattr(tuner, "_local_tuner", None), "get_run_config", lambda: None)()
+    if run_config is None:
+        return False
+    run_config.callbacks = callbacks
+    return True
+
+
+def mark_for_snapshot(tune_controller: Any, trial: Any) -> None:
+    """Have Ray's next experiment-state snapshot record ``trial`` (stopped while it had no worker)."""
+    controller = getattr(tune_controller, "_tune_controller", tune_controller)
+    mark = getattr(controller, "_mark_trial_to_checkpoint", None)
+    if mark is not None:
+        mark(trial)
+
+
+def quiet_environment(verbose: bool) -> None:
+    """Ray's switches for a readable search: no automatic loggers (tunekit brings its own); unless
+    verbose, no checkpoint-sync warning and the classic, quiet console output."""
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    if not verbose:
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+def check() -> list[str]:
+    """What the installed Ray lacks of the above (empty when all is there)."""
+    import ray
+    from ray.train._internal.storage import StorageContext
+    from ray.tune import TuneContext
+    from ray.tune.execution.tune_controller import TuneController
+    from ray.tune.impl.tuner_internal import TunerInternal
+    from ray.tune.schedulers import TrialScheduler
+
+    problems = []
+    if not ray.__version__.startswith(TESTED + "."):
+        problems.append(f"Ray {ray.__version__} installed; tunekit's uses of Ray internals were checked on {TESTED}")
+    wanted = [(TuneContext, "get_storage"), (TunerInternal, "get_run_config"),
+              (TuneController, "_mark_trial_to_checkpoint"), (TrialScheduler, "_supports_buffered_results")]
+    problems += [f"{cls.__module__}.{cls.__name__}.{name} is gone" for cls, name in wanted if not hasattr(cls, name)]
+    if "trial_working_directory" not in dir(StorageContext):
+        problems.append("ray.train._internal.storage.StorageContext.trial_working_directory is gone")
+    return problems

@@ -1,0 +1,82 @@
+"""A search's results: the trials read back from the run folder, the report written, the summary printed.
+
+    result = finish(run_dir, spec, print, storage)     # after tuner.fit(), or after a Ctrl-C
+    result.best(5)                                     # the best trials by the search's metric
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .. import runfolder
+from ..runfolder import Status
+from ..spec import SearchSpec
+
+
+@dataclass
+class SearchResult:
+    path: Path
+    trials: pd.DataFrame  # one row per trial: config, final and best metrics, epochs, status
+    metric: str
+    mode: str
+    trial_start_s: list[float] = dataclasses.field(default_factory=list)  # a free slot -> first step, seconds
+
+    @property
+    def unfinished(self) -> int:
+        """Trials that did not end (a stopped or killed search); ``--resume`` continues them."""
+        return int(self.trials["status"].isin([Status.UNFINISHED.value, Status.NOT_STARTED.value]).sum())
+
+    @property
+    def interrupted(self) -> bool:
+        return self.unfinished > 0
+
+    def best(self, n: int = 5) -> pd.DataFrame:
+        ok = self.trials[self.trials["status"] != Status.ERRORED.value]
+        return ok.sort_values(f"best_{self.metric}", ascending=self.mode == "min").head(n)
+
+
+def finish(run_dir: Path, spec: SearchSpec, echo: Callable[[str], None], storage: Path) -> SearchResult:
+    """Read the trials back, write the report into the run folder, print the ranked summary
+    (and, for an interrupted search, how to continue it)."""
+    from .. import report
+
+    if not spec.keep_checkpoints:  # Ray has saved its final state: finished trials are final
+        for name, status in runfolder.ray_states(run_dir).items():
+            if status == "TERMINATED":
+                runfolder.remove_checkpoints(run_dir / name)
+    result = SearchResult(run_dir, report.load_run(run_dir), spec.metric, spec.mode)
+    try:
+        built = report.build(result.trials)
+        report.write(built, run_dir, tensorboard_dir=run_dir / runfolder.REPORT_EVENTS_DIR)
+    except Exception as e:  # noqa: BLE001 - the search's results are safe on disk; the report is extra
+        echo(f"warning: could not write the report ({type(e).__name__}: {e}); run 'tunekit report {run_dir}'")
+    for line in summary(result):
+        echo(line)
+    if result.interrupted:
+        echo(f"interrupted: {result.unfinished} trial(s) unfinished. Continue with:\n"
+             f"  tunekit search {spec.path or 'SPACE.py'} "
+             f"--storage-path {storage} --name {spec.name} --resume")
+    return result
+
+
+def summary(result: SearchResult, n: int = 5) -> list[str]:
+    """A short ranked table of the best trials and where the results are."""
+    df = result.trials
+    counts = df["status"].value_counts().to_dict()
+    lines = ["trials: " + ", ".join(f"{v} {k}" for k, v in counts.items())]
+    best = result.best(n)
+    if len(best):
+        cols = [c for c in ("model", "pool", "head", "resize", "lr", "zero_init") if c in best]
+        metric = f"best_{result.metric}"
+        show = best[cols + [metric, "fit_time", "gpu_mem", "epochs_run"]].copy()
+        show.insert(0, "rank", range(1, len(show) + 1))
+        lines.append(f"best {min(n, len(show))} by {result.metric}:")
+        lines += ["  " + line for line in show.to_string(index=False, float_format=lambda v: f"{v:.4g}").splitlines()]
+    lines.append(f"results: {result.path} (report.md, report.html, results.csv, ranking.csv)")
+    lines.append(f"curves:  tensorboard --logdir {result.path}")
+    return lines
