@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import torch
 from tunekit import TrialConfig
 from tunekit.bench import ceiling, inference_ceiling
 from tunekit.device import resolve_device, resolve_precision
+from tunekit.errors import TunekitError
 from tunekit.loop import fit
 
 
@@ -39,7 +41,11 @@ def main() -> None:
     p.add_argument("--precision", default="auto")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except TunekitError as e:  # e.g. --device cuda on a machine without CUDA: one line, exit code 2
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     precision = resolve_precision(args.precision, device)
     with tempfile.TemporaryDirectory() as d:
         weights = Path(d) / f"{args.model}.pth"

@@ -46,7 +46,7 @@ def main() -> None:
         storage_path=args.storage_path,
     )
     best = found.best(1).iloc[0]
-    print(f"best: {best['model']} pool={best['pool']} lr={best['lr']}: error_rate {best['best_error_rate']:.3f}")
+    print(f"best: {best['model']} pool={best['pool']} lr={best['lr']}: error_rate {best['error_rate']:.3f}")
 
 
 if __name__ == "__main__":

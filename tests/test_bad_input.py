@@ -38,6 +38,7 @@ class Case:
 
 
 def space(tmp: Path, body: str, name: str = "space.py") -> str:
+    tmp.mkdir(parents=True, exist_ok=True)
     path = tmp / name
     path.write_text("from ray import tune\n" + textwrap.dedent(body))
     return str(path)
@@ -91,6 +92,8 @@ CASES = [
     # ---- search-space files
     Case("space-missing", lambda t: ["search", str(t / "nope.py")],
          r"search-space file '.*nope.py' does not exist"),
+    Case("space-shorthand", lambda t: ["search", Path(space(t / "search_spaces", GOOD, "demo.py")).stem],
+         r"search-space file 'demo' does not exist \(did you mean 'search_spaces/demo.py'\?\)"),
     Case("space-syntax", lambda t: ["search", space(t, "epochs = 3\nspace = {\n")],
          r"space.py:3: syntax error: '\{' was never closed"),
     Case("space-exception", lambda t: ["search", space(t, "epochs = 3\nspace = {'lr': 1 / 0}\n")],
@@ -116,6 +119,9 @@ CASES = [
          r"tune.grid_search for 'lr' is empty: the space has no trials"),
     Case("space-bad-override", lambda t: ["search", space(t, GOOD), "--set", "num_sample=4"],
          r"--set num_sample: unknown setting or config key \(did you mean 'num_samples'\?\)"),
+    Case("space-bad-override-value", lambda t: ["search", space(t, GOOD), "--set", "model=convnext_tinny"],
+         r"^Error: --set model=convnext_tinny: unknown timm model 'convnext_tinny' \(did you mean 'convnext_tiny'",
+         absent="space.py"),
     # ---- models
     Case("model-unknown", lambda t: ["train", "--model", "resnet181", "--no-pretrained"],
          r"unknown timm model 'resnet181' \(did you mean 'resnet18'"),
@@ -169,8 +175,12 @@ CASES = [
          r"--num-gpus 4: this machine has 0 GPU\(s\)"),
     Case("cli-address-silent", lambda t: ["search", space(t, GOOD), "--address", "127.0.0.1:9"],
          r"--address 127.0.0.1:9: no Ray cluster answers there"),
+    Case("cli-address-auto-none", lambda t: ["search", space(t, GOOD), "--address", "auto"],
+         r"--address auto: no Ray cluster to join \(.*\); start one with 'ray start --head'"),
     Case("cli-resume-missing", lambda t: ["search", space(t, GOOD), "--storage-path", str(t), "--resume"],
          r"--resume: there is no search named 'space' in"),
+    Case("cli-resume-and-restart", lambda t: ["search", space(t, GOOD), "--resume", "--restart"],
+         r"--resume and --restart contradict each other"),
 ]
 
 
@@ -212,3 +222,16 @@ def test_readme_table_lists_every_case():
     assert [i for i in rows if i in {c.id for c in CASES}] == [c.id for c in CASES]  # all, in order
     for extra in set(rows) - {c.id for c in CASES}:  # cases that need a real run are tested elsewhere
         assert "(tests/" in rows[extra], extra
+
+
+def test_study_fit_without_cuda_says_so_in_one_line():
+    """The README's bench-no-cuda row: a benchmark script, run as a user runs it."""
+    import subprocess
+    import sys
+
+    if __import__("torch").cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    proc = subprocess.run([sys.executable, str(README.parent / "benchmarks" / "study_fit.py"), "--device", "cuda"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip() == "error: device 'cuda' requested, but CUDA is not available here"

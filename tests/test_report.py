@@ -216,8 +216,8 @@ def test_effects_under_asha_compare_every_trial_at_the_first_rung(tmp_path):
     assert runs["first_rung_error_rate"].tolist() == [0.4, 0.3, 0.7, 0.6, 0.5, 0.55]
     assert (runs["status"] == "completed").sum() == 2
     fx = rp.effects(runs)
-    at_rung = fx[(fx["basis"] == "epoch 1, every trial") & (fx["axis"] == "pool") & (fx["family"] == "all")]
+    at_rung = fx[(fx["basis"] == "all trials at epoch 1") & (fx["axis"] == "pool") & (fx["family"] == "all")]
     (row,) = at_rung.to_dict("records")  # all six trials: concat (0.30, 0.50, 0.55) against avg (0.40, 0.70, 0.60)
     assert row["method"] == "unpaired means (3 vs 3 runs)" and row["mean_diff"] == pytest.approx(0.45 - 0.5667, abs=1e-3)
-    assert set(fx["basis"]) == {"completed runs", "epoch 1, every trial"}
-    assert rp.importance(runs).name == "importance (epoch 1, every trial)"  # 6 trials, not the 2 completed
+    assert set(fx["basis"]) == {"the completed runs", "all trials at epoch 1"}
+    assert rp.importance(runs).name == "importance (all trials at epoch 1)"  # 6 trials, not the 2 completed

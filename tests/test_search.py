@@ -60,7 +60,10 @@ def test_search_runs_every_trial_and_summarizes(grid_run):
     assert (df["epochs_run"] >= 1).all() and (df["epochs_run"] <= 3).all()
     assert set(df["device"]) == {"cpu"}
     text = "\n".join(grid_run.lines)
-    assert "start    test_resnet" in text and "best 4 by error_rate:" in text
+    assert "start    test_resnet" in text and "best 4 by error_rate at each trial's last epoch" in text
+    # the table ranks each trial's final error rate, the number the report ranks too
+    best = text.split("best 4 by error_rate")[1].splitlines()[2]
+    assert best.split()[0] == "1" and f"{df['error_rate'].min():.4g}" in best.split()
     assert f"tensorboard --logdir {grid_run.path}" in text
     run = grid_run.path
     assert (run / "search_space.py").is_file()
@@ -116,23 +119,52 @@ def test_tensorboard_server_serves_the_scalars(grid_run):
         proc.wait(timeout=30)
 
 
-def test_rerunning_a_finished_search_starts_no_trial(grid_run):
+@pytest.mark.parametrize("resume", [False, True])
+def test_rerunning_a_finished_search_says_so_and_starts_no_trial(grid_run, resume):
     lines: list[str] = []
     spec = grid_run.path / "search_space.py"
     before = sorted(p.name for p in grid_run.path.glob("run_trial_*"))
-    again = search(spec, storage_path=grid_run.path.parent, name=grid_run.path.name, resume=True, echo=lines.append)
+    again = search(spec, storage_path=grid_run.path.parent, name=grid_run.path.name, resume=resume,
+                   echo=lines.append)
     assert sorted(p.name for p in grid_run.path.glob("run_trial_*")) == before
     assert not any(" start " in line for line in lines)
-    assert "(resuming)" in lines[0]
+    assert lines[0].startswith("search 'small' already finished on ") and "4 trial(s)" in lines[0]
+    assert lines[-1].startswith("to search again: --name NEW, or --restart")
     pd.testing.assert_series_equal(again.trials.set_index("trial")["error_rate"].sort_index(),
                                    grid_run.trials.set_index("trial")["error_rate"].sort_index())
+    plan = search(spec, storage_path=grid_run.path.parent, name=grid_run.path.name, dry_run=True,
+                  echo=lines.append)
+    assert plan.finished and "(already finished)" in "\n".join(lines)
+
+
+def test_restart_moves_the_old_search_aside(small_shapes, tmp_path):
+    body = """
+    epochs = 1
+    asha = None
+    space = {"model": "test_resnet", "pretrained": False, "batch_size": 32, "img_size": 32}
+    """
+    space = space_file(tmp_path, f"folder:{small_shapes}", body)
+    first = search(space, storage_path=tmp_path / "runs", echo=lambda line: None)
+    lines: list[str] = []
+    again = search(space, storage_path=tmp_path / "runs", restart=True, echo=lines.append)
+    (old,) = (tmp_path / "runs").glob("small.old-*")
+    assert lines[0] == f"moved the previous search aside: {old}"
+    assert sorted(p.name for p in old.glob("run_trial_*")) == [Path(p).name for p in first.trials["path"]]
+    assert len(again.trials) == 1 and again.trials["status"].tolist() == ["completed"]
+    with pytest.raises(TunekitError, match="--resume and --restart contradict each other"):
+        search(space, storage_path=tmp_path / "runs", restart=True, resume=True)
 
 
 def test_resume_refuses_a_different_space_or_a_missing_run(grid_run, tmp_path):
     changed = tmp_path / "changed.py"
     changed.write_text((grid_run.path / "search_space.py").read_text().replace("0.01", "0.02"))
-    with pytest.raises(TunekitError, match="made from a different space"):
-        search(changed, storage_path=grid_run.path.parent, name=grid_run.path.name, dry_run=True)
+    with pytest.raises(TunekitError, match="made from a different space; use another --name, or --restart"):
+        search(changed, storage_path=grid_run.path.parent, name=grid_run.path.name)
+    lines: list[str] = []  # a dry run still plans, and says what a real run would do
+    plan = search(changed, storage_path=grid_run.path.parent, name=grid_run.path.name, dry_run=True,
+                  echo=lines.append)
+    assert plan.trials == 4 and not plan.resume
+    assert any("a real run under this name is refused" in line for line in lines)
     with pytest.raises(TunekitError, match="there is no search named 'nope'"):
         search(changed, storage_path=tmp_path, name="nope", resume=True)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import _compat  # noqa: F401  - first: guards torchvision's import (a hook; imports nothing heavy)
 from .config import TrialConfig
 from .errors import TunekitError
 

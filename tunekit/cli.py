@@ -119,9 +119,12 @@ def train(as_json: bool, quiet: bool, weights: str | None, strict: bool, **optio
     Example (CPU, offline, about a minute):
       tunekit train --data shapes --model test_resnet --no-pretrained --epochs 3
     """
-    from .loop import fit
+    from .data.spec import DataSpec
 
     _setup_logging(verbose=not quiet)
+    DataSpec.parse(options["data"]).check_path()  # at once: before torch and timm load
+    from .loop import fit
+
     if weights:
         if options["pretrained"] is False:
             raise click.UsageError("--weights and --no-pretrained contradict each other: --weights loads pretrained "
@@ -177,6 +180,8 @@ def _fmt(value: Any) -> str:
 @click.option("--storage-path", default="~/ray_results", show_default=True, help="Where run folders go.")
 @click.option("--name", help="Run folder name. [default: the space file's name]")
 @click.option("--resume", is_flag=True, help="Continue the interrupted search of this name.")
+@click.option("--restart", is_flag=True,
+              help="Move a previous search of this name aside (NAME.old-DATE) and start over.")
 @click.option("--dry-run", is_flag=True, help="Validate and print the plan; start nothing, download nothing.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting or fix a config key.")
 @click.option("--verbose", "-v", is_flag=True, help="Ray's own output too.")
@@ -192,18 +197,24 @@ def search(space: Path, sets: tuple[str, ...], verbose: bool, **options: Any) ->
       tunekit search search_spaces/planet.py --address auto     # on the head of a 'ray start' cluster
       tunekit search search_spaces/demo.py --dry-run --set num_samples=4
     """
-    from .spec import parse_override
-    from .tuner import search as run_search
+    from .spec import load_spec, parse_override
 
     _setup_logging(verbose=verbose)
     overrides = dict(parse_override(s) for s in sets)
     for key in ("gpus_per_trial", "cpus_per_trial", "num_samples", "name"):
-        if key in overrides and options.get(key) is not None and overrides[key] != options[key]:
+        value = options.pop(key)
+        if key in overrides and value is not None and overrides[key] != value:
             flag = "--" + key.replace("_", "-")
-            raise click.UsageError(f"{flag} {options[key]} and --set {key}={overrides[key]} contradict each other; "
-                                   f"give one")
+            raise click.UsageError(f"{flag} {value} and --set {key}={overrides[key]} contradict each other; give one")
+        if value is not None:
+            overrides[key] = value
+    if options["resume"] and options["restart"]:
+        raise click.UsageError("--resume and --restart contradict each other: continue the search, or start it over")
+    spec = load_spec(space, overrides)  # bad input fails here, before Ray is imported
+    from .tuner import search as run_search
+
     try:
-        result = run_search(space, overrides=overrides, verbose=verbose, echo=click.echo, **options)
+        result = run_search(spec, verbose=verbose, echo=click.echo, **options)
     except KeyboardInterrupt:
         sys.exit(130)
     if getattr(result, "interrupted", False):

@@ -45,14 +45,24 @@ Reporter = Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None]
 
 
 def resolve_img_size(cfg: TrialConfig) -> int:
-    """``img_size``, else the dataset's natural size, else the model's pretrained input size."""
+    """The size a run trains at (see :func:`img_size_rule`)."""
+    return img_size_rule(cfg)[0]
+
+
+def img_size_rule(cfg: TrialConfig) -> tuple[int, str]:
+    """(size, why): ``img_size`` if set; for the generated shapes, their size; else the model's
+    pretrained input size, lowered to the data's median short side when its images are smaller
+    (no point decoding 64px images at 160px: slower, a bigger cache, nothing to learn from)."""
     if cfg.img_size:
-        return cfg.img_size
+        return cfg.img_size, "set"
     natural = tkdata.natural_size(cfg.data)
-    if natural:
-        return natural
+    if natural and tkdata.DataSpec.parse(cfg.data).kind.startswith("shapes"):
+        return natural, "the generated data's size"
     pretrained_cfg = timm_pretrained_cfg(cfg.model)
-    return int(pretrained_cfg.input_size[-1]) if pretrained_cfg else 224
+    model_size = int(pretrained_cfg.input_size[-1]) if pretrained_cfg else 224
+    if natural and natural < model_size:
+        return natural, f"the images' median short side; {cfg.model} was pretrained at {model_size}px"
+    return model_size, f"{cfg.model}'s pretrained input size"
 
 
 @dataclass
@@ -154,16 +164,16 @@ def _to_cpu(obj: Any) -> Any:
 
 
 def _setup(cfg: TrialConfig) -> _Run:
-    # before any data work: a typo, or weights that cannot be had, should fail in a second
+    # before any data work, cheapest and likeliest first: a missing folder, a typo, unavailable weights
+    tkdata.DataSpec.parse(cfg.data).check_path()
     check_model_name(cfg.model)
-    tkdata.DataSpec.parse(cfg.data)
     if cfg.pretrained is True:
         check_weights_available(cfg.model)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
-    img_size = resolve_img_size(cfg)
+    img_size, why = img_size_rule(cfg)
     ds = tkdata.load(cfg.data, cfg.resize, img_size, threads=cfg.threads)
     torch.manual_seed(cfg.seed)
     model, model_info = build_model(cfg, len(ds.classes), img_size)
@@ -183,10 +193,10 @@ def _setup(cfg: TrialConfig) -> _Run:
         skipped=list(ds.cache.skipped), model=model_info,
     )
     log.info(
-        "%s on %s (%s): %d train / %d valid images, %d classes%s, %dpx %s; %.2fM params, "
+        "%s on %s (%s): %d train / %d valid images, %d classes%s, %dpx (%s) %s; %.2fM params, "
         "pool %s, head %s, weights: %s, zero_init: %s",
         cfg.model, device, precision, info.n_train, info.n_valid, len(ds.classes),
-        " (multi-label)" if ds.multilabel else "", img_size, cfg.resize, model_info.params / 1e6,
+        " (multi-label)" if ds.multilabel else "", img_size, why, cfg.resize, model_info.params / 1e6,
         cfg.pool, cfg.head, model_info.weights, model_info.zero_init,
     )
     return _Run(

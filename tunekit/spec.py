@@ -120,23 +120,52 @@ SETTINGS: dict[str, Any] = _settings()
 
 
 def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> SearchSpec:
-    """Run the space file, apply ``overrides`` (settings or config keys), validate."""
+    """Run the space file, apply ``overrides`` (settings or config keys, as ``--set`` gives them),
+    validate. A bad value is blamed on where it came from: the file, or the ``--set``."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise TunekitError(f"search-space file {str(path)!r} does not exist")
+        raise TunekitError(f"search-space file {str(path)!r} does not exist{_space_hint(path)}")
     values = _run(path)
-    for key, value in (overrides or {}).items():
-        if key in SETTINGS:
-            values[key] = value
-        elif key in SEARCH_KEYS:
-            values.setdefault("space", {})
-            if isinstance(values["space"], dict):
-                values["space"] = {**values["space"], key: value}
-        else:
+    values.setdefault("name", path.stem)
+    overrides = overrides or {}
+    for key in overrides:
+        if key not in SETTINGS and key not in SEARCH_KEYS:
             known = [*SETTINGS, *SEARCH_KEYS]
             raise TunekitError(f"--set {key}: unknown setting or config key{did_you_mean(key, known)}")
-    values.setdefault("name", path.stem)
-    return build_spec(values, path)
+    try:
+        return build_spec(_override(values, overrides), path)
+    except TunekitError:
+        if not overrides:
+            raise
+        build_spec(values, path)  # a bad file is the file's fault
+        for key, value in overrides.items():  # the file is fine: one of the --set values is not
+            try:
+                build_spec(_override(values, {key: value}), path)
+            except TunekitError as e:
+                text = str(e).replace(f"{path}: space[{key!r}]: ", "", 1).replace(f"{path}: ", "", 1)
+                raise TunekitError(f"--set {key}={value}: {text}") from None
+        raise
+
+
+def _override(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The file's values with ``overrides`` applied: settings replaced, config keys fixed in the space."""
+    out = dict(values)
+    for key, value in overrides.items():
+        if key in SETTINGS:
+            out[key] = value
+        elif isinstance(out.get("space", {}), dict):
+            out["space"] = {**out.get("space", {}), key: value}
+    return out
+
+
+def _space_hint(path: Path) -> str:
+    """`` (did you mean 'search_spaces/demo.py'?)`` for ``demo``, ``demo.py`` or ``search_spaces/demo``."""
+    stem = path.stem if path.suffix == ".py" else path.name
+    for candidate in (Path(f"{path}.py"), Path("search_spaces") / f"{stem}.py", path.parent / f"{stem}.py"):
+        if candidate != path and candidate.is_file():
+            return f" (did you mean {str(candidate)!r}?)"
+    shipped = sorted(p.stem for p in Path("search_spaces").glob("*.py"))
+    return f"; the shipped spaces are search_spaces/{{{','.join(shipped)}}}.py" if shipped else ""
 
 
 def build_spec(values: dict[str, Any], path: Path | None = None) -> SearchSpec:

@@ -103,6 +103,11 @@ class DataSpec:
             raise TunekitError(f"valid_pct must be between 0 and 1, got {typed['valid_pct']!r} in {shown}")
         return cls(kind, Path(path).expanduser() if path else None, typed)
 
+    def check_path(self) -> None:
+        """A local path that does not exist fails at once, before any model or weights work."""
+        if self.path is not None and not self.path.exists():
+            raise TunekitError(f"data folder {str(self.path)!r} does not exist")
+
     def with_options(self, **options: Any) -> DataSpec:
         """A copy with ``options`` set (validated like parsed ones)."""
         return self._make(self.kind, None if self.path is None else str(self.path), {**self.options, **options},

@@ -68,17 +68,17 @@ def comparable(runs: pd.DataFrame, metric: str = "error_rate") -> tuple[pd.DataF
     if stopped and metric == "error_rate" and runs.get("first_rung_error_rate", pd.Series(dtype=float)).notna().any():
         reached = runs[runs["first_rung_error_rate"].notna()].copy()
         epoch = int(reached["first_rung_epoch"].max())
-        return reached.assign(error_rate=reached["first_rung_error_rate"]), f"epoch {epoch}, every trial"
-    return runs[runs["status"] == COMPLETED].copy(), "completed runs"
+        return reached.assign(error_rate=reached["first_rung_error_rate"]), f"all trials at epoch {epoch}"
+    return runs[runs["status"] == COMPLETED].copy(), "the completed runs"
 
 
 def effects(runs: pd.DataFrame, metric: str = "error_rate") -> pd.DataFrame:
     """For each searched axis: paired differences of ``metric`` between configs equal in all else,
     over the completed runs and, when ASHA stopped trials early, over every trial at the first
     rung (the ``basis`` column)."""
-    parts = [_axis_effects(runs[runs["status"] == COMPLETED].copy(), metric).assign(basis="completed runs")]
+    parts = [_axis_effects(runs[runs["status"] == COMPLETED].copy(), metric).assign(basis="the completed runs")]
     early, basis = comparable(runs, metric)
-    if basis != "completed runs":
+    if basis != "the completed runs":
         parts.append(_axis_effects(early, metric).assign(basis=basis))
     parts = [p for p in parts if not p.empty]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
@@ -108,14 +108,16 @@ def _axis_effects(done: pd.DataFrame, metric: str) -> pd.DataFrame:
             diff = (wide[other] - wide[base]).dropna() if base in wide and other in wide else pd.Series(dtype=float)
             if not diff.empty:
                 fam = pd.Series([family(m) for m in diff.index.get_level_values("model")], index=diff.index)
-                for name, part in [("all", diff), *((f, diff[fam == f]) for f in sorted(set(fam)))]:
+                per_family = [(f, diff[fam == f]) for f in sorted(set(fam))] if fam.nunique() > 1 else []
+                for name, part in [("all", diff), *per_family]:
                     rows.append({"axis": axis, "from": label(base), "to": label(other), "family": name,
                                  "method": "paired", "mean_diff": part.mean(),
                                  "std": part.std(ddof=1) if len(part) > 1 else np.nan,
                                  "pairs": len(part), "to_wins": int((part < 0).sum())})
                 continue
             # No two runs equal in all else (a random search): compare the means of each value.
-            for name, part in [("all", done), *done.groupby("family")]:
+            per_family = list(done.groupby("family")) if done["family"].nunique() > 1 else []
+            for name, part in [("all", done), *per_family]:
                 a, b = part.loc[part[axis] == base, metric], part.loc[part[axis] == other, metric]
                 if len(a) and len(b):
                     rows.append({"axis": axis, "from": label(base), "to": label(other), "family": name,

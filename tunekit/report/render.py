@@ -98,7 +98,7 @@ def _plots(report: Report, out: Path) -> dict[str, Path]:
         fig, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * len(overall)))
         labels = [f"{r.axis}: {r['from']} -> {r.to} " + (f"(n={r.pairs}" if r.pairs else "(unpaired")
                   + f"; {r.basis})" for _, r in overall.iterrows()]
-        colors = ["tab:blue" if b == "completed runs" else "tab:orange" for b in overall["basis"]]
+        colors = ["tab:blue" if b == "the completed runs" else "tab:orange" for b in overall["basis"]]
         ax.barh(labels, overall["mean_diff"], xerr=overall["std"].fillna(0), color=colors)
         ax.axvline(0, color="k", lw=0.8)
         ax.set(xlabel="change in error rate (negative: better)", title="effect of each searched axis")
@@ -170,7 +170,7 @@ def _blocks(report: Report, plots: dict[str, Path]) -> list[tuple[str, Any]]:
     if not report.importance.empty:
         b.append(("h2", "Parameter importance"))
         b.append(("p", f"Optuna's fANOVA importance of each searched setting for the error rate (sums to 1), "
-                       f"over the {report.importance.name.split('(')[-1].rstrip(')')}."))
+                       f"over {report.importance.name.split('(')[-1].rstrip(')')}."))
         b.append(("table", report.importance.rename_axis("setting").reset_index()))
     if report.asha:
         a = report.asha

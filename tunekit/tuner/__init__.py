@@ -37,11 +37,13 @@ from .nodes import check_local_data, prepare_local, prepare_nodes
 from .plan import (
     DEFAULT_STORAGE,
     Plan,
+    Previous,
     auto_shares_here,
     capacity,
-    check_resume,
     cli_overrides,
     make_plan,
+    move_aside,
+    previous_search,
     save_spec,
     share_lines,
     smallest_share,
@@ -55,13 +57,17 @@ def search(
     space: str | Path | SearchSpec, *, num_gpus: float | None = None, gpus_per_trial: float | None = None,
     cpus_per_trial: float | None = None, num_samples: int | None = None, address: str | None = None,
     storage_path: str | Path = DEFAULT_STORAGE, name: str | None = None, resume: bool = False,
-    dry_run: bool = False, overrides: dict[str, Any] | None = None, verbose: bool = False, strict: bool = False,
-    echo: Callable[[str], None] = print,
+    restart: bool = False, dry_run: bool = False, overrides: dict[str, Any] | None = None, verbose: bool = False,
+    strict: bool = False, echo: Callable[[str], None] = print,
 ) -> SearchResult | Plan:
     """Run (or, with ``dry_run``, plan) a search: a space file, a dict of its settings, or a SearchSpec.
 
-    ``strict`` makes unreadable images an error instead of a warning (the data spec's ``strict=1``).
+    A search of the same name in ``storage_path`` is continued if it is unfinished, reported if it
+    finished (``restart`` moves its folder aside and starts over), and refused if it was made from
+    another space. ``strict`` makes unreadable images an error instead of a warning.
     """
+    if resume and restart:
+        raise TunekitError("--resume and --restart contradict each other: continue the search, or start it over")
     options = cli_overrides(overrides, gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
                              num_samples=num_samples, name=name)
     if isinstance(space, SearchSpec):
@@ -74,10 +80,27 @@ def search(
         spec = dataclasses.replace(spec, data=str(DataSpec.parse(spec.data).with_options(strict=True)))
     storage = Path(storage_path).expanduser().resolve()
     run_dir = storage / spec.name
-    restoring = check_resume(spec, run_dir, resume)
+    previous = previous_search(spec, run_dir, resume)
+    notes = []
+    if previous.exists and restart:
+        if dry_run:
+            notes.append(f"  note     --restart would move {run_dir.name} aside to {run_dir.name}.old-DATE first")
+        else:
+            echo(f"moved the previous search aside: {move_aside(run_dir)}")
+        previous = dataclasses.replace(previous, exists=False)
+    elif previous.exists and not previous.same_space:
+        if not dry_run:
+            raise TunekitError(previous.refusal())
+        notes.append(f"  note     a real run under this name is refused: {previous.refusal()}")
+        previous = dataclasses.replace(previous, exists=False)
+    elif previous.exists and previous.finished and not (resume and previous.errored):
+        if dry_run:
+            notes += ["  note     " + line for line in previous.finished_lines()]
+        else:
+            return _already_finished(spec, run_dir, previous, echo)
+    restoring = previous.exists
     started = address is not None and not ray.is_initialized()  # joining a cluster: connect to count it
     total_cpus, total_gpus = capacity(address, num_gpus, dry_run, verbose)
-    notes = []
     auto = spec.gpus_per_trial == "auto"
     if auto:
         memory_keys(spec)  # the space gives finite choices to probe, or an error now
@@ -89,6 +112,7 @@ def search(
         notes.append("  note     no GPU here: planned for 1 GPU (pass --num-gpus N to plan for N)")
     # before Ray starts, with auto's smallest share as a stand-in: a plan that cannot run fails now
     plan = make_plan(spec, run_dir, total_cpus, total_gpus, restoring, 1 / MAX_PER_GPU if auto else None)
+    plan.finished = previous.exists and previous.finished and not (resume and previous.errored)
     if dry_run:
         try:
             check_local_data(spec)
@@ -97,7 +121,8 @@ def search(
             if started:
                 ray.shutdown()
         if auto:
-            plan = make_plan(spec, run_dir, total_cpus, total_gpus, restoring, smallest_share(shares))
+            plan = dataclasses.replace(make_plan(spec, run_dir, total_cpus, total_gpus, restoring,
+                                                 smallest_share(shares)), finished=plan.finished)
             notes += share_lines(shares) if shares else [
                 "  note     gpus_per_trial='auto': each model's share is probed on the GPU when the search starts"]
         for line in plan.lines(spec) + notes:
@@ -147,3 +172,15 @@ def search(
     finally:
         if started:
             ray.shutdown()
+
+
+def _already_finished(spec: SearchSpec, run_dir: Path, previous: Previous, echo: Callable[[str], None]) -> SearchResult:
+    """Re-running a finished search: say so, show its results, say how to search again. No Ray."""
+    from ..report import load_run
+
+    result = SearchResult(run_dir, load_run(run_dir), spec.metric, spec.mode)
+    echo(previous.finished_lines()[0])
+    for line in summary(result):
+        echo(line)
+    echo(previous.finished_lines()[1])
+    return result

@@ -11,11 +11,13 @@ import math
 import os
 import shutil
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import runfolder
 from ..errors import TunekitError
 from ..gpu_share import MemoryKey, Share, memory_keys, probe_shares
 from ..runfolder import SPACE_COPY, SPEC_FILE
@@ -42,6 +44,7 @@ class Plan:
     resume: bool
 
     gpu_auto: bool = False
+    finished: bool = False  # the run folder holds this search, finished
 
     @property
     def gpu_text(self) -> str:
@@ -57,7 +60,8 @@ class Plan:
         asha = (f"ASHA on epochs (grace {self.asha['grace_period']}, reduction {self.asha['reduction_factor']}, "
                 f"max {self.max_epochs})" if self.asha else "no early stopping")
         return [
-            f"search {self.name!r} -> {self.path}" + (" (resuming)" if self.resume else ""),
+            f"search {self.name!r} -> {self.path}"
+            + (" (already finished)" if self.finished else " (resuming)" if self.resume else ""),
             f"  space    {spec.path or '-'}: {self.trials} trial(s), searcher {self.searcher}, {asha}",
             f"  data     {spec.data}",
             f"  metric   {spec.metric} ({spec.mode})",
@@ -77,7 +81,13 @@ def capacity(address: str | None, num_gpus: float | None, dry_run: bool, verbose
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=verbose, logging_level="INFO" if verbose else "WARNING")
+        try:
+            ray.init(address=address, log_to_driver=verbose, logging_level="INFO" if verbose else "WARNING")
+        except (ConnectionError, RuntimeError) as e:  # no cluster there, or none running on this machine
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise TunekitError(f"--address {address}: no Ray cluster to join ({first[:160]}); start one with "
+                               f"'ray start --head' (on this machine, for --address auto) or leave --address out "
+                               f"for a local run") from None
     resources = ray.cluster_resources()
     gpus = resources.get("GPU", 0.0)
     return resources.get("CPU", 0.0), gpus if num_gpus is None else min(gpus, float(num_gpus))
@@ -107,19 +117,55 @@ def check_address(address: str, timeout: float = 5.0) -> None:
                            f"'ray start --head' or leave --address out for a local run") from None
 
 
-def check_resume(spec: SearchSpec, run_dir: Path, resume: bool) -> bool:
-    """Whether ``run_dir`` holds a search to continue; refuse one made from another space."""
+@dataclass
+class Previous:
+    """What a run folder already holds for a search of this name."""
+
+    path: Path
+    exists: bool  # a search Ray can continue
+    same_space: bool = True
+    finished: bool = False  # every trial of the space ended (completed, stopped, errored)
+    trials: int = 0
+    errored: int = 0  # trials that failed (--resume retries them)
+    when: str = ""  # when its state was last saved
+
+    def refusal(self) -> str:
+        return (f"{self.path} holds a search made from a different space; use another --name, or --restart to "
+                f"move that folder aside and start over")
+
+    def finished_lines(self) -> list[str]:
+        errored = f", {self.errored} errored (--resume retries them)" if self.errored else ""
+        return [f"search {self.path.name!r} already finished on {self.when}: {self.trials} trial(s){errored}; "
+                f"results in {self.path}",
+                f"to search again: --name NEW, or --restart (moves {self.path.name} aside to "
+                f"{self.path.name}.old-DATE and starts over)"]
+
+
+def previous_search(spec: SearchSpec, run_dir: Path, resume: bool) -> Previous:
+    """What ``run_dir`` holds: nothing, a search of another space, an unfinished or a finished one."""
     from ray import tune
 
-    exists = run_dir.is_dir() and tune.Tuner.can_restore(str(run_dir))
-    if resume and not exists:
-        raise TunekitError(f"--resume: there is no search named {spec.name!r} in {run_dir.parent}")
-    if exists and (run_dir / SPEC_FILE).is_file():
-        previous = json.loads((run_dir / SPEC_FILE).read_text()).get("fingerprint")
-        if previous != spec.fingerprint():
-            raise TunekitError(f"{run_dir} holds a search made from a different space; "
-                               f"use another --name, or delete that folder to start over")
-    return exists
+    if not (run_dir.is_dir() and tune.Tuner.can_restore(str(run_dir))):
+        if resume:
+            raise TunekitError(f"--resume: there is no search named {spec.name!r} in {run_dir.parent}")
+        return Previous(run_dir, exists=False)
+    saved = runfolder.read_json(run_dir / SPEC_FILE) or {}
+    same = "fingerprint" not in saved or saved["fingerprint"] == spec.fingerprint()
+    states = runfolder.ray_states(run_dir)
+    finished = len(states) >= spec.trial_count() and all(s in ("TERMINATED", "ERROR") for s in states.values())
+    state_files = sorted(run_dir.glob(runfolder.EXPERIMENT_STATE_GLOB), key=lambda f: f.stat().st_mtime)
+    when = (time.strftime("%Y-%m-%d %H:%M", time.localtime(state_files[-1].stat().st_mtime))
+            if state_files else "?")
+    errored = sum(s == "ERROR" for s in states.values())
+    return Previous(run_dir, exists=True, same_space=same, finished=finished, trials=len(states), errored=errored,
+                    when=when)
+
+
+def move_aside(run_dir: Path) -> Path:
+    """Move an old run folder out of the way (``NAME.old-YYYYmmdd-HHMMSS``) so a search starts over."""
+    target = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir.rename(target)
+    return target
 
 
 def make_plan(spec: SearchSpec, run_dir: Path, total_cpus: float, total_gpus: float, restoring: bool,

@@ -36,8 +36,10 @@ class SearchResult:
         return self.unfinished > 0
 
     def best(self, n: int = 5) -> pd.DataFrame:
-        ok = self.trials[self.trials["status"] != Status.ERRORED.value]
-        return ok.sort_values(f"best_{self.metric}", ascending=self.mode == "min").head(n)
+        """The ``n`` best trials by the search's metric at their last epoch (the number the report
+        ranks), errored ones left out."""
+        ok = self.trials[(self.trials["status"] != Status.ERRORED.value) & self.trials[self.metric].notna()]
+        return ok.sort_values(self.metric, ascending=self.mode == "min").head(n)
 
 
 def finish(run_dir: Path, spec: SearchSpec, echo: Callable[[str], None], storage: Path) -> SearchResult:
@@ -72,10 +74,9 @@ def summary(result: SearchResult, n: int = 5) -> list[str]:
     best = result.best(n)
     if len(best):
         cols = [c for c in ("model", "pool", "head", "resize", "lr", "zero_init") if c in best]
-        metric = f"best_{result.metric}"
-        show = best[cols + [metric, "fit_time", "gpu_mem", "epochs_run"]].copy()
+        show = best[cols + [result.metric, "fit_time", "gpu_mem", "epochs_run"]].copy()
         show.insert(0, "rank", range(1, len(show) + 1))
-        lines.append(f"best {min(n, len(show))} by {result.metric}:")
+        lines.append(f"best {min(n, len(show))} by {result.metric} at each trial's last epoch (as the report):")
         lines += ["  " + line for line in show.to_string(index=False, float_format=lambda v: f"{v:.4g}").splitlines()]
     lines.append(f"results: {result.path} (report.md, report.html, results.csv, ranking.csv)")
     lines.append(f"curves:  tensorboard --logdir {result.path}")

@@ -1,0 +1,181 @@
+"""The README, run as a new user runs it: every command of its code blocks, in order, on a fresh HOME.
+
+Commands that take minutes run as a fast variant (the demo on 600 small generated images, 3 trials of
+2 epochs: the same commands, a smaller space given by ``--set``); commands that need a GPU, a cluster,
+the network or files the user would bring must end with one clear message and exit code 2, never a
+traceback. ``COMMANDS`` says what each README command must do; a command added to the README fails
+``test_every_readme_command_is_covered`` until it is listed here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+README = ROOT / "README.md"
+# The demo, small: the same space file and name, so --dry-run, --resume, --restart and the report act
+# on the search the first command made.
+FAST_DEMO = ("--set 'data=shapes?n=600&size=32' --set img_size=32 --set num_samples=3 --set epochs=2 "
+             "--set batch_size=32")
+
+
+@dataclass
+class Command:
+    readme: str  # the command as the README writes it (comment and line continuation removed)
+    expect: str = ""  # regex the output must match
+    code: int = 0
+    run: str | None = None  # what runs instead (a fast variant); None: the README's command
+    skip: str = ""  # why it is not run here
+
+
+def demo(extra: str = "") -> str:
+    return f"tunekit search search_spaces/demo.py {FAST_DEMO} {extra}".strip()
+
+
+COMMANDS = [
+    # Quickstart
+    Command("pip install -e .", skip="the test suite runs in the environment that install made"),
+    Command("tunekit search search_spaces/demo.py", r"trials: \d+ (completed|stopped early)", run=demo()),
+    Command('pip install -e ".[test]"', skip="the test suite runs in the environment that install made"),
+    Command("python -m pytest", skip="this is the test suite"),
+    # Search
+    Command("tunekit search search_spaces/demo.py", r"already finished on .*: 3 trial\(s\).*\n(.*\n)*to search "
+            r"again: --name NEW, or --restart", run=demo()),
+    Command("tunekit search search_spaces/planet.py --num-gpus 4", r"--num-gpus 4: this machine has 0 GPU", 2),
+    Command("tunekit search search_spaces/pets.py --gpus-per-trial 0.25",
+            r"gpus_per_trial=0.25 but no GPU is available", 2),
+    Command("tunekit search search_spaces/planet.py --gpus-per-trial auto", r"no GPU is available", 2),
+    Command("tunekit search search_spaces/planet.py --address auto", r"--address auto: no Ray cluster to join", 2),
+    Command("tunekit search search_spaces/demo.py --dry-run --set num_samples=32 --set epochs=6",
+            r"32 trial\(s\)(.*\n)*.*a real run under this name is refused: .* holds a search made from a "
+            r"different space", run=demo("--dry-run --set num_samples=32 --set epochs=6")),
+    Command("tunekit search search_spaces/demo.py --resume", r"already finished on", run=demo("--resume")),
+    Command("tunekit search search_spaces/demo.py --restart",
+            r"moved the previous search aside: .*demo\.old-(.*\n)*trials: \d+", run=demo("--restart")),
+    Command("tensorboard --logdir ~/ray_results", skip="a server: test_tensorboard_serves_the_demo starts it"),
+    # Clusters
+    Command("ray start --head --port=6379", skip="starts a cluster on this machine: tests/test_cluster.py runs "
+                                                 "multi-node searches on ray.cluster_utils.Cluster"),
+    Command("ray start --address=HEAD_IP:6379", skip="HEAD_IP is a placeholder for another machine"),
+    Command("tunekit search search_spaces/seed_sweep.py --address auto --storage-path /mnt/shared/ray_results",
+            r"--address auto: no Ray cluster to join", 2),
+    # Report
+    Command("tunekit report ~/ray_results/demo", r"shapes: top \d+ by score(.*\n)*wrote \d+ files"),
+    Command("tunekit report ~/ray_results/pets ~/ray_results/planet --out report/", r"nothing to report: ", 2),
+    Command("tunekit report study_sweep.csv --out study/", r"nothing to report: .*study_sweep.csv does not exist", 2),
+    # Train
+    Command("tunekit train --data folder:~/data/birds --model convnext_tiny --pool concat --resize squish --lr 0.008",
+            r"data folder '.*/data/birds' does not exist", 2),
+    Command("tunekit train --data planet --model resnet26d --epochs 5 --json",
+            r"could not get pretrained weights for 'resnet26d'", 2),
+    Command("tunekit train --data shapes --model resnet18 --no-pretrained --no-zero-init --epochs 5",
+            r"error_rate(.*\n)+ +1 ", run="tunekit train --data shapes --model resnet18 --no-pretrained "
+            "--no-zero-init --epochs 5 --data 'shapes?n=300&size=32' --epochs 1 --batch-size 32"),
+    # Bench
+    Command("tunekit bench --models test_resnet,test_convnext,test_vit --img-size 64 --device cpu",
+            r"loop/ceiling(.*\n)*test_resnet +\d+", run="tunekit bench --models test_resnet --img-size 32 "
+            "--device cpu --n-images 300 --batch-size 32"),
+    Command("tunekit bench --models resnet18,convnext_tiny,vit_small_patch16_224 --img-size 224 --device cuda "
+            "--precision bf16 --pack 1,2,4 --json gpu.json", r"device 'cuda' requested, but CUDA is not available", 2),
+    Command("python benchmarks/study_fit.py --device cuda --precision bf16",
+            r"^error: device 'cuda' requested, but CUDA is not available here$", 2),
+]
+
+
+def readme_commands() -> list[str]:
+    """The commands of the README's bash blocks, in order (``a && b`` as two, comments dropped)."""
+    text = README.read_text()
+    out = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"\s+#.*$", "", line).strip()
+            out += [re.sub(r"\s+", " ", part.strip()) for part in line.split("&&") if part.strip()]
+    return out
+
+
+def test_every_readme_command_is_covered():
+    assert readme_commands() == [c.readme for c in COMMANDS]
+
+
+@pytest.fixture(scope="module")
+def user(tmp_path_factory):
+    """A new user's machine: a fresh HOME (no data, no weights, no runs), offline, in a working folder
+    that has the repository's search_spaces/ and benchmarks/."""
+    home = tmp_path_factory.mktemp("home")
+    work = tmp_path_factory.mktemp("work")
+    for name in ("search_spaces", "benchmarks"):
+        (work / name).symlink_to(ROOT / name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TUNEKIT_", "RAY_", "HF_"))}
+    env.update(HOME=str(home), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return {"home": home, "work": work, "env": env}
+
+
+def run(command: str, user: dict, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", command], cwd=user["work"], env=user["env"], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_readme_commands_in_order(user):
+    """Every README command, in the README's order; each one's exit code and message."""
+    for command in COMMANDS:
+        if command.skip:
+            continue
+        proc = run(command.run or command.readme, user)
+        output = proc.stdout + proc.stderr
+        shown = f"$ {command.run or command.readme}\n{output}"
+        assert proc.returncode == command.code, shown
+        assert re.search(command.expect, output, flags=re.M), shown
+        assert "Traceback" not in output, shown
+
+
+def test_python_blocks_run(user):
+    """The README's Python: the space-file example plans, the API example trains (on small data)."""
+    text = README.read_text()
+    space, api = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    (user["work"] / "my_space.py").write_text(space)
+    proc = run("tunekit search my_space.py --dry-run", user)
+    assert proc.returncode == 0 and "16 trial(s), searcher random" in proc.stdout, proc.stdout + proc.stderr
+    script = api.replace('data="shapes"', 'data="shapes?n=300&size=32"')
+    assert script != api  # the example still trains on the shapes data
+    script += "\nprint('RESULT', result.history[-1]['error_rate'], result.info.device)\n"
+    proc = subprocess.run([sys.executable, "-c", script], cwd=user["work"], env=user["env"], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    error, device = proc.stdout.split("RESULT ")[1].split()
+    assert 0 <= float(error) < 0.84 and device == "cpu"  # better than guessing among 6 classes
+
+
+def test_tensorboard_serves_the_demo(user):
+    """``tensorboard --logdir ~/ray_results``: the server starts and lists the demo's trials."""
+    if not (user["home"] / "ray_results" / "demo").is_dir():
+        run(demo(), user)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    logdir = user["home"] / "ray_results"
+    server = subprocess.Popen(shlex.split(f"tensorboard --logdir {logdir} --host 127.0.0.1 --port {port}"),
+                              env=user["env"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, runs = time.monotonic() + 90, ""
+        while time.monotonic() < deadline and "demo/" not in runs:
+            time.sleep(1)
+            try:
+                runs = urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=5).read().decode()
+            except OSError:
+                continue
+        assert "demo/" in runs, runs
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
