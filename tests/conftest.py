@@ -34,3 +34,11 @@ def small_shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def small_shapes_multilabel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """240 multi-label images, 32px short side, in the csv (Planet) layout."""
     return write_shapes(tmp_path_factory.mktemp("shapes") / "multi", n=240, size=32, seed=3, multilabel=True)
+
+
+@pytest.fixture
+def study_csv(tmp_path: Path) -> Path:
+    """A CSV in the study's export format: 8 models x 2 datasets x 3 runs (tests/studies.py)."""
+    from studies import write_study_csv
+
+    return write_study_csv(tmp_path)

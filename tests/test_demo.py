@@ -48,9 +48,19 @@ def test_demo_search_meets_its_promises(tmp_path):
           f"run folder {sum(f.stat().st_size for f in run.rglob('*') if f.is_file()) / 1e6:.1f} MB")
 
     # the search wrote its report; `tunekit report` writes the same files anywhere
-    files = ("report.md", "report.html", "results.csv", "ranking.csv", "error_vs_fit_time_shapes.png",
-             "error_vs_gpu_mem_shapes.png", "learning_curves.png", "effects.png")
+    files = ("report.md", "report.html", "results.csv", "ranking.csv", "effects.csv", "importance.csv",
+             "error_vs_fit_time_shapes.png", "slice_lr_shapes.png", "learning_curves.png")
     assert all((run / f).is_file() for f in files), [f for f in files if not (run / f).is_file()]
+    # a CPU run measures no GPU memory: a sentence, not a column of dots at 0
+    assert not (run / "error_vs_gpu_mem_shapes.png").exists()
+    assert "peak GPU memory (GiB) was 0 or missing in every run" in (run / "report.md").read_text()
+    # effects only where the runs support them: 3 runs per level at least, lr (sampled) only as a trend
+    import pandas as pd
+
+    effects = pd.read_csv(run / "effects.csv")
+    estimated = effects[effects["estimate"].notna()]
+    assert len(estimated) and (estimated["n_runs"] >= 6).all() and estimated["ci_low"].notna().all()
+    assert effects.loc[effects["axis"] == "lr", "contrast"].str.startswith("trend per decade").all()
     report = subprocess.run([sys.executable, "-m", "tunekit.cli", "report", str(run), "--out", str(tmp_path / "r")],
                             capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stdout + report.stderr

@@ -1,29 +1,21 @@
 """The scoring report: finished (or interrupted) searches -> ranked backbones, effects, plots.
 
     report = build(load_sources(["~/ray_results/pets", "study.csv"]))
-    write(report, Path("report/"))        # report.md, report.html, results.csv, ranking.csv, *.png
+    write(report, Path("report/"))        # report.md, report.html, results.csv, ranking.csv, effects.csv, ...
 
 ``load`` reads run folders (through ``runfolder``, no Ray) and CSV files into one row per run;
-``analysis`` ranks and compares; ``render`` writes the files and the terminal summary.
+``study`` has the study's rules (families, ranking, Pareto fronts); ``effects`` estimates what each
+searched setting did and how much it matters, only where the runs support it; ``analysis`` builds
+the whole report; ``render`` writes its files (``charts``: the interactive ones in report.html).
 """
 
 from __future__ import annotations
 
-from .analysis import (
-           AXES,
-           SCORE_CONSTANT,
-           Report,
-           build,
-           comparable,
-           effects,
-           family,
-           importance,
-           pareto,
-           ranking,
-           side_by_side,
-)
+from .analysis import Report, build, side_by_side
+from .estimates import AXES, comparable, effects, importance
 from .load import load_csv, load_run, load_sources
 from .render import terminal_summary, write
+from .study import SCORE_CONSTANT, family, pareto, ranking
 
 __all__ = ["AXES", "SCORE_CONSTANT", "Report", "build", "comparable", "effects", "family", "importance",
            "load_csv", "load_run", "load_sources", "pareto", "ranking", "side_by_side", "terminal_summary", "write"]

@@ -1,7 +1,11 @@
-"""The report's files: report.md, report.html, results.csv, ranking.csv, PNG plots, TensorBoard images.
+"""The report's files: report.md, report.html, results.csv, ranking.csv, effects.csv, importance.csv,
+PNG plots, TensorBoard images; and the terminal summary.
 
     write(build(runs), Path("report/"))
     terminal_summary(report)        # the short ranked table a command prints
+
+report.md shows the PNGs (``plots``); report.html is one self-contained file that opens offline,
+with the interactive charts (``charts``: plotly.js inlined once) in place of the PNGs.
 """
 
 from __future__ import annotations
@@ -9,32 +13,48 @@ from __future__ import annotations
 import base64
 import html
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .. import runfolder
 from ..runfolder import Status
-from .analysis import Report, pareto, side_by_side
-from .analysis import label as config_label
+from . import charts, plots
+from .analysis import Report, side_by_side
+from .estimates import LOG_AXES, axis_kinds, comparable
+from .study import family, pareto
+
+REPEATS_SHOWN = 30  # rows of the repeats table in the report (all of them are in results.csv)
+
+
+@dataclass
+class Chart:
+    """One chart: its PNG (report.md, TensorBoard), its interactive version (report.html), or, when
+    there is nothing to draw, the sentence that says so."""
+
+    title: str
+    png: Path | None = None
+    figure: Any = None
+    empty: str = ""
 
 
 def write(report: Report, out: Path, tensorboard_dir: Path | None = None) -> list[Path]:
-    """Write report.md, report.html, results.csv, ranking.csv and the PNG plots into ``out``."""
+    """Write the report's files into ``out``; with ``tensorboard_dir``, the PNGs as TensorBoard images."""
     out.mkdir(parents=True, exist_ok=True)
-    written = [out / "results.csv", out / "ranking.csv"]
-    report.runs.to_csv(written[0], index=False)
-    report.ranking.to_csv(written[1], index=False)
-    plots = _plots(report, out)
-    blocks = _blocks(report, plots)
+    tables = {"results.csv": report.runs, "ranking.csv": report.ranking, "effects.csv": report.effects,
+              "importance.csv": report.importance}
+    for name, table in tables.items():
+        table.to_csv(out / name, index=False)
+    found = _charts(report, out)
+    blocks = _blocks(report, found)
     (out / "report.md").write_text(_markdown(blocks))
     (out / "report.html").write_text(_html(blocks))
-    written += [out / "report.md", out / "report.html", *plots.values()]
-    if tensorboard_dir is not None and plots:
-        _tensorboard_images(plots, tensorboard_dir)
-    return written
+    pngs = [c.png for cs in found.values() for c in cs if c.png is not None]
+    if tensorboard_dir is not None and pngs:
+        _tensorboard_images({c.title: c.png for cs in found.values() for c in cs if c.png}, tensorboard_dir)
+    return [out / name for name in tables] + [out / "report.md", out / "report.html", *pngs]
 
 
 def terminal_summary(report: Report, n: int = 10) -> list[str]:
@@ -55,80 +75,57 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}" if isinstance(v, float) and not math.isnan(v) else "-" if isinstance(v, float) else str(v)
 
 
-def _plots(report: Report, out: Path) -> dict[str, Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plots: dict[str, Path] = {}
-    for dataset in report.sections:
-        pt = report.ranking[report.ranking["dataset"] == dataset]
-        for x, label in (("fit_time", "fit time (s)"), ("gpu_mem", "peak GPU memory (GiB)")):
-            if pt[x].notna().sum() < 1:
-                continue
-            fig, ax = plt.subplots(figsize=(8, 5.5))
-            for i, (fam, part) in enumerate(pt.groupby("family")):
-                ax.scatter(part[x], part["error_rate"], label=fam, color=plt.cm.tab20(i % 20), s=36)
-            front = pt[pareto(pt, x)].sort_values(x)
-            ax.plot(front[x], front["error_rate"], "k--", lw=1, label="Pareto front")
-            for _, r in front.iterrows():
-                ax.annotate(r["model"], (r[x], r["error_rate"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-            ax.set(xlabel=label, ylabel="error rate", title=f"{dataset}: error rate against {label}")
-            ax.legend(fontsize=7, ncol=2)
-            fig.tight_layout()
-            path = out / f"error_vs_{x}_{_slug(dataset)}.png"
-            fig.savefig(path, dpi=110)
-            plt.close(fig)
-            plots[f"{dataset}: error rate against {label}"] = path
-    curves = _best_curves(report.runs)
-    if curves:
-        fig, ax = plt.subplots(figsize=(8, 5))
-        for name, history in curves:
-            ax.plot(history["epoch"], history["error_rate"], marker="o", ms=3, label=name)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.set(xlabel="epoch", ylabel="error rate", title="learning curves of the best trials")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        plots["learning curves of the best trials"] = out / "learning_curves.png"
-        fig.savefig(plots["learning curves of the best trials"], dpi=110)
-        plt.close(fig)
-    overall = report.effects[report.effects["family"] == "all"] if not report.effects.empty else pd.DataFrame()
-    if not overall.empty:
-        fig, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * len(overall)))
-        labels = [f"{r.axis}: {r['from']} -> {r.to} " + (f"(n={r.pairs}" if r.pairs else "(unpaired")
-                  + f"; {r.basis})" for _, r in overall.iterrows()]
-        colors = ["tab:blue" if b == "the completed runs" else "tab:orange" for b in overall["basis"]]
-        ax.barh(labels, overall["mean_diff"], xerr=overall["std"].fillna(0), color=colors)
-        ax.axvline(0, color="k", lw=0.8)
-        ax.set(xlabel="change in error rate (negative: better)", title="effect of each searched axis")
-        fig.tight_layout()
-        plots["axis effects"] = out / "effects.png"
-        fig.savefig(plots["axis effects"], dpi=110)
-        plt.close(fig)
-    return plots
-
-
-def _best_curves(runs: pd.DataFrame, n: int = 8) -> list[tuple[str, pd.DataFrame]]:
-    if "path" not in runs:
-        return []
-    ranked = runs.dropna(subset=["path", "error_rate"]).sort_values("error_rate").head(n)
-    out = []
-    for _, row in ranked.iterrows():
-        history = runfolder.read_progress(Path(row["path"]))
-        if not history.empty and "error_rate" in history:
-            knobs = [f"{k}={config_label(row[k])}" for k in ("pool", "resize", "lr", "zero_init")
-                     if pd.notna(row.get(k))]
-            out.append((" ".join([str(row["model"]), *knobs]), history))
-    return out
-
-
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in str(text))
 
 
-def _blocks(report: Report, plots: dict[str, Path]) -> list[tuple[str, Any]]:
-    """The report as (kind, content) blocks: h1/h2/p/table/img, rendered to Markdown and HTML."""
+def _charts(report: Report, out: Path) -> dict[str, list[Chart]]:
+    """The charts of each section: per dataset the study's two charts and the slice plots; then the
+    effects and the learning curves ("" keys)."""
+    runs = report.runs.assign(family=report.runs["model"].map(family))
+    runs["config"] = [charts.config_text(row) for _, row in runs.iterrows()]
+    found: dict[str, list[Chart]] = {}
+    for dataset, parts in report.sections.items():
+        ranked = _with_config(parts["all"], runs[runs["dataset"] == dataset])
+        found[dataset] = []
+        for cost in ("fit_time", "gpu_mem"):
+            title = f"{dataset}: error rate against {charts.COST_LABELS[cost]}"
+            front = pareto(ranked, cost)
+            png = plots.error_vs_cost(ranked, cost, dataset, front, out / f"error_vs_{cost}_{_slug(dataset)}.png")
+            if png is None:
+                what = charts.COST_LABELS[cost]
+                found[dataset].append(Chart(title, empty=f"{dataset}: {what} was 0 or missing in every run (a CPU "
+                                                         f"run measures none), so there is no chart of it."))
+            else:
+                found[dataset].append(Chart(title, png, charts.error_vs_cost(ranked, cost, dataset, front)))
+        data, basis = comparable(runs[runs["dataset"] == dataset])
+        data = data.dropna(subset=["error_rate"])
+        for axis, kind in axis_kinds(runs, within=data).items():
+            if kind == "continuous":
+                title = f"{dataset}: error rate against {axis} ({basis})"
+                png = plots.slice_plot(data, axis, "error_rate", dataset, out / f"slice_{axis}_{_slug(dataset)}.png")
+                found[dataset].append(Chart(title, png, charts.slice_plot(data, axis, "error_rate", dataset,
+                                                                          log_x=axis in LOG_AXES)))
+    found[""] = []
+    png = plots.effects_plot(report.effects, out / "effects.png") if not report.effects.empty else None
+    if png is not None:
+        found[""].append(Chart("what each searched axis did", png))
+    png = plots.learning_curves(report.runs, out / "learning_curves.png")
+    if png is not None:
+        found[""].append(Chart("learning curves of the best trials", png))
+    return found
+
+
+def _with_config(ranked: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """The ranking's rows with the settings of each model's most accurate run (for hover text)."""
+    ok = runs.dropna(subset=["error_rate"])
+    best = ok.loc[ok.groupby("model")["error_rate"].idxmin(), ["model", "config"]] if len(ok) else \
+        pd.DataFrame(columns=["model", "config"])
+    return ranked.merge(best, on="model", how="left").fillna({"config": "-"})
+
+
+def _blocks(report: Report, found: dict[str, list[Chart]]) -> list[tuple[str, Any]]:
+    """The report as (kind, content) blocks: h1/h2/p/table/chart, rendered to Markdown and HTML."""
     b: list[tuple[str, Any]] = [("h1", "tunekit report")]
     runs = report.runs
     counts = runs["status"].astype(str).value_counts()
@@ -151,27 +148,14 @@ def _blocks(report: Report, plots: dict[str, Path]) -> list[tuple[str, Any]]:
         b.append(("p", "Most accurate among the leanest quarter (fit time and GPU memory at or under the "
                        "25th percentile):"))
         b.append(("table", parts["leanest"].assign(pareto=_pareto_mark(parts["leanest"]))[cols]))
-        if not parts["repeats"].empty:
-            b.append(("p", "Repeated configurations (seeds): error rate mean, std and min:"))
-            b.append(("table", parts["repeats"]))
-        for title, path in plots.items():
-            if title.startswith(f"{dataset}:"):
-                b.append(("img", (title, path)))
-    if not report.effects.empty:
-        b.append(("h2", "What each searched axis did"))
-        b.append(("p", "Paired differences in error rate between runs equal in every other setting "
-                       "(negative: the 'to' value is better); per family and overall, with counts. Where no "
-                       "runs pair up (random search), the difference of the mean error rates, marked unpaired. "
-                       "Basis: the completed runs and, when ASHA stopped trials early, every trial at ASHA's "
-                       "first rung, where all had trained the same epochs."))
-        b.append(("table", report.effects))
-        if "axis effects" in plots:
-            b.append(("img", ("axis effects", plots["axis effects"])))
-    if not report.importance.empty:
-        b.append(("h2", "Parameter importance"))
-        b.append(("p", f"Optuna's fANOVA importance of each searched setting for the error rate (sums to 1), "
-                       f"over {report.importance.name.split('(')[-1].rstrip(')')}."))
-        b.append(("table", report.importance.rename_axis("setting").reset_index()))
+        repeats = parts["repeats"]
+        if not repeats.empty:
+            shown = f" (the {REPEATS_SHOWN} best of {len(repeats)}; all in results.csv)" \
+                if len(repeats) > REPEATS_SHOWN else ""
+            b.append(("p", f"Repeated configurations (seeds): error rate mean, std and min over count runs{shown}:"))
+            b.append(("table", repeats.head(REPEATS_SHOWN)))
+        b += [("chart", chart) for chart in found.get(dataset, [])]
+    b += _effect_blocks(report, found)
     if report.asha:
         a = report.asha
         b.append(("h2", "Early stopping (ASHA)"))
@@ -179,17 +163,52 @@ def _blocks(report: Report, plots: dict[str, Path]) -> list[tuple[str, Any]]:
                        f"against {a['epochs_if_all_ran']} had every trial run to the end ({a['share']:.0%})."))
     if not report.rank_agreement.empty:
         b.append(("h2", "Do the datasets agree?"))
-        b.append(("p", "Spearman correlation of the model ranks between datasets, over the models ranked on both:"))
+        b.append(("p", "Spearman correlation of the model ranks between datasets over the models ranked on both, "
+                       "with its 95% interval (none from fewer than 5 models):"))
         b.append(("table", report.rank_agreement))
         b.append(("table", side_by_side(report.ranking).reset_index()))
-    if "learning curves of the best trials" in plots:
+    curves = [c for c in found.get("", []) if c.title.startswith("learning curves")]
+    if curves:
         b.append(("h2", "Learning curves"))
-        b.append(("img", ("learning curves of the best trials", plots["learning curves of the best trials"])))
+        b += [("chart", c) for c in curves]
     bad = runs[runs["status"].isin([Status.ERRORED.value, Status.DIVERGED.value])]
     if not bad.empty:
         b.append(("h2", "Errored and diverged runs"))
         b.append(("table", bad[[c for c in ("trial", "model", "status", "error") if c in bad]]))
     return b
+
+
+def _effect_blocks(report: Report, found: dict[str, list[Chart]]) -> list[tuple[str, Any]]:
+    b: list[tuple[str, Any]] = []
+    fx = report.effects
+    if not fx.empty:
+        b.append(("h2", "What each searched axis did"))
+        b.append(("p", "Each estimate is a change in error rate (negative: the first value of the contrast is "
+                       "better) with its 95% interval and the runs it rests on. Paired: the mean difference "
+                       "between runs equal in every other setting (a grid). Additive model: the difference with "
+                       "the backbone and the other settings held fixed (a random search). Trend: the change per "
+                       "decade of a setting sampled from a range, drawn against the runs in the slice plots. No "
+                       "estimate from fewer than 3 runs per level (or 3 pairs): the row says so instead. Basis: "
+                       "the completed runs and, when ASHA stopped trials early, all trials at its first rung, "
+                       "where all had trained the same epochs. All rows are in effects.csv."))
+        shown = fx.assign(**{"95% interval": [_interval(r.ci_low, r.ci_high) for r in fx.itertuples()]})
+        b.append(("table", shown[["axis", "contrast", "family", "estimate", "95% interval", "n_runs", "method",
+                                  "basis"]]))
+        b += [("chart", c) for c in found.get("", []) if c.title.startswith("what each")]
+    imp = report.importance
+    if not imp.empty:
+        b.append(("h2", "Which settings matter"))
+        b.append(("p", f"Type-II analysis of variance in an additive model (error rate ~ dataset + backbone + "
+                       f"searched settings), over {imp['basis'].iloc[0]} ({int(imp['n_runs'].iloc[0])} runs): each "
+                       f"setting's share of the variance in error rate beyond all the others, and its F-test (a "
+                       f"p-value above 0.05: not distinguishable from noise in these runs). Main effects only; "
+                       f"interactions show in the per-family rows above. In importance.csv."))
+        b.append(("table", imp[["setting", "share", "F", "p_value", "levels", "n_runs"]]))
+    return b
+
+
+def _interval(low: float, high: float) -> str:
+    return "-" if not (np.isfinite(low) and np.isfinite(high)) else f"[{low:.4g}, {high:.4g}]"
 
 
 def _pareto_mark(df: pd.DataFrame) -> list[str]:
@@ -208,9 +227,8 @@ def _markdown(blocks: list[tuple[str, Any]]) -> str:
             out.append(f"{content}\n")
         elif kind == "table":
             out.append(_md_table(content) + "\n")
-        elif kind == "img":
-            title, path = content
-            out.append(f"![{title}]({path.name})\n")
+        elif kind == "chart":
+            out.append(f"![{content.title}]({content.png.name})\n" if content.png else f"{content.empty}\n")
     return "\n".join(out)
 
 
@@ -223,8 +241,20 @@ def _md_table(df: pd.DataFrame) -> str:
     return "\n".join([header, rule] + ["| " + " | ".join(r) + " |" for r in cells])
 
 
+def _html_chart(chart: Chart, first: bool) -> str:
+    """The interactive chart when there is one (plotly.js inlined with the page's first), else the PNG."""
+    caption = f"<figcaption>{html.escape(chart.title)}</figcaption>"
+    if chart.figure is not None:
+        return f'<figure class="chart">{charts.chart_html(chart.figure, first)}{caption}</figure>'
+    if chart.png is not None:
+        data = base64.b64encode(chart.png.read_bytes()).decode()
+        return f'<figure><img alt="{html.escape(chart.title)}" src="data:image/png;base64,{data}">{caption}</figure>'
+    return f'<p class="empty">{html.escape(chart.empty)}</p>'
+
+
 def _html(blocks: list[tuple[str, Any]]) -> str:
     body = []
+    interactive = False
     for kind, content in blocks:
         if kind in ("h1", "h2"):
             body.append(f"<{kind}>{html.escape(str(content))}</{kind}>")
@@ -233,11 +263,9 @@ def _html(blocks: list[tuple[str, Any]]) -> str:
         elif kind == "table":
             body.append(content.to_html(index=False, float_format=_fmt, na_rep="-", border=0, classes="t")
                         if not content.empty else "<p><em>(none)</em></p>")
-        elif kind == "img":
-            title, path = content
-            data = base64.b64encode(path.read_bytes()).decode()
-            body.append(f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{data}">'
-                        f"<figcaption>{html.escape(title)}</figcaption></figure>")
+        elif kind == "chart":
+            body.append(_html_chart(content, first=not interactive))
+            interactive = interactive or content.figure is not None
     style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
              "table.t{border-collapse:collapse;font-size:13px;margin:.5em 0 1.5em}"
              "table.t td,table.t th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}"
