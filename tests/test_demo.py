@@ -7,12 +7,14 @@ by benchmarks/asha_efficiency.py and recorded in benchmarks/RESULTS.md."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 DEMO = Path(__file__).resolve().parents[1] / "search_spaces" / "demo.py"
@@ -55,7 +57,6 @@ def test_demo_search_meets_its_promises(tmp_path):
     assert not (run / "error_vs_gpu_mem_shapes.png").exists()
     assert "peak GPU memory (GiB) was 0 or missing in every run" in (run / "report.md").read_text()
     # effects only where the runs support them: 3 runs per level at least, lr (sampled) only as a trend
-    import pandas as pd
 
     effects = pd.read_csv(run / "effects.csv")
     estimated = effects[effects["estimate"].notna()]
@@ -69,3 +70,27 @@ def test_demo_search_meets_its_promises(tmp_path):
     scores = [float(line.split(",")[6]) for line in ranking[1:]]
     assert scores == sorted(scores)
     # (resuming a finished search starts nothing: tests/test_search.py)
+
+    # the winner as a model: exported, evaluated on its own validation split, put to work on images
+    kept = sorted(p.parent.name for p in run.glob("run_trial_*/model.safetensors"))
+    assert len(kept) == 3  # keep_best's default
+    cli = [sys.executable, "-m", "tunekit.cli"]
+    export = subprocess.run([*cli, "export", str(run), str(tmp_path / "best")], capture_output=True, text=True,
+                            timeout=300)
+    assert export.returncode == 0, export.stdout + export.stderr
+    results = pd.read_csv(run / "results.csv").set_index("trial")
+    trial = export.stdout.split()[1]
+    assert trial in kept and results.loc[trial, "status"] in ("completed", "stopped early")
+    evaluate = subprocess.run([*cli, "evaluate", str(tmp_path / "best"), "--data", "shapes?n=2000", "--split", "valid"],
+                              capture_output=True, text=True, timeout=300)
+    assert evaluate.returncode == 0, evaluate.stdout + evaluate.stderr
+    error = json.loads((tmp_path / "best" / "evaluation" / "metrics.json").read_text())["error_rate"]
+    assert abs(error - results.loc[trial, "error_rate"]) <= 0.005, (error, results.loc[trial, "error_rate"])
+    from tunekit.data.dataset import generated_shapes
+
+    circles = generated_shapes(2000, 64, 0, multilabel=False) / "circle"  # the images the demo trained on
+    predict = subprocess.run([*cli, "predict", str(tmp_path / "best"), str(circles)], capture_output=True, text=True,
+                             timeout=300)
+    assert predict.returncode == 0, predict.stdout + predict.stderr
+    rows = [line.split(",") for line in predict.stdout.splitlines()[1:]]
+    assert len(rows) == len(list(circles.glob("*.jpg"))) and sum(r[1] == "circle" for r in rows) > len(rows) / 2

@@ -33,6 +33,10 @@ def test_search_folder_then_read_results(small_shapes, tmp_path):
     table = run_example("read_results.py", str(tmp_path / "folder_search"))
     rows = [line for line in table.splitlines() if line.startswith("run_trial_")]
     assert len(rows) == 2 and "best_error_rate" in table  # model (1) x pool (2) grid, lr sampled
+    # the winner of that search, put to work on new images
+    out = run_example("use_the_winner.py", str(tmp_path / "folder_search"))
+    lines = [line for line in out.splitlines() if line.startswith("<image ")]
+    assert len(lines) == 4 and "LoadedModel(test_resnet" in out and "the module: FineTuneModel" in out
 
 
 def test_zero_init_study_example_on_tiny_settings(small_shapes, tmp_path):

@@ -74,6 +74,10 @@ COMMANDS = [
     Command("tunekit report ~/ray_results/demo", r"shapes: top \d+ by score(.*\n)*wrote \d+ files"),
     Command("tunekit report ~/ray_results/pets ~/ray_results/planet --out report/", r"nothing to report: ", 2),
     Command("tunekit report study_sweep.csv --out study/", r"nothing to report: .*study_sweep.csv does not exist", 2),
+    # The winner as a model
+    Command("tunekit export ~/ray_results/demo best/", r"exported run_trial_.* \(rank 1, .*\n.*model folder: best \(model.safetensors"),
+    Command("tunekit predict best/ ~/photos --top 3 --csv predictions.csv", r"/photos does not exist", 2),
+    Command("tunekit evaluate best/ --data folder:~/data/test", r"data folder '.*/data/test' does not exist", 2),
     # Train
     Command("tunekit train --data folder:~/data/birds --model convnext_tiny --pool concat --resize squish --lr 0.008",
             r"data folder '.*/data/birds' does not exist", 2),

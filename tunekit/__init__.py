@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .loop import FitResult, Reporter
 
 __version__ = "0.1.0"
-__all__ = ["FitResult", "TrialConfig", "TunekitError", "fit", "search", "train"]
+__all__ = ["FitResult", "TrialConfig", "TunekitError", "fit", "load_model", "search", "train"]
 
 
 def train(report: Reporter | None = None, **config: Any) -> FitResult:
@@ -42,6 +42,13 @@ def search(space, **options):
     from .tuner import search as run_search  # Ray is imported only when a search runs
 
     return run_search(space, **options)
+
+
+def load_model(model_dir, device: str = "auto"):
+    """A model folder written by ``tunekit export``: ``.predict(images)``, ``.module`` (the torch module)."""
+    from .predict import load_model as load
+
+    return load(model_dir, device)
 
 
 def __getattr__(name: str) -> Any:

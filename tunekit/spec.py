@@ -61,6 +61,7 @@ class SearchSpec:
     search_seed: int = 0
     max_failures: int = 1
     keep_checkpoints: bool = False
+    keep_best: int = 3  # trials whose final weights are kept (model.safetensors) for `tunekit export`
 
     def param_space(self) -> dict[str, Any]:
         """The Ray param_space: the space plus the fixed settings every trial needs."""
@@ -215,7 +216,7 @@ def _check_settings(s: dict[str, Any], where: str) -> dict[str, Any]:
         raise one_of(f"{where}: mode", s["mode"], ("min", "max"))
     if s["metric"] not in SEARCH_METRICS:
         raise one_of(f"{where}: metric", s["metric"], SEARCH_METRICS)
-    for key, low in (("num_samples", 1), ("search_seed", 0), ("max_failures", 0)):
+    for key, low in (("num_samples", 1), ("search_seed", 0), ("max_failures", 0), ("keep_best", 0)):
         if not isinstance(s[key], int) or isinstance(s[key], bool) or s[key] < low:
             raise TunekitError(f"{where}: {key} must be an integer >= {low}, got {s[key]!r}")
     if s["epochs"] is not None and (not isinstance(s["epochs"], int) or s["epochs"] < 1):

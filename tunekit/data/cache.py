@@ -142,6 +142,13 @@ def decode(path: Path, resize: str, size: int) -> tuple[np.ndarray, bool]:
         # JPEG's DCT scaling decodes straight to a smaller size: much faster for big photos.
         img.draft("RGB", (size * 2, size * 2))
         img = _to_rgb(img)
+    return decode_image(img, resize, size)
+
+
+def decode_image(img: Image.Image, resize: str, size: int) -> tuple[np.ndarray, bool]:
+    """A PIL image (any mode) -> (H=size, W, 3) uint8 per the resize method, and whether it was transposed."""
+    if img.mode != "RGB":
+        img = _to_rgb(img)
     w, h = img.size
     if resize == "squish":
         return np.asarray(img.resize((size, size), Image.BILINEAR)), False

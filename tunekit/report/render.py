@@ -21,9 +21,14 @@ import numpy as np
 import pandas as pd
 
 from ..runfolder import Status
-from . import charts, plots
 from .analysis import Report, side_by_side
+from .charts import COST_LABELS, chart_html, config_text
+from .charts import error_vs_cost as error_vs_cost_chart
+from .charts import slice_plot as slice_chart
 from .estimates import LOG_AXES, axis_kinds, comparable
+from .plots import effects_plot, learning_curves
+from .plots import error_vs_cost as error_vs_cost_png
+from .plots import slice_plot as slice_png
 from .study import family, pareto
 
 REPEATS_SHOWN = 30  # rows of the repeats table in the report (all of them are in results.csv)
@@ -83,34 +88,34 @@ def _charts(report: Report, out: Path) -> dict[str, list[Chart]]:
     """The charts of each section: per dataset the study's two charts and the slice plots; then the
     effects and the learning curves ("" keys)."""
     runs = report.runs.assign(family=report.runs["model"].map(family))
-    runs["config"] = [charts.config_text(row) for _, row in runs.iterrows()]
+    runs["config"] = [config_text(row) for _, row in runs.iterrows()]
     found: dict[str, list[Chart]] = {}
     for dataset, parts in report.sections.items():
         ranked = _with_config(parts["all"], runs[runs["dataset"] == dataset])
         found[dataset] = []
         for cost in ("fit_time", "gpu_mem"):
-            title = f"{dataset}: error rate against {charts.COST_LABELS[cost]}"
+            title = f"{dataset}: error rate against {COST_LABELS[cost]}"
             front = pareto(ranked, cost)
-            png = plots.error_vs_cost(ranked, cost, dataset, front, out / f"error_vs_{cost}_{_slug(dataset)}.png")
+            png = error_vs_cost_png(ranked, cost, dataset, front, out / f"error_vs_{cost}_{_slug(dataset)}.png")
             if png is None:
-                what = charts.COST_LABELS[cost]
+                what = COST_LABELS[cost]
                 found[dataset].append(Chart(title, empty=f"{dataset}: {what} was 0 or missing in every run (a CPU "
                                                          f"run measures none), so there is no chart of it."))
             else:
-                found[dataset].append(Chart(title, png, charts.error_vs_cost(ranked, cost, dataset, front)))
+                found[dataset].append(Chart(title, png, error_vs_cost_chart(ranked, cost, dataset, front)))
         data, basis = comparable(runs[runs["dataset"] == dataset])
         data = data.dropna(subset=["error_rate"])
         for axis, kind in axis_kinds(runs, within=data).items():
             if kind == "continuous":
                 title = f"{dataset}: error rate against {axis} ({basis})"
-                png = plots.slice_plot(data, axis, "error_rate", dataset, out / f"slice_{axis}_{_slug(dataset)}.png")
-                found[dataset].append(Chart(title, png, charts.slice_plot(data, axis, "error_rate", dataset,
+                png = slice_png(data, axis, "error_rate", dataset, out / f"slice_{axis}_{_slug(dataset)}.png")
+                found[dataset].append(Chart(title, png, slice_chart(data, axis, "error_rate", dataset,
                                                                           log_x=axis in LOG_AXES)))
     found[""] = []
-    png = plots.effects_plot(report.effects, out / "effects.png") if not report.effects.empty else None
+    png = effects_plot(report.effects, out / "effects.png") if not report.effects.empty else None
     if png is not None:
         found[""].append(Chart("what each searched axis did", png))
-    png = plots.learning_curves(report.runs, out / "learning_curves.png")
+    png = learning_curves(report.runs, out / "learning_curves.png")
     if png is not None:
         found[""].append(Chart("learning curves of the best trials", png))
     return found
@@ -245,7 +250,7 @@ def _html_chart(chart: Chart, first: bool) -> str:
     """The interactive chart when there is one (plotly.js inlined with the page's first), else the PNG."""
     caption = f"<figcaption>{html.escape(chart.title)}</figcaption>"
     if chart.figure is not None:
-        return f'<figure class="chart">{charts.chart_html(chart.figure, first)}{caption}</figure>'
+        return f'<figure class="chart">{chart_html(chart.figure, first)}{caption}</figure>'
     if chart.png is not None:
         data = base64.b64encode(chart.png.read_bytes()).decode()
         return f'<figure><img alt="{html.escape(chart.title)}" src="data:image/png;base64,{data}">{caption}</figure>'

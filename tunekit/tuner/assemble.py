@@ -40,8 +40,8 @@ def build_tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool,
     progress = ProgressCallback(echo, spec.metric, spec.mode, plan.max_epochs, plan.trials, searched_keys(spec),
                                 slots=plan.concurrency)
     callbacks = [CSVLoggerCallback(), JsonLoggerCallback(), TensorBoardCallback(), progress]
-    if not spec.keep_checkpoints:
-        callbacks.append(CheckpointCleanup(storage / spec.name))
+    callbacks.append(CheckpointCleanup(storage / spec.name, spec.metric, spec.mode, spec.keep_best,
+                                       spec.keep_checkpoints))
     run_config = tune.RunConfig(
         name=spec.name, storage_path=str(storage), callbacks=callbacks, verbose=2 if verbose else 0,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),

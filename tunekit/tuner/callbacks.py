@@ -19,6 +19,7 @@ from ray.tune.logger import LoggerCallback
 
 from .. import runfolder
 from ..config import METRICS, SEARCH_KEYS
+from ..export import keep_weights
 from ..runfolder import Status, ended_status
 from ..spec import SearchSpec
 
@@ -176,17 +177,26 @@ class ProgressCallback(Callback):
 
 
 class CheckpointCleanup(Callback):
-    """Delete a finished trial's checkpoints, but only once Ray's saved experiment state records
-    the trial as finished: a search killed before that snapshot resumes the trial from its last
-    checkpoint, which must still exist. Unfinished and errored trials keep theirs."""
+    """Keep the final weights of the best ``keep_best`` trials (model.safetensors, from their last
+    checkpoint) and delete finished trials' checkpoints, but only once Ray's saved experiment state
+    records the trial as finished: a search killed before that snapshot resumes the trial from its
+    last checkpoint, which must still exist. Unfinished, waiting and errored trials keep theirs."""
 
-    def __init__(self, run_dir: Path, every_s: float = 5.0) -> None:
-        self.run_dir, self.every_s = run_dir, every_s
+    def __init__(self, run_dir: Path, metric: str, mode: str, keep_best: int, keep_checkpoints: bool = False,
+                 every_s: float = 5.0) -> None:
+        self.run_dir, self.metric, self.mode, self.every_s = run_dir, metric, mode, every_s
+        self.keep_best, self.keep_checkpoints = keep_best, keep_checkpoints
         self.pending: set[str] = set()
+        self.finals: dict[str, float] = {}  # ended trial -> its metric at its last epoch
+        self.ended: set[str] = set()
         self.last = 0.0
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self.pending.add(Path(trial.path).name)
+        name = Path(trial.path).name
+        self.pending.add(name)
+        value = (trial.last_result or {}).get(self.metric)
+        if isinstance(value, (int, float)) and not (trial.last_result or {}).get("diverged"):
+            self.finals[name] = float(value)
 
     def on_step_end(self, iteration, trials, **info) -> None:
         if self.pending and time.monotonic() - self.last > self.every_s:
@@ -195,8 +205,14 @@ class CheckpointCleanup(Callback):
 
     def sweep(self) -> None:
         states = runfolder.ray_states(self.run_dir)
-        for name in [n for n in self.pending if states.get(n) == "TERMINATED"]:
-            runfolder.remove_checkpoints(self.run_dir / name)
+        ready = {n for n in self.pending if states.get(n) == "TERMINATED"}
+        if not ready:
+            return
+        self.ended |= ready
+        keep_weights(self.run_dir, self.finals, self.mode, self.keep_best, self.ended)
+        for name in ready:
+            if not self.keep_checkpoints:
+                runfolder.remove_checkpoints(self.run_dir / name)
             self.pending.discard(name)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import runfolder
+from ..export import ENDED, keep_weights
 from ..runfolder import Status
 from ..spec import SearchSpec
 
@@ -35,6 +36,17 @@ class SearchResult:
     def interrupted(self) -> bool:
         return self.unfinished > 0
 
+    def best_model(self, rank: int = 1, device: str = "auto"):
+        """The trial of this ``rank`` (1: the best) as a loaded model, from the weights the search kept."""
+        import tempfile
+
+        from ..export import export_trial
+        from ..predict import load_model
+
+        with tempfile.TemporaryDirectory() as tmp:
+            export_trial(self.path, Path(tmp), rank=rank)
+            return load_model(tmp, device)
+
     def best(self, n: int = 5) -> pd.DataFrame:
         """The ``n`` best trials by the search's metric at their last epoch (the number the report
         ranks), errored ones left out."""
@@ -47,11 +59,15 @@ def finish(run_dir: Path, spec: SearchSpec, echo: Callable[[str], None], storage
     (and, for an interrupted search, how to continue it)."""
     from .. import report
 
-    if not spec.keep_checkpoints:  # Ray has saved its final state: finished trials are final
-        for name, status in runfolder.ray_states(run_dir).items():
-            if status == "TERMINATED":
-                runfolder.remove_checkpoints(run_dir / name)
-    result = SearchResult(run_dir, report.load_run(run_dir), spec.metric, spec.mode)
+    # Ray has saved its final state: finished trials are final
+    trials = report.load_run(run_dir)
+    ended = {name for name, status in runfolder.ray_states(run_dir).items() if status == "TERMINATED"}
+    ok = trials[trials["status"].isin(ENDED) & trials[spec.metric].notna()]
+    keep_weights(run_dir, dict(zip(ok["trial"], ok[spec.metric].astype(float))), spec.mode, spec.keep_best, ended)
+    if not spec.keep_checkpoints:
+        for name in ended:
+            runfolder.remove_checkpoints(run_dir / name)
+    result = SearchResult(run_dir, trials, spec.metric, spec.mode)
     try:
         built = report.build(result.trials)
         report.write(built, run_dir, tensorboard_dir=run_dir / runfolder.REPORT_EVENTS_DIR)

@@ -1,0 +1,35 @@
+"""The ``tunekit`` command: a thin click layer over the library, a few lines per command.
+
+    tunekit train --data shapes --model test_resnet --no-pretrained --epochs 3
+    tunekit search search_spaces/demo.py
+    tunekit report ~/ray_results/demo
+    tunekit export ~/ray_results/demo best/ && tunekit predict best/ photos/
+
+``run`` (train, search), ``results`` (report, export, predict, evaluate), ``tools`` (bench, data),
+``common`` (errors, options). Nothing heavy is imported until a command runs.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="tunekit")
+def main() -> None:
+    """Which timm backbone, with which recipe, fine-tunes best on your data, for what cost?"""
+
+
+def _register() -> None:
+    from .results import evaluate, export, predict, report
+    from .run import search, train
+    from .tools import bench, data
+
+    for command in (train, search, report, export, predict, evaluate, bench, data):
+        main.add_command(command)
+
+
+_register()
+
+if __name__ == "__main__":
+    main()

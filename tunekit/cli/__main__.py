@@ -1,0 +1,5 @@
+"""``python -m tunekit.cli``: the same as the ``tunekit`` command."""
+
+from . import main
+
+main()

@@ -1,0 +1,110 @@
+"""``tunekit bench`` (what this machine does with these backbones) and ``tunekit data`` (datasets ahead of a search)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..config import PRECISIONS, RESIZES, TrialConfig
+from .common import setup_logging, strict_option, strict_spec, user_errors
+
+D = TrialConfig
+
+
+@click.command()
+@click.option("--models", default="test_resnet,test_convnext,test_vit", show_default=True,
+              help="Comma-separated timm model names.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--img-size", type=int, default=64, show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)
+@click.option("--n-images", type=int, default=4500, show_default=True, help="Generated images for the loop.")
+@click.option("--threads", type=int, help="torch CPU threads. [default: torch's]")
+@click.option("--pack", help="Also run this many trials of the first model at once on the device, e.g. 1,2,4: "
+                             "aggregate images/s and peak memory of packed trials.")
+@click.option("--trial-start", type=click.IntRange(min=3), is_flag=False, flag_value=8, default=None,
+              metavar="[N]", help="Also measure a trial's start over N small trials (default 8; the first "
+                                  "two start new workers): a free slot -> its first training step (needs Ray).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the records here.")
+@user_errors
+def bench(models: str, json_path: Path | None, pack: str | None, trial_start: int | None, **options: Any) -> None:
+    """Measure the bare train step (ceiling), tunekit's loop and the data path on this machine.
+
+    \b
+    Examples:
+      tunekit bench --models test_resnet,test_convnext,test_vit --img-size 64 --device cpu
+      tunekit bench --models resnet18,convnext_tiny,vit_small_patch16_224 --img-size 224 --device cuda \\
+        --precision bf16 --pack 1,2,4 --json gpu.json
+    """
+    from ..bench import bench as run_bench
+    from ..model import check_model_name
+
+    setup_logging(verbose=False)
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    for name in names:
+        check_model_name(name)
+    try:
+        counts = [int(k) for k in pack.split(",")] if pack else None
+    except ValueError:
+        raise click.BadParameter(f"{pack!r}: give trial counts such as 1,2,4", param_hint="--pack") from None
+    records = run_bench(names, echo=click.echo, pack=counts, **options)
+    if trial_start and records:  # under Ray: measured where searches live
+        from ..tuner.trial_start import measure_trial_start
+
+        records[0].trial_start_s = measure_trial_start(names[0], click.echo, trials=trial_start)
+    if json_path:
+        json_path.write_text(json.dumps([r.as_dict() for r in records], indent=2))
+        click.echo(f"wrote {json_path}")
+
+
+@click.group()
+def data() -> None:
+    """Datasets: generate the built-in data, download and decode a dataset ahead of a search."""
+
+
+@data.command("shapes")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--multilabel", is_flag=True, help="Several shapes per image, csv (Planet) layout.")
+@click.option("--n", type=int, default=4500, show_default=True, help="Number of images.")
+@click.option("--size", type=int, default=64, show_default=True, help="Short side in pixels.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@user_errors
+def data_shapes(directory: Path, multilabel: bool, n: int, size: int, seed: int) -> None:
+    """Write the built-in generated shapes dataset as real JPEG files.
+
+    \b
+    Example:
+      tunekit data shapes ./shapes && tunekit train --data folder:./shapes --no-pretrained --model test_resnet
+    """
+    from ..data.shapes import write_shapes
+
+    if n < 12 or size < 16:
+        raise click.UsageError("--n must be at least 12 and --size at least 16")
+    write_shapes(directory, n=n, size=size, seed=seed, multilabel=multilabel)
+    layout = f"csv:{directory}" if multilabel else f"folder:{directory}"
+    click.echo(f"wrote {n} images to {directory} (use --data {layout})")
+
+
+@data.command("prepare")
+@click.argument("spec")
+@click.option("--resize", type=click.Choice(RESIZES), default=D.resize, show_default=True)
+@click.option("--img-size", type=int, default=224, show_default=True)
+@strict_option
+@user_errors
+def data_prepare(spec: str, resize: str, img_size: int, strict: bool) -> None:
+    """Download (if needed) and decode a dataset into the shared cache; print what it holds.
+
+    \b
+    Example:
+      tunekit data prepare planet --resize squish --img-size 224
+    """
+    from .. import data as tkdata
+
+    setup_logging(verbose=True)
+    ds = tkdata.load(strict_spec(spec) if strict else spec, resize, img_size)
+    kind = "multi-label" if ds.multilabel else "single-label"
+    click.echo(f"{spec}: {len(ds.train_index)} train / {len(ds.valid_index)} valid images, "
+               f"{len(ds.classes)} classes ({kind}); cache {ds.cache.path}")
