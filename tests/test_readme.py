@@ -86,6 +86,10 @@ COMMANDS = [
     Command("tunekit train --data shapes --model resnet18 --no-pretrained --no-zero-init --epochs 5",
             r"error_rate(.*\n)+ +1 ", run="tunekit train --data shapes --model resnet18 --no-pretrained "
             "--no-zero-init --epochs 5 --data 'shapes?n=300&size=32' --epochs 1 --batch-size 32"),
+    # Weights
+    Command("tunekit weights import efficientnet-lite0-57934424.pth --model tf_efficientnet_lite0",
+            r"weights file 'efficientnet-lite0-57934424.pth' does not exist", 2),
+    Command("tunekit weights list search_spaces/planet.py", r"convnext_tiny +download +timm/(.*\n)*0 of 6 model"),
     # Bench
     Command("tunekit bench --models test_resnet,test_convnext,test_vit --img-size 64 --device cpu",
             r"loop/ceiling(.*\n)*test_resnet +\d+", run="tunekit bench --models test_resnet --img-size 32 "

@@ -108,3 +108,61 @@ def data_prepare(spec: str, resize: str, img_size: int, strict: bool) -> None:
     kind = "multi-label" if ds.multilabel else "single-label"
     click.echo(f"{spec}: {len(ds.train_index)} train / {len(ds.valid_index)} valid images, "
                f"{len(ds.classes)} classes ({kind}); cache {ds.cache.path}")
+
+
+@click.group()
+def weights() -> None:
+    """Pretrained weights offline: import a file where pretrained=True finds it, list what is here."""
+
+
+@weights.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--model", required=True, help="The timm model the weights are for, e.g. tf_efficientnet_lite0.")
+@user_errors
+def weights_import(file: Path, model: str) -> None:
+    """Map a foreign weights file onto a timm model and install it in this machine's Hugging Face cache.
+
+    The tensors are matched by name, else by order and shape; any mismatch is refused. Afterwards
+    pretrained=True (tunekit's searches, or timm's own) loads them offline. On a cluster, import on
+    every node (a search checks every node's weights before any trial).
+
+    \b
+    Example:
+      tunekit weights import efficientnet-lite0-57934424.pth --model tf_efficientnet_lite0
+    """
+    from ..weights import import_weights
+
+    setup_logging(verbose=False)
+    path, how = import_weights(file, model)
+    click.echo(f"{file} -> {model} (mapped {how}); installed as {path}")
+
+
+@weights.command("list")
+@click.argument("space", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--models", help="Comma-separated timm model names (instead of a space file's).")
+@user_errors
+def weights_list(space: Path | None, models: str | None) -> None:
+    """Say, per model, whether its pretrained weights are on this machine (offline) or would be downloaded.
+
+    \b
+    Examples:
+      tunekit weights list search_spaces/planet.py
+      tunekit weights list --models tf_efficientnet_lite0,resnet18
+    """
+    from ..weights import availability, hub_cache
+
+    setup_logging(verbose=False)
+    if (space is None) == (models is None):
+        raise click.UsageError("give a space file or --models (one of them)")
+    if space is not None:
+        from ..spec import load_spec
+
+        names = load_spec(space).values_of("model") or []
+    else:
+        names = [m.strip() for m in models.split(",") if m.strip()]
+    rows = availability(names)
+    width = max((len(r.model) for r in rows), default=5)
+    for r in rows:
+        click.echo(f"{r.model:{width}s}  {r.status:8s}  {r.where}")
+    here = sum(r.status == "offline" for r in rows)
+    click.echo(f"{here} of {len(rows)} model(s) have their weights here (Hugging Face cache: {hub_cache()})")
