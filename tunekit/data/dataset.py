@@ -57,6 +57,8 @@ def natural_size(spec: str | DataSpec) -> int | None:
     spec = DataSpec.parse(spec)
     if spec.kind.startswith("shapes"):
         return spec.opt("size")
+    if spec.kind == "fashion_mnist":
+        return 32  # 28px images; the rule's floor
     if spec.path is None or not spec.path.exists():
         return None
     return _median_short_side(str(spec))
@@ -97,6 +99,11 @@ def resolve_items(spec: str | DataSpec) -> Items:
         return regex_items(images, pattern=spec.opt("pattern"), **split)
     if spec.kind == "imagenette":
         return folder_items(spec.path or ensure(REMOTES["imagenette"], data_root()), **split)
+    if spec.kind == "fashion_mnist":
+        from .fashion_mnist import materialize
+
+        return folder_items(materialize(spec.path, spec.opt("n_train"), spec.opt("n_valid"), spec.opt("seed")),
+                            **split)
     if spec.kind == "planet":
         return csv_items(spec.path or ensure(REMOTES["planet"], data_root()), **csv_opts, **split)
     # shapes / shapes-multilabel

@@ -70,7 +70,7 @@ def ensure(remote: Remote, root: Path, progress: bool = True) -> Path:
             return target
         archive = root / Path(remote.url).name
         if not _verified(archive, remote):
-            _download(remote, archive, progress)
+            fetch(remote, archive, progress)
         safe_extract(archive, root)
         if not target.is_dir():
             raise TunekitError(f"{archive} did not contain the expected folder {remote.folder!r}")
@@ -95,9 +95,11 @@ def _md5(path: Path) -> str:
     return h.hexdigest()
 
 
-def _download(remote: Remote, archive: Path, progress: bool) -> None:
+def fetch(remote: Remote, archive: Path, progress: bool, by_hand: str | None = None) -> None:
+    """Download ``remote`` to ``archive`` (through a .part file), checking its size and MD5 where known;
+    the error says how to do it by hand (``by_hand``, else: extract the archive there)."""
     part = archive.with_name(archive.name + ".part")
-    by_hand = (
+    by_hand = by_hand or (
         f"Download {remote.url} yourself and extract it into {archive.parent} "
         f"(giving {archive.parent}/{remote.layout}), or point the spec at your copy: "
         f"'{remote.name}:PATH'."

@@ -9,6 +9,7 @@ r"""Dataset spec strings: ``KIND[:PATH][?OPTION=VALUE&...]``, used alike by the 
 ``pets[:PATH]``         Oxford-IIIT Pets, downloaded on first use (or read from PATH).
 ``planet[:PATH]``       the fastai Planet sample, downloaded on first use (or read from PATH).
 ``imagenette[:PATH]``   fastai's Imagenette (160px), 10 ImageNet classes, train/val folders.
+``fashion_mnist[:PATH]`` Fashion-MNIST's IDX files (Debian's package, or downloaded), 10 classes.
 ``shapes``              built-in generated single-label data, made on first use.
 ``shapes-multilabel``   built-in generated multi-label data (csv layout).
 ======================  ====================================================================
@@ -47,6 +48,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "pets": {**_SPLIT, **_REGEX},
     "planet": {**_SPLIT, **_CSV},
     "imagenette": {**_SPLIT},
+    "fashion_mnist": {**_SPLIT, "n_train": 0, "n_valid": 0},  # per class, 0: all; the official split
     "shapes": {**_SPLIT, **_SHAPES},
     "shapes-multilabel": {**_SPLIT, **_SHAPES},
 }
