@@ -101,11 +101,16 @@ def predict(model_dir: Path, paths: tuple[Path, ...], top: int, csv_path: Path |
 
     import numpy as np
 
+    from ..errors import TunekitError
     from ..export import read_manifest
-    from ..predict import decode_all, image_paths, load_model
 
     setup_logging(verbose=False)
     read_manifest(model_dir)  # the model folder first: it is the first argument
+    for path in paths:  # at once, before torch and timm load
+        if not path.expanduser().exists():
+            raise TunekitError(f"{path.expanduser()} does not exist")
+    from ..predict import decode_all, image_paths, load_model
+
     files = image_paths(paths)
     model = load_model(model_dir, device)
     cache, skipped = decode_all(files, model.resize, model.img_size)
@@ -146,11 +151,14 @@ def evaluate(model_dir: Path, spec: str, split: str, out: Path | None, batch_siz
       tunekit evaluate best/ --data shapes --split valid        # the trial's own validation
     """
     from ..data.spec import DataSpec
+    from ..export import read_manifest
+
+    setup_logging(verbose=False)
+    read_manifest(model_dir)
+    DataSpec.parse(spec).check_path()  # at once, before torch and timm load
     from ..evaluation import evaluate as run_evaluate
     from ..predict import load_model
 
-    setup_logging(verbose=False)
-    DataSpec.parse(spec).check_path()
     model = load_model(model_dir, device)
     result = run_evaluate(model, spec, split, batch_size, progress=True)
     files = result.write(out or model_dir / "evaluation")

@@ -130,9 +130,13 @@ def weights_import(file: Path, model: str) -> None:
     Example:
       tunekit weights import efficientnet-lite0-57934424.pth --model tf_efficientnet_lite0
     """
-    from ..weights import import_weights
+    from ..errors import TunekitError
 
     setup_logging(verbose=False)
+    if not file.expanduser().is_file():  # at once, before torch and timm load
+        raise TunekitError(f"weights file {str(file)!r} does not exist")
+    from ..weights import import_weights
+
     path, how = import_weights(file, model)
     click.echo(f"{file} -> {model} (mapped {how}); installed as {path}")
 
