@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -42,3 +45,26 @@ def study_csv(tmp_path: Path) -> Path:
     from studies import write_study_csv
 
     return write_study_csv(tmp_path)
+
+
+@pytest.fixture
+def server(tmp_path):
+    """Serve tmp_path/www on 127.0.0.1 (downloads tested without the internet); yields (base_url, folder,
+    list of requested paths)."""
+    www = tmp_path / "www"
+    www.mkdir()
+    requests: list[str] = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            requests.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(www)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", www, requests
+    httpd.shutdown()

@@ -6,9 +6,6 @@ from __future__ import annotations
 import gzip
 import socket
 import struct
-import threading
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -65,30 +62,16 @@ def test_options_are_checked():
         DataSpec.parse("fashion_mnist?n_trian=3")
 
 
-def test_downloads_from_the_source_when_not_on_the_machine(tmp_path, monkeypatch):
-    www = write_idx(tmp_path / "www", {"train": 2, "valid": 1})
-    requests: list[str] = []
-
-    class Handler(SimpleHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's naming
-            requests.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(www)))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        monkeypatch.setattr(fm, "DEBIAN", tmp_path / "not-installed")
-        monkeypatch.setattr(fm, "URL", f"http://127.0.0.1:{httpd.server_address[1]}/")
-        monkeypatch.setenv("TUNEKIT_DATA", str(tmp_path / "root"))
-        assert len(tkdata.resolve_items("fashion_mnist?n_train=1")) == 20
-        assert sorted(requests) == sorted(f"/{n}" for names in fm.FILES.values() for n in names)
-        tkdata.resolve_items("fashion_mnist?n_train=1")  # downloaded once
-        assert len(requests) == 4
-    finally:
-        httpd.shutdown()
+def test_downloads_from_the_source_when_not_on_the_machine(tmp_path, monkeypatch, server):
+    base, www, requests = server
+    write_idx(www, {"train": 2, "valid": 1})
+    monkeypatch.setattr(fm, "DEBIAN", tmp_path / "not-installed")
+    monkeypatch.setattr(fm, "URL", f"{base}/")
+    monkeypatch.setenv("TUNEKIT_DATA", str(tmp_path / "root"))
+    assert len(tkdata.resolve_items("fashion_mnist?n_train=1")) == 20
+    assert sorted(requests) == sorted(f"/{n}" for names in fm.FILES.values() for n in names)
+    tkdata.resolve_items("fashion_mnist?n_train=1")  # downloaded once
+    assert len(requests) == 4
 
 
 def test_offline_says_how_to_get_it(tmp_path, monkeypatch):

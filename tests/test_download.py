@@ -7,8 +7,6 @@ import io
 import socket
 import tarfile
 import threading
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -18,28 +16,6 @@ from tunekit.data import download
 from tunekit.data.download import Remote, ensure, safe_extract
 from tunekit.data.shapes import write_shapes
 from tunekit.errors import TunekitError
-
-
-@pytest.fixture
-def server(tmp_path):
-    """Serve tmp_path/www on 127.0.0.1; yields (base_url, list of requested paths)."""
-    www = tmp_path / "www"
-    www.mkdir()
-    requests: list[str] = []
-
-    class Handler(SimpleHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's naming
-            requests.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(www)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", www, requests
-    httpd.shutdown()
 
 
 def planet_archive(tmp_path: Path, www: Path) -> tuple[int, str]:

@@ -15,6 +15,7 @@ checkpoint before it is deleted, and a trial pushed out of the best loses it.
 
 from __future__ import annotations
 
+import heapq
 import json
 import shutil
 from pathlib import Path
@@ -54,16 +55,18 @@ def latest_checkpoint(trial: Path) -> Path | None:
 
 def best_trials(finals: dict[str, float], mode: str, keep: int) -> list[str]:
     """The ``keep`` best trial names by their final metric (ties: the earlier name)."""
-    ranked = sorted(finals, key=lambda name: (finals[name] if mode == "min" else -finals[name], name))
-    return ranked[:keep]
+    return heapq.nsmallest(keep, finals, key=lambda name: (finals[name] if mode == "min" else -finals[name], name))
 
 
-def keep_weights(run_dir: Path, finals: dict[str, float], mode: str, keep: int, ended: set[str]) -> None:
+def keep_weights(run_dir: Path, finals: dict[str, float], mode: str, keep: int, ended: set[str],
+                 candidates: set[str] | None = None) -> set[str]:
     """Give the ``keep`` best ended trials (by ``finals``, their final metric) a model.safetensors from their
-    last checkpoint, and take it from ended trials that are no longer among the best. Only trials Ray's
-    saved state records as ended (``ended``) are touched: a resumed search may still continue the others."""
+    last checkpoint, and take it from ended trials that are no longer among the best; returns the best.
+    Only trials Ray's saved state records as ended (``ended``) are touched: a resumed search may still
+    continue the others. ``candidates`` limits which folders are looked at (as a search goes on: the trials
+    that just ended and those that hold weights, the only ones whose state can change); default: all ended."""
     best = set(best_trials({n: v for n, v in finals.items() if n in ended}, mode, keep)) if keep > 0 else set()
-    for name in ended:
+    for name in ended if candidates is None else candidates & ended:
         trial = run_dir / name
         weights = trial / WEIGHTS_FILE
         if name in best and not weights.is_file():
@@ -72,6 +75,7 @@ def keep_weights(run_dir: Path, finals: dict[str, float], mode: str, keep: int, 
                 save_weights(checkpoint, weights)
         elif name not in best and weights.is_file():
             weights.unlink()
+    return best
 
 
 # ---- exporting a trial -----------------------------------------------------------------------------

@@ -12,9 +12,7 @@ the data a trial trained on computes what that trial's last validation computed.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,13 +22,15 @@ import torch
 
 from .config import TrialConfig
 from .data.batches import Batches
-from .data.cache import ImageCache, canvas_width, decode, decode_image
+from .data.cache import ImageCache, canvas_width, decode, decode_image, decode_into, why_unreadable
 from .device import Amp, resolve_device, resolve_precision
 from .errors import TunekitError
 from .export import WEIGHTS_FILE, read_manifest
 from .model import FineTuneModel, build_model
 
 SPLITS = ("all", "valid", "train")
+# Images decoded and predicted at a time: memory stays flat (~100 MB of pixels at 224px) on any folder.
+CHUNK = 512
 
 
 @dataclass
@@ -66,19 +66,31 @@ class LoadedModel:
                           device=self.device, mean=tuple(self.manifest["mean"]), std=tuple(self.manifest["std"]))
         outs = []
         self.module.eval()
-        with torch.inference_mode(), self.amp.autocast():
-            for x, _ in _progress(batches.epoch(0), len(batches), progress and len(batches) > 4):
+        with torch.inference_mode(), self.amp.autocast(), _bar(len(batches), progress, "batch") as bar:
+            for x, _ in batches.epoch(0):
                 outs.append(self.module(x).float().cpu())
+                bar.update(1)
         return torch.cat(outs) if outs else torch.zeros(0, len(self.classes))
+
+    def predict_chunks(self, images: Sequence[str | Path | Any], top: int = 1, batch_size: int = 64,
+                       skip_unreadable: bool = True,
+                       progress: bool = False) -> Iterator[tuple[list[Prediction], list[str]]]:
+        """Predictions, ``CHUNK`` images at a time (memory stays flat however many there are), each
+        chunk's with the unreadable files it skipped."""
+        with _bar(len(images), progress, "image") as bar:
+            for start in range(0, len(images), CHUNK):
+                part = images[start:start + CHUNK]
+                cache, skipped = decode_all(part, self.resize, self.img_size, skip_unreadable)
+                ok = np.flatnonzero(cache.ok)
+                sources = [str(part[i]) if isinstance(part[i], (str, Path)) else f"<image {start + i}>" for i in ok]
+                yield self.interpret(self.logits(cache, ok, batch_size), sources, top), skipped
+                bar.update(len(part))
 
     def predict(self, images: Iterable[str | Path | Any], top: int = 1, batch_size: int = 64,
                 progress: bool = False) -> list[Prediction]:
         """Predictions for image files, PIL images or HWC uint8 arrays (unreadable files raise)."""
-        images = list(images)
-        cache, _ = decode_all(images, self.resize, self.img_size, skip_unreadable=False)
-        return self.interpret(self.logits(cache, np.arange(len(images)), batch_size, progress),
-                              [str(i) if isinstance(i, (str, Path)) else f"<image {n}>" for n, i in enumerate(images)],
-                              top)
+        chunks = self.predict_chunks(list(images), top, batch_size, skip_unreadable=False, progress=progress)
+        return [p for predictions, _ in chunks for p in predictions]
 
     def interpret(self, logits: torch.Tensor, sources: Sequence[str], top: int = 1) -> list[Prediction]:
         out = []
@@ -123,31 +135,23 @@ def load_model(model_dir: str | Path, device: str = "auto") -> LoadedModel:
 def decode_all(images: Sequence[Any], resize: str, size: int, skip_unreadable: bool = True,
                threads: int | None = None) -> tuple[ImageCache, list[str]]:
     """Decode images (paths, PIL images, arrays) in parallel into an in-memory cache, as training's
-    decode-once cache stores them; returns it and "path: reason" for each unreadable file (skipped, or
-    raised with ``skip_unreadable=False``)."""
-    from .data.cache import _why_unreadable
-
+    decode-once cache stores them (``data.cache.decode_into``); returns it and "path: reason" for each
+    unreadable file (skipped, or raised with ``skip_unreadable=False``)."""
     n, width = len(images), canvas_width(resize, size)
     pixels = np.zeros((n, size, width, 3), dtype=np.uint8)
     extent, transposed, ok = np.zeros(n, dtype=np.int32), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-    problems: dict[int, str] = {}
 
-    def work(i: int) -> None:
+    def decode_one(i: int) -> tuple[np.ndarray, bool]:
         item = images[i]
-        try:
-            arr, t = decode(Path(item), resize, size) if isinstance(item, (str, Path)) else \
-                decode_image(_as_pil(item), resize, size)
-        except Exception as e:  # noqa: BLE001 - any decoder failure means "unreadable"
-            if not isinstance(item, (str, Path)):
-                raise TunekitError(f"image {i} cannot be read: {e}") from None
-            problems[i] = f"{item}: {_why_unreadable(Path(item), e)}"
-            return
-        pixels[i, :, : arr.shape[1]] = arr
-        extent[i], transposed[i], ok[i] = arr.shape[1], t, True
+        if isinstance(item, (str, Path)):
+            return decode(Path(item), resize, size)
+        return decode_image(_as_pil(item), resize, size)
 
-    with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1) as pool:  # PIL releases the GIL
-        list(pool.map(work, range(n)))
-    skipped = [problems[i] for i in sorted(problems)]
+    errors = decode_into(pixels, extent, transposed, ok, decode_one, threads)
+    for i, e in errors.items():
+        if not isinstance(images[i], (str, Path)):  # an object handed over in Python: its caller's bug
+            raise TunekitError(f"image {i} cannot be read: {e}")
+    skipped = [f"{images[i]}: {why_unreadable(Path(images[i]), e)}" for i, e in sorted(errors.items())]
     if skipped and not skip_unreadable:
         raise TunekitError(f"{len(skipped)} unreadable image(s):\n  " + "\n  ".join(skipped))
     cache = ImageCache(pixels, extent, transposed, ok, skipped, resize, size, Path("<memory>"))
@@ -182,11 +186,11 @@ def _as_pil(item: Any):
     return Image.fromarray(arr)
 
 
-def _progress(iterable, total: int, enabled: bool):
-    if not enabled:
-        return iterable
+def _bar(total: int, enabled: bool, unit: str):
+    """A progress bar on stderr, shown only when asked for and when there is enough to wait for."""
     import sys
 
     from tqdm import tqdm
 
-    return tqdm(iterable, total=total, unit="batch", desc="predicting", file=sys.stderr)
+    return tqdm(total=total, unit=unit, desc="predicting", file=sys.stderr,
+                disable=not enabled or total < (4 if unit == "batch" else 4 * CHUNK))

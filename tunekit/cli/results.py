@@ -99,8 +99,6 @@ def predict(model_dir: Path, paths: tuple[Path, ...], top: int, csv_path: Path |
     import csv
     import sys
 
-    import numpy as np
-
     from ..errors import TunekitError
     from ..export import read_manifest
 
@@ -109,24 +107,24 @@ def predict(model_dir: Path, paths: tuple[Path, ...], top: int, csv_path: Path |
     for path in paths:  # at once, before torch and timm load
         if not path.expanduser().exists():
             raise TunekitError(f"{path.expanduser()} does not exist")
-    from ..predict import decode_all, image_paths, load_model
+    from ..predict import image_paths, load_model
 
     files = image_paths(paths)
     model = load_model(model_dir, device)
-    cache, skipped = decode_all(files, model.resize, model.img_size)
-    ok = np.flatnonzero(cache.ok)
-    logits = model.logits(cache, ok, batch_size, progress=len(ok) > 4 * batch_size)
-    predictions = model.interpret(logits, [str(files[i]) for i in ok], top)
     header = ["path", "label", "probability"] + [f"{kind}_{k}" for k in range(1, top + 1) for kind in ("top", "p")]
-    rows = [[p.source, " ".join(p.labels), f"{p.probability:.4f}"]
-            + [v for label, prob in p.top[:top] for v in (label, f"{prob:.4f}")] for p in predictions]
+    out = open(csv_path, "w", newline="") if csv_path is not None else sys.stdout  # noqa: SIM115 - or stdout
+    writer, written, skipped = csv.writer(out), 0, []
+    writer.writerow(header)
+    try:
+        for predictions, bad in model.predict_chunks(files, top, batch_size, progress=True):
+            writer.writerows([p.source, " ".join(p.labels), f"{p.probability:.4f}"]
+                             + [v for label, prob in p.top[:top] for v in (label, f"{prob:.4f}")] for p in predictions)
+            written, skipped = written + len(predictions), skipped + bad
+    finally:
+        if csv_path is not None:
+            out.close()
     if csv_path is not None:
-        with open(csv_path, "w", newline="") as f:
-            csv.writer(f).writerows([header, *rows])
-        click.echo(f"wrote {len(rows)} prediction(s) to {csv_path}")
-    else:
-        writer = csv.writer(sys.stdout)
-        writer.writerows([header, *rows])
+        click.echo(f"wrote {written} prediction(s) to {csv_path}")
     if skipped:
         click.echo(f"warning: skipped {len(skipped)} unreadable image(s):\n  " + "\n  ".join(skipped), err=True)
         sys.exit(1)

@@ -28,6 +28,7 @@ import math
 import os
 import shutil
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,29 +100,37 @@ def _build(files: list[Path], resize: str, size: int, final: Path, threads: int 
     extent = np.zeros(n, dtype=np.int32)
     transposed = np.zeros(n, dtype=bool)
     ok = np.zeros(n, dtype=bool)
-    errors: dict[int, str] = {}
-
-    def work(i: int) -> None:
-        try:
-            arr, t = decode(files[i], resize, size)
-        except Exception as e:  # noqa: BLE001 - any decoder failure means "unreadable file"
-            errors[i] = f"{files[i]}: {_why_unreadable(files[i], e)}"
-            return
-        images[i, :, : arr.shape[1]] = arr
-        extent[i], transposed[i], ok[i] = arr.shape[1], t, True
-
     log.info("decoding %d images once into %s (%s %dpx)", n, final, resize, size)
-    # PIL releases the GIL while decoding and resizing, so threads scale.
-    with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1) as pool:
-        list(pool.map(work, range(n)))
+    errors = decode_into(images, extent, transposed, ok, lambda i: decode(files[i], resize, size), threads)
     images.flush()
     np.savez(tmp / "index.npz", extent=extent, transposed=transposed, ok=ok)
-    skipped = [errors[i] for i in sorted(errors)]
+    skipped = [f"{files[i]}: {why_unreadable(files[i], e)}" for i, e in sorted(errors.items())]
     (tmp / "meta.json").write_text(json.dumps({"n": n, "resize": resize, "size": size, "skipped": skipped}))
     os.replace(tmp, final)
 
 
-def _why_unreadable(path: Path, error: Exception) -> str:
+def decode_into(images: np.ndarray, extent: np.ndarray, transposed: np.ndarray, ok: np.ndarray,
+                decode_one: Callable[[int], tuple[np.ndarray, bool]], threads: int | None) -> dict[int, Exception]:
+    """Decode items ``0..len(images)-1`` with ``decode_one(i)`` into the arrays, as the cache stores them
+    (image, stored width, transposed, ok), in parallel threads (PIL releases the GIL while decoding and
+    resizing, so threads scale); returns each failed item's exception, by index."""
+    errors: dict[int, Exception] = {}
+
+    def work(i: int) -> None:
+        try:
+            arr, t = decode_one(i)
+        except Exception as e:  # noqa: BLE001 - any decoder failure means "unreadable"
+            errors[i] = e
+            return
+        images[i, :, : arr.shape[1]] = arr
+        extent[i], transposed[i], ok[i] = arr.shape[1], t, True
+
+    with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1) as pool:
+        list(pool.map(work, range(len(images))))
+    return errors
+
+
+def why_unreadable(path: Path, error: Exception) -> str:
     """A short reason for the skipped-files warning (PIL's messages repeat the path)."""
     if isinstance(error, OSError) and not isinstance(error, UnidentifiedImageError) and error.filename:
         return f"{type(error).__name__}: {error.strerror or error}"  # permission, vanished file

@@ -28,6 +28,7 @@ helps CNNs, not ViTs) shows up in the per-family paired rows, not here.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -180,6 +181,15 @@ class Additive:
         parts += [b for f, b in self.blocks.items() if f != drop]
         return pd.concat(parts, axis=1)
 
+    @functools.cached_property
+    def full(self) -> tuple[pd.Series, np.ndarray, float, int, int]:
+        """The fit with every factor (every contrast and trend reads its coefficient from this one)."""
+        return self.fit()
+
+    @functools.cached_property
+    def full_rank(self) -> int:
+        return int(np.linalg.matrix_rank(self.design().to_numpy()))
+
     def fit(self, drop: str | None = None) -> tuple[pd.Series, np.ndarray, float, int, int]:
         """(coefficients, their covariance, residual sum of squares, residual df, rank)."""
         x = self.design(drop)
@@ -192,8 +202,7 @@ class Additive:
 
     def identifiable(self, column: str) -> bool:
         """Whether ``column``'s coefficient is estimable: not a combination of the other columns."""
-        x = self.design()
-        return np.linalg.matrix_rank(x.to_numpy()) > np.linalg.matrix_rank(x.drop(columns=column).to_numpy())
+        return self.full_rank > np.linalg.matrix_rank(self.design().drop(columns=column).to_numpy())
 
     def contrast(self, axis: str, base: Any, level: Any, contrast: str) -> dict[str, Any]:
         n_base, n_level = int((self.runs[axis] == base).sum()), int((self.runs[axis] == level).sum())
@@ -203,7 +212,7 @@ class Additive:
         column = f"{axis}={label(level)}"
         if not self.identifiable(column):
             return _none(axis, contrast, "all", "confounded with another setting in these runs", n)
-        beta, cov, _, df, _ = self.fit()
+        beta, cov, _, df, _ = self.full
         i = list(beta.index).index(column)
         if df < 1:
             return _none(axis, contrast, "all", "as many settings as runs: no residual to judge it by", n)
@@ -218,7 +227,7 @@ class Additive:
         if len(values) < 2 * MIN_RUNS or not self.identifiable(axis):
             return _none(axis, f"trend {unit} ({span})", "all", f"{len(values)} runs: too few, or confounded",
                          len(values))
-        beta, cov, _, df, _ = self.fit()
+        beta, cov, _, df, _ = self.full
         i = list(beta.index).index(axis)
         low, high = _t_interval(float(beta[axis]), math.sqrt(max(cov[i, i], 0.0)), df)
         return {"axis": axis, "contrast": f"trend {unit} ({span})", "family": "all",
@@ -238,7 +247,7 @@ def importance(runs: pd.DataFrame, metric: str = "error_rate") -> pd.DataFrame:
     model = Additive(data, metric, kinds) if len(data) >= 4 else None
     if model is None or not model.factors:
         return pd.DataFrame(columns=columns)
-    _, _, rss, df, rank = model.fit()
+    _, _, rss, df, rank = model.full
     total = float(np.sum((model.y - model.y.mean()) ** 2))
     if df < 1 or total <= 0:
         return pd.DataFrame(columns=columns)

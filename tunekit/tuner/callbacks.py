@@ -189,6 +189,7 @@ class CheckpointCleanup(Callback):
         self.pending: set[str] = set()
         self.finals: dict[str, float] = {}  # ended trial -> its metric at its last epoch
         self.ended: set[str] = set()
+        self.kept: set[str] = set()  # the trials holding weights now
         self.last = 0.0
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
@@ -209,7 +210,8 @@ class CheckpointCleanup(Callback):
         if not ready:
             return
         self.ended |= ready
-        keep_weights(self.run_dir, self.finals, self.mode, self.keep_best, self.ended)
+        self.kept = keep_weights(self.run_dir, self.finals, self.mode, self.keep_best, self.ended,
+                                 candidates=ready | self.kept)
         for name in ready:
             if not self.keep_checkpoints:
                 runfolder.remove_checkpoints(self.run_dir / name)
