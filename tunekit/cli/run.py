@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from ..config import HEADS, POOLS, PRECISIONS, RESIZES, TrialConfig
+from ..data.spec import kinds_help
 from .common import GpuShare, setup_logging, strict_option, strict_spec, user_errors
 
 D = TrialConfig  # the defaults every option shows are TrialConfig's
@@ -18,8 +19,7 @@ D = TrialConfig  # the defaults every option shows are TrialConfig's
 
 @click.command()
 @click.option("--data", default=D.data, show_default=True,
-              help="Dataset spec: folder:PATH, csv:PATH, regex:PATH, pets[:PATH], planet[:PATH], shapes, "
-                   "shapes-multilabel.")
+              help=f"Dataset spec: {kinds_help()}.")
 @click.option("--model", default=D.model, show_default=True, help="timm model name.")
 @click.option("--pool", type=click.Choice(POOLS), default=D.pool, show_default=True)
 @click.option("--head", type=click.Choice(HEADS), default=D.head, show_default=True)

@@ -40,7 +40,7 @@ def bench(models: str, json_path: Path | None, pack: str | None, trial_start: in
         --precision bf16 --pack 1,2,4 --json gpu.json
     """
     from ..bench import bench as run_bench
-    from ..model import check_model_name
+    from ..catalog import check_model_name
 
     setup_logging(verbose=False)
     names = [m.strip() for m in models.split(",") if m.strip()]
@@ -170,3 +170,67 @@ def weights_list(space: Path | None, models: str | None) -> None:
         click.echo(f"{r.model:{width}s}  {r.status:8s}  {r.where}")
     here = sum(r.status == "offline" for r in rows)
     click.echo(f"{here} of {len(rows)} model(s) have their weights here (Hugging Face cache: {hub_cache()})")
+
+
+@click.command()
+@click.argument("data")
+@click.option("--models", required=True, metavar="M1,M2,...|SPACE.py",
+              help="Comma-separated timm model names, or a space file (its model choices).")
+@click.option("--img-size", type=int, help="Image size. [default: as a trial of each model would train]")
+@click.option("--max-images", type=click.IntRange(min=2), default=1000, show_default=True,
+              help="Training images per model (the same share of every class).")
+@click.option("--pretrained/--no-pretrained", default=True, show_default=True,
+              help="--no-pretrained: the same architectures randomly initialised (a baseline).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of a table.")
+@user_errors
+def rank(data: str, models: str, as_json: bool, **options: Any) -> None:
+    """Rank backbones for DATA before fine-tuning them: LogME on their features of the training images.
+
+    One forward pass per model (seconds, not a fine-tune); larger LogME is better. A filter, not an
+    oracle: search what it keeps (prescreen = {"keep": N} in a space file does both).
+
+    \b
+    Examples:
+      tunekit rank "fashion_mnist?n_train=300" --models tf_efficientnet_lite0,tf_efficientnet_lite1
+      tunekit rank folder:~/data/birds --models search_spaces/pets.py --max-images 500
+    """
+    from ..rank import rank_models
+
+    setup_logging(verbose=False)
+    names = _model_list(models)
+    echo_row = None if as_json else (lambda r: click.echo(f"  {r.model}: " + (
+        f"LogME {r.logme:.4f} ({r.images} images, {r.seconds:.1f} s)" if r.logme is not None else r.status), err=True))
+    rows = rank_models(data, names, on_row=echo_row, **options)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in rows], indent=1))
+        return
+    click.echo(ranking_table(rows))
+
+
+def ranking_table(rows) -> str:
+    width = max(len(r.model) for r in rows)
+    lines = [f"{'rank':>4s}  {'model':{width}s}  {'LogME':>8s}  {'images':>6s}  {'img/s':>7s}  {'seconds':>7s}  "
+             f"{'peak GiB':>8s}"]
+    for r in rows:
+        if r.logme is None:
+            lines.append(f"{'-':>4s}  {r.model:{width}s}  {r.status}")
+        else:
+            lines.append(f"{r.rank:4d}  {r.model:{width}s}  {r.logme:8.4f}  {r.images:6d}  {r.images_per_s:7.1f}  "
+                         f"{r.seconds:7.2f}  {r.peak_mem_gib:8.2f}")
+    return "\n".join(lines)
+
+
+def _model_list(models: str) -> list[str]:
+    if models.endswith(".py"):
+        from ..spec import load_spec
+
+        names = load_spec(Path(models)).values_of("model")
+        if not names:
+            raise click.BadParameter(f"{models} has no list of model choices to rank", param_hint="--models")
+        return [str(n) for n in names]
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    if not names:
+        raise click.BadParameter("give model names, e.g. resnet18,convnext_tiny", param_hint="--models")
+    return names

@@ -53,6 +53,12 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "shapes-multilabel": {**_SPLIT, **_SHAPES},
 }
 NEEDS_PATH = ("folder", "csv", "regex")
+GENERATED = ("shapes", "shapes-multilabel")  # made by tunekit: no PATH
+
+
+def kinds_help() -> str:
+    """Every kind as it is written: ``folder:PATH``, ``pets[:PATH]``, ``shapes``."""
+    return ", ".join(k + (":PATH" if k in NEEDS_PATH else "" if k in GENERATED else "[:PATH]") for k in OPTIONS)
 
 
 @dataclass(frozen=True)

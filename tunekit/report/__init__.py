@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from .analysis import Report, build, side_by_side
 from .estimates import AXES, comparable, effects, importance
-from .load import load_csv, load_run, load_sources
+from .load import load_csv, load_run, load_screens, load_sources
 from .render import terminal_summary, write
 from .study import SCORE_CONSTANT, family, pareto, ranking
 
 __all__ = ["AXES", "SCORE_CONSTANT", "Report", "build", "comparable", "effects", "family", "importance",
-           "load_csv", "load_run", "load_sources", "pareto", "ranking", "side_by_side", "terminal_summary", "write"]
+           "load_csv", "load_run", "load_screens", "load_sources", "pareto", "ranking", "side_by_side",
+           "terminal_summary", "write"]

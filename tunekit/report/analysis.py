@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..prescreen import Screen, agreement
 from ..runfolder import Status
 from .estimates import AXES, effects, importance
 from .study import SCORE_CONSTANT, pareto, ranking
@@ -31,11 +32,17 @@ class Report:
     importance: pd.DataFrame = field(default_factory=pd.DataFrame)
     asha: dict[str, Any] = field(default_factory=dict)
     rank_agreement: pd.DataFrame = field(default_factory=pd.DataFrame)
+    prescreen: dict[str, dict[str, Any]] = field(default_factory=dict)  # run -> prescreen.agreement(...)
 
 
-def build(runs: pd.DataFrame, constant: float = SCORE_CONSTANT) -> Report:
+def build(runs: pd.DataFrame, constant: float = SCORE_CONSTANT, screens: dict[str, Screen] | None = None) -> Report:
+    """The report of ``runs``; ``screens`` (run name -> its pre-screen) adds LogME's ranks beside the
+    fine-tuned ones."""
     rank = ranking(runs, constant)
     report = Report(runs, rank, constant)
+    for name, screen in (screens or {}).items():
+        done = runs[(runs["run"] == name) & (runs["status"] == COMPLETED)]
+        report.prescreen[name] = agreement(screen, done, "error_rate", "min")
     for dataset, pt in rank.groupby("dataset", sort=True):
         pt = pt.sort_values("score").reset_index(drop=True)
         pt["pareto_time"] = pareto(pt, "fit_time")

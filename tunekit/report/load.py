@@ -18,6 +18,7 @@ from .. import runfolder
 from ..config import SEARCH_KEYS, SEARCH_METRICS, TrialConfig, reported_epochs
 from ..data.spec import DataSpec
 from ..errors import TunekitError
+from ..prescreen import Screen, load_screen
 from ..runfolder import Status
 
 STUDY_COLUMNS = {"model_name": "model", "GPU_mem": "gpu_mem", "learning_rate": "lr", "resize_method": "resize"}
@@ -37,6 +38,17 @@ def load_sources(sources: list[str | Path]) -> pd.DataFrame:
     for problem in problems:  # the other sources still make a report
         warnings.warn(problem, stacklevel=2)
     return pd.concat(frames, ignore_index=True)
+
+
+def load_screens(sources: list[str | Path]) -> dict[str, Screen]:
+    """The pre-screens (prescreen.json) of the run folders among ``sources``, by run name."""
+    screens = {}
+    for source in sources:
+        path = Path(source).expanduser()
+        screen = load_screen(path) if path.is_dir() else None
+        if screen is not None:
+            screens[path.name] = screen
+    return screens
 
 
 def load_run(run: Path) -> pd.DataFrame:

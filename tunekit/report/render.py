@@ -172,6 +172,7 @@ def _blocks(report: Report, found: dict[str, list[Chart]]) -> list[tuple[str, An
                        "with its 95% interval (none from fewer than 5 models):"))
         b.append(("table", report.rank_agreement))
         b.append(("table", side_by_side(report.ranking).reset_index()))
+    b += _prescreen_blocks(report)
     curves = [c for c in found.get("", []) if c.title.startswith("learning curves")]
     if curves:
         b.append(("h2", "Learning curves"))
@@ -180,6 +181,30 @@ def _blocks(report: Report, found: dict[str, list[Chart]]) -> list[tuple[str, An
     if not bad.empty:
         b.append(("h2", "Errored and diverged runs"))
         b.append(("table", bad[[c for c in ("trial", "model", "status", "error") if c in bad]]))
+    return b
+
+
+def _prescreen_blocks(report: Report) -> list[tuple[str, Any]]:
+    """Per pre-screened search: each model's LogME rank beside its fine-tuned rank, and Kendall's tau."""
+    b: list[tuple[str, Any]] = []
+    for name, agreed in report.prescreen.items():
+        rows = pd.DataFrame(agreed["rows"])
+        if "tuned_rank" not in rows:
+            rows["tuned_rank"] = None
+        kept = int(rows["kept"].sum())
+        b.append(("h2", f"Pre-screen: LogME against fine-tuning ({name})"))
+        b.append(("p", f"The search fine-tuned the {kept} models of {len(rows)} with the highest LogME (a forward "
+                       f"pass each); the others were never fine-tuned, so how well LogME predicted is measured on "
+                       f"the kept ones only. Fine-tuned: each model's best completed error rate."))
+        shown = rows[["model", "logme", "logme_rank", "kept", "error_rate", "tuned_rank"]]
+        b.append(("table", shown.rename(columns={"error_rate": "best error_rate"})))
+        if agreed["tau"] is None:
+            b.append(("p", f"Too few models fine-tuned to completion ({agreed['n']}) for a rank correlation (3 at "
+                           f"least)."))
+        else:
+            b.append(("p", f"Kendall's tau between LogME and the fine-tuned error over the {agreed['n']} models "
+                           f"fine-tuned: {agreed['tau']:+.2f} (1: LogME ordered them exactly as fine-tuning did; "
+                           f"p = {agreed['p_value']:.2g} against no association, from {agreed['n']} models)."))
     return b
 
 

@@ -99,6 +99,12 @@ def search(
         else:
             return _already_finished(spec, run_dir, previous, echo)
     restoring = previous.exists
+    screen = None
+    if spec.prescreen:  # the space's models cut to the best by LogME; the spec file's fingerprint stays
+        from ..prescreen import prescreen
+
+        original, (spec, screen) = spec, prescreen(spec, run_dir, restoring, echo)
+        notes += screen.lines()
     started = address is not None and not ray.is_initialized()  # joining a cluster: connect to count it
     total_cpus, total_gpus = capacity(address, num_gpus, dry_run, verbose)
     auto = spec.gpus_per_trial == "auto"
@@ -155,7 +161,13 @@ def search(
                 echo(line)
         run_dir.mkdir(parents=True, exist_ok=True)
         checkpoints = True if local else prepare_nodes(spec, run_dir, echo)
-        save_spec(spec, run_dir)
+        if screen is not None:
+            from ..prescreen import save_screen
+
+            save_screen(screen, run_dir)
+            for line in screen.lines():
+                echo(line)
+        save_spec(original if screen is not None else spec, run_dir)
         tuner, progress = build_tuner(spec, storage, restoring, verbose, echo, plan, checkpoints, shares)
         t0 = time.perf_counter()
         try:

@@ -112,9 +112,9 @@ def _prepare_here(data: str, jobs: dict[str, list], marker: str | None) -> tuple
 def _fetch_weights(model: str) -> None:
     import timm
 
-    from ..model import cached_weights, require_reachable
+    from ..weights import local_weights, require_reachable
 
-    if cached_weights(model):
+    if local_weights(model):
         return
     require_reachable(model)
     timm.create_model(model, pretrained=True, num_classes=0)

@@ -20,6 +20,7 @@ from typing import Any
 from .. import runfolder
 from ..errors import TunekitError
 from ..gpu_share import MemoryKey, Share, memory_keys, probe_shares
+from ..prescreen import load_screen
 from ..runfolder import SPACE_COPY, SPEC_FILE
 from ..spec import SearchSpec
 
@@ -152,7 +153,9 @@ def previous_search(spec: SearchSpec, run_dir: Path, resume: bool) -> Previous:
     saved = runfolder.read_json(run_dir / SPEC_FILE) or {}
     same = "fingerprint" not in saved or saved["fingerprint"] == spec.fingerprint()
     states = runfolder.ray_states(run_dir)
-    finished = len(states) >= spec.trial_count() and all(s in ("TERMINATED", "ERROR") for s in states.values())
+    screen = load_screen(run_dir) if spec.prescreen else None  # a pre-screened search runs the kept models only
+    expected = (spec.with_models(screen.kept) if screen else spec).trial_count()
+    finished = len(states) >= expected and all(s in ("TERMINATED", "ERROR") for s in states.values())
     state_files = sorted(run_dir.glob(runfolder.EXPERIMENT_STATE_GLOB), key=lambda f: f.stat().st_mtime)
     when = (time.strftime("%Y-%m-%d %H:%M", time.localtime(state_files[-1].stat().st_mtime))
             if state_files else "?")

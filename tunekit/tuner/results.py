@@ -69,7 +69,7 @@ def finish(run_dir: Path, spec: SearchSpec, echo: Callable[[str], None], storage
             runfolder.remove_checkpoints(run_dir / name)
     result = SearchResult(run_dir, trials, spec.metric, spec.mode)
     try:
-        built = report.build(result.trials)
+        built = report.build(result.trials, screens=report.load_screens([run_dir]))
         report.write(built, run_dir, tensorboard_dir=run_dir / runfolder.REPORT_EVENTS_DIR)
     except Exception as e:  # noqa: BLE001 - the search's results are safe on disk; the report is extra
         echo(f"warning: could not write the report ({type(e).__name__}: {e}); run 'tunekit report {run_dir}'")
