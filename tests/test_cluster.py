@@ -83,6 +83,41 @@ def test_trials_spread_over_worker_nodes_and_pack_fractional_gpus(cluster, tmp_p
     os.environ.pop("RAY_ADDRESS", None)
 
 
+JOIN = """
+epochs = 2
+searcher = "grid"
+asha = None
+cpus_per_trial = 2
+space = {"model": "test_resnet", "lr": tune.grid_search([0.01, 0.008, 0.006, 0.004, 0.002, 0.001]),
+         "pretrained": False, "batch_size": 32, "img_size": 32}
+"""
+
+
+def test_a_node_that_joins_mid_search_runs_trials(cluster, tmp_path):
+    """`ray start --address` on another machine while a search runs: its trials start there too."""
+    c, workers = cluster
+    data = write_shapes(tmp_path / "data", n=1200, size=32, seed=4)
+    space = tmp_path / "join.py"
+    space.write_text(f"from ray import tune\ndata = 'folder:{data}'\n" + textwrap.dedent(JOIN))
+    run = tmp_path / "runs" / "join"
+    proc = subprocess.Popen([sys.executable, "-m", "tunekit.cli", "search", str(space), "--address", c.address,
+                             "--storage-path", str(tmp_path / "runs")], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not list(run.glob("run_trial_*/tunekit_run.json")):
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate(timeout=60)[0]
+    joined = c.add_node(num_cpus=2, num_gpus=1)  # mid-search: the first trials are running
+    c.wait_for_nodes()
+    try:
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0 and "6 completed" in out, out
+        nodes = [json.loads(f.read_text())["node"] for f in run.glob("run_trial_*/tunekit_run.json")]
+        assert len(nodes) == 6 and nodes.count(joined.node_id) >= 1, (nodes, joined.node_id)
+    finally:
+        c.remove_node(joined)  # the node leaves again (the lost-node test counts on two workers)
+
+
 LOST = """
 epochs = 6
 searcher = "grid"

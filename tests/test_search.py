@@ -66,6 +66,10 @@ def test_search_runs_every_trial_and_summarizes(grid_run):
     assert best.split()[0] == "1" and f"{df['error_rate'].min():.4g}" in best.split()
     assert f"tensorboard --logdir {grid_run.path}" in text
     run = grid_run.path
+    # 4 trials: the event stream on screen (auto), and every event in events.log too
+    events = (run / "events.log").read_text().splitlines()
+    assert [e for e in events if " start " in e] and sum("done:" in e for e in events) == 4
+    assert all(e in grid_run.lines for e in events)
     assert (run / "search_space.py").is_file()
     spec = json.loads((run / "tunekit_spec.json").read_text())
     assert spec["space"]["pool"] == {"grid_search": ["avg", "concat"]}

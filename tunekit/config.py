@@ -23,6 +23,7 @@ from .errors import TunekitError, did_you_mean, one_of
 POOLS = ("avg", "concat")
 HEADS = ("fastai", "linear")
 RESIZES = ("crop", "squish", "pad")
+PROGRESS_DISPLAYS = ("auto", "summary", "events")  # a search's screen: see tuner.progress
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # The keys a search space may sample over (the search dimensions); the rest are run settings.

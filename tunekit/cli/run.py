@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ..config import HEADS, POOLS, PRECISIONS, RESIZES, TrialConfig
+from ..config import HEADS, POOLS, PRECISIONS, PROGRESS_DISPLAYS, RESIZES, TrialConfig
 from ..data.spec import kinds_help
 from .common import GpuShare, setup_logging, strict_option, strict_spec, user_errors
 
@@ -116,6 +116,9 @@ def _fmt(value: Any) -> str:
               help="Move a previous search of this name aside (NAME.old-DATE) and start over.")
 @click.option("--dry-run", is_flag=True, help="Validate and print the plan; start nothing, download nothing.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting or fix a config key.")
+@click.option("--progress", type=click.Choice(PROGRESS_DISPLAYS), default="auto", show_default=True,
+              help="events: a line per trial event; summary: one live status (a periodic line when not a "
+                   "terminal); auto: summary beyond 50 trials. Every event goes to the run folder's events.log.")
 @click.option("--verbose", "-v", is_flag=True, help="Ray's own output too.")
 @strict_option
 @user_errors

@@ -12,8 +12,8 @@ removed when the trial ends) and is retried from it on failure. Re-running with 
 
 The modules: ``plan`` (capacity, resume, the plan), ``nodes`` (data and weights per node),
 ``assemble`` (the Tuner), ``trainable`` (a trial), ``asha`` (promoting ASHA), ``callbacks``
-(TensorBoard, progress, cleanup), ``results`` (reading back, summary), ``trial_start``,
-``ray_api`` (every use of Ray beyond its public API).
+(TensorBoard, cleanup), ``progress`` (events.log; the event stream or a live status), ``results``
+(reading back, summary), ``trial_start``, ``ray_api`` (every use of Ray beyond its public API).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from .plan import (
     share_lines,
     smallest_share,
 )
+from .progress import DISPLAYS
 from .results import SearchResult, finish, summary
 
 __all__ = ["DEFAULT_STORAGE", "Plan", "SearchResult", "finish", "search", "summary"]
@@ -58,14 +59,18 @@ def search(
     cpus_per_trial: float | None = None, num_samples: int | None = None, address: str | None = None,
     storage_path: str | Path = DEFAULT_STORAGE, name: str | None = None, resume: bool = False,
     restart: bool = False, dry_run: bool = False, overrides: dict[str, Any] | None = None, verbose: bool = False,
-    strict: bool = False, echo: Callable[[str], None] = print,
+    strict: bool = False, progress: str = "auto", echo: Callable[[str], None] = print,
 ) -> SearchResult | Plan:
     """Run (or, with ``dry_run``, plan) a search: a space file, a dict of its settings, or a SearchSpec.
 
     A search of the same name in ``storage_path`` is continued if it is unfinished, reported if it
     finished (``restart`` moves its folder aside and starts over), and refused if it was made from
-    another space. ``strict`` makes unreadable images an error instead of a warning.
+    another space. ``strict`` makes unreadable images an error instead of a warning. ``progress``:
+    ``events`` (a line per trial event), ``summary`` (a live status), ``auto`` (summary beyond 50
+    trials); every event also goes to the run folder's events.log.
     """
+    if progress not in DISPLAYS:
+        raise TunekitError(f"progress must be one of {', '.join(DISPLAYS)}, got {progress!r}")
     if resume and restart:
         raise TunekitError("--resume and --restart contradict each other: continue the search, or start it over")
     options = cli_overrides(overrides, gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
@@ -168,7 +173,8 @@ def search(
             for line in screen.lines():
                 echo(line)
         save_spec(original if screen is not None else spec, run_dir)
-        tuner, progress = build_tuner(spec, storage, restoring, verbose, echo, plan, checkpoints, shares)
+        tuner, progress_cb = build_tuner(spec, storage, restoring, verbose, echo, plan, checkpoints, shares,
+                                         display=progress)
         t0 = time.perf_counter()
         try:
             tuner.fit()  # Ray stops gracefully on Ctrl-C and returns
@@ -176,10 +182,10 @@ def search(
             finish(run_dir, spec, echo, storage)
             raise
         echo(f"search ended after {time.perf_counter() - t0:.0f}s")
-        if progress.start_summary():
-            echo(progress.start_summary())
+        if progress_cb.start_summary():
+            echo(progress_cb.start_summary())
         result = finish(run_dir, spec, echo, storage)
-        result.trial_start_s = progress.start_seconds
+        result.trial_start_s = progress_cb.start_seconds
         return result
     finally:
         if started:

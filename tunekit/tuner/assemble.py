@@ -18,16 +18,18 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from ..gpu_share import MemoryKey, Share, key_of
 from ..spec import SearchSpec
 from .asha import PromotingASHA
-from .callbacks import CheckpointCleanup, ProgressCallback, TensorBoardCallback, searched_keys
+from .callbacks import CheckpointCleanup, TensorBoardCallback, searched_keys
 from .plan import Plan
+from .progress import EVENTS_FILE, ProgressCallback
 from .ray_api import quiet_environment, replace_callbacks
 from .trainable import CHECKPOINTS_KEY, run_trial
 
 
 def build_tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool, echo: Callable[[str], None],
-           plan: Plan, checkpoints: bool = True,
-           shares: dict[MemoryKey, Share] | None = None) -> tuple[tune.Tuner, ProgressCallback]:
-    """The Tuner of ``spec`` (new, or restored from ``storage/name``) and its progress callback."""
+           plan: Plan, checkpoints: bool = True, shares: dict[MemoryKey, Share] | None = None,
+           display: str = "auto") -> tuple[tune.Tuner, ProgressCallback]:
+    """The Tuner of ``spec`` (new, or restored from ``storage/name``) and its progress callback
+    (``display``: progress.DISPLAYS)."""
     quiet_environment(verbose)
     if not verbose:
         # After a Ctrl-C, Ray lists every never-started trial as a missing-results warning.
@@ -38,7 +40,7 @@ def build_tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool,
     trainable = tune.with_resources(run_trial, resources)
     param_space = {**spec.param_space(), "threads": threads, CHECKPOINTS_KEY: checkpoints}
     progress = ProgressCallback(echo, spec.metric, spec.mode, plan.max_epochs, plan.trials, searched_keys(spec),
-                                slots=plan.concurrency)
+                                slots=plan.concurrency, display=display, log_path=storage / spec.name / EVENTS_FILE)
     callbacks = [CSVLoggerCallback(), JsonLoggerCallback(), TensorBoardCallback(), progress]
     callbacks.append(CheckpointCleanup(storage / spec.name, spec.metric, spec.mode, spec.keep_best,
                                        spec.keep_checkpoints))

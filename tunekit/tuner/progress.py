@@ -1,0 +1,225 @@
+"""A search's progress: every trial event in the run folder's events.log, and on screen either the
+event stream or, for big searches, one live status.
+
+    progress = ProgressCallback(echo, "error_rate", "min", max_epochs=6, total=1020, searched={"lr"},
+                                display="auto", log_path=run_dir / "events.log")
+
+``display``: ``events`` prints one line per event (start, epoch, promoted, waits, stopped, finished,
+errored) with the best so far; ``summary`` prints a status instead: in a terminal one block redrawn
+in place (about once a second), elsewhere (CI, a log file) one plain line every ``every_s`` seconds;
+``auto`` is ``summary`` beyond ``SUMMARY_ABOVE`` trials. The status: trials done / running / waiting
+/ stopped / errored / not started, the best so far with its config, epochs run against the budget
+(every trial to the end) and an estimate of the time left. Every event also goes to events.log.
+
+Cost per result is O(1) and per step O(trials running): counts are kept as events arrive, and the
+trials ASHA pauses are found among the running ones, never by a scan of every trial.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from ray.tune import Callback
+
+from ..config import PROGRESS_DISPLAYS, SEARCH_KEYS
+from ..runfolder import Status, ended_status
+
+DISPLAYS = PROGRESS_DISPLAYS
+SUMMARY_ABOVE = 50  # trials: beyond this, auto shows the status instead of the event stream
+EVENTS_FILE = "events.log"
+
+
+class ProgressCallback(Callback):
+    """Trial events to events.log and to the screen (stream or status); the seconds each trial slot
+    sat idle before its next trial's first training step."""
+
+    def __init__(self, echo: Callable[[str], None], metric: str, mode: str, max_epochs: int, total: int,
+                 searched: set[str], slots: int = 1, display: str = "events", log_path: Path | None = None,
+                 every_s: float = 30.0, stream: TextIO | None = None) -> None:
+        self.echo, self.metric, self.mode, self.max_epochs, self.total = echo, metric, mode, max_epochs, total
+        self.searched, self.slots, self.log_path = searched, slots, log_path
+        self.display = ("summary" if total > SUMMARY_ABOVE else "events") if display == "auto" else display
+        self.stream = stream or sys.stdout
+        self.live = self.display == "summary" and self.stream.isatty()
+        self.every_s = 1.0 if self.live else every_s
+        self.start = time.perf_counter()
+        self.number: dict[str, int] = {}
+        self.best: tuple[float, int, str] | None = None  # value, trial number, its config
+        self.counts = {"finished": 0, "stopped": 0, "errored": 0}
+        self.epochs_run = 0
+        self.ended_epochs = 0  # epochs of the trials that ended (their average estimates the rest)
+        self.epochs_of: dict[str, int] = {}  # trial -> epochs it has run
+        # When each free trial slot became free, oldest first. Ray calls on_trial_start only once a
+        # trial's worker is up, so the start is timed from the slot's release: what an idle GPU waits.
+        self.free_since: list[float] = []
+        self.holding: dict[str, Any] = {}  # trials running in a slot, by id
+        self.waiting: set[str] = set()  # trials paused by ASHA at a rung, waiting for promotion
+        self.started_at: dict[str, float] = {}
+        self.start_seconds: list[float] = []  # a free slot -> the trial's first training step
+        self._log: TextIO | None = None
+        self._last_render = 0.0
+        self._drawn = 0  # lines of the live block on screen
+
+    # --- Ray's hooks -----------------------------------------------------------------------------
+
+    def setup(self, **info) -> None:
+        self.free_since = [time.time()] * self.slots
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = open(self.log_path, "a", buffering=1)  # noqa: SIM115 - open for the search's life
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.started_at[trial.trial_id] = self.free_since.pop(0) if self.free_since else time.time()
+        self.holding[trial.trial_id] = trial
+        if trial.trial_id in self.waiting:
+            self.waiting.discard(trial.trial_id)
+            self._say(trial, f"promoted after epoch {self.epochs_of.get(trial.trial_id, 0)}: continues from its "
+                             f"checkpoint")
+            return
+        self._say(trial, f"start    {self._config(trial)}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        started = self.started_at.pop(trial.trial_id, None)
+        if started is not None and isinstance(result.get("ready_time"), float):
+            self.start_seconds.append(result["ready_time"] - started)
+        value = result.get(self.metric)
+        if not isinstance(value, (int, float)):
+            return
+        self.epochs_run += 1
+        self.epochs_of[trial.trial_id] = int(result.get("epoch") or 0)
+        n = self.number.setdefault(trial.trial_id, len(self.number) + 1)
+        if self.best is None or (value < self.best[0] if self.mode == "min" else value > self.best[0]):
+            self.best = (value, n, self._config(trial))
+        self._say(trial, f"epoch {result.get('epoch')}/{self.max_epochs} {self.metric} {value:.4f}   "
+                         f"best {self.best[0]:.4f} (#{self.best[1]})")
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        # Ray calls no callback when a scheduler pauses a trial: look among the running ones
+        for trial in [t for t in self.holding.values() if t.status == "PAUSED"]:
+            self._release_slot(trial)
+            self.waiting.add(trial.trial_id)
+            self._say(trial, f"waits at epoch {self.epochs_of.get(trial.trial_id, 0)} for a place in its "
+                             f"rung's top (ASHA)")
+        if self.display == "summary" and time.perf_counter() - self._last_render >= self.every_s:
+            self._render()
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        self._release_slot(trial)  # the failed run's slot; its retry takes one like any trial
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._ended(trial)
+        last = trial.last_result or {}
+        epoch = last.get("epoch", 0)
+        status = ended_status(epoch, self.max_epochs, bool(last.get("diverged")))
+        if status is Status.DIVERGED:
+            self.counts["stopped"] += 1
+            self._say(trial, f"diverged at epoch {epoch} (non-finite loss)")
+        elif status is Status.STOPPED:
+            self.counts["stopped"] += 1
+            self._say(trial, f"stopped early by ASHA at epoch {epoch}")
+        else:
+            self.counts["finished"] += 1
+            self._say(trial, f"finished: {self.metric} {last.get(self.metric, float('nan')):.4f}")
+        self._done_line()
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._ended(trial)
+        self.counts["errored"] += 1
+        self._say(trial, f"errored: see {trial.path}/error.txt")
+        self._done_line()
+
+    def on_experiment_end(self, trials, **info) -> None:
+        if self.display == "summary":
+            self._render()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    # --- what is shown -----------------------------------------------------------------------------
+
+    def status_lines(self) -> list[str]:
+        """The live status: counts, best so far, epochs against the budget, time left."""
+        elapsed = time.perf_counter() - self.start
+        done = sum(self.counts.values())
+        running, waiting = len(self.holding), len(self.waiting)
+        not_started = max(0, self.total - done - running - waiting)
+        budget = self.total * self.max_epochs
+        lines = [f"[{_clock(elapsed)}] trials {done}/{self.total} done ({self.counts['finished']} finished, "
+                 f"{self.counts['stopped']} stopped early, {self.counts['errored']} errored), {running} running, "
+                 f"{waiting} waiting, {not_started} not started",
+                 f"  epochs {self.epochs_run} run of {budget} if every trial ran to the end "
+                 f"({self.epochs_run / budget:.0%}); {self._time_left(elapsed, done)}"]
+        if self.best is not None:
+            lines.append(f"  best {self.metric} {self.best[0]:.4f}: #{self.best[1]} {self.best[2]}")
+        return lines
+
+    def start_summary(self) -> str | None:
+        if not self.start_seconds:
+            return None
+        s = sorted(self.start_seconds)
+        return (f"trial start: median {s[len(s) // 2]:.1f}s (min {s[0]:.1f}s, max {s[-1]:.1f}s) from a free "
+                f"trial slot to the trial's first training step, over {len(s)} trial(s)")
+
+    def _time_left(self, elapsed: float, done: int) -> str:
+        """Remaining epochs (trials not ended x the ended ones' average epochs, less what the unended
+        have run) at the rate so far; none before a trial has ended."""
+        if done == 0 or self.epochs_run == 0:
+            return "time left: estimated once a trial has ended"
+        per_trial = self.ended_epochs / done
+        unended = self.epochs_run - self.ended_epochs
+        left = max(0.0, (self.total - done) * per_trial - unended) * elapsed / self.epochs_run
+        return f"about {_clock(left)} left (at {self.epochs_run / elapsed * 60:.1f} epochs/min)"
+
+    def _render(self) -> None:
+        self._last_render = time.perf_counter()
+        lines = self.status_lines()
+        if not self.live:
+            self.echo(" | ".join(line.strip() for line in lines))
+            return
+        # move up over the last block and clear to the end of the screen, then draw the new one
+        up = f"\x1b[{self._drawn}F\x1b[J" if self._drawn else ""
+        self.stream.write(up + "\n".join(lines) + "\n")
+        self.stream.flush()
+        self._drawn = len(lines)
+
+    def _say(self, trial, text: str) -> None:
+        n = self.number.setdefault(trial.trial_id, len(self.number) + 1)
+        self._event(f"[{_clock(time.perf_counter() - self.start)}] #{n:<3d} {text}")
+
+    def _done_line(self) -> None:
+        self._event(f"        {sum(self.counts.values())}/{self.total} done: {self.counts['finished']} finished, "
+                    f"{self.counts['stopped']} stopped early, {self.counts['errored']} errored")
+
+    def _event(self, line: str) -> None:
+        if self._log is not None:
+            self._log.write(line + "\n")
+        if self.display == "events":
+            self.echo(line)
+
+    def _release_slot(self, trial) -> None:
+        if self.holding.pop(trial.trial_id, None) is not None:
+            self.free_since.append(time.time())
+
+    def _ended(self, trial) -> None:
+        self._release_slot(trial)
+        self.waiting.discard(trial.trial_id)
+        self.ended_epochs += self.epochs_of.get(trial.trial_id, 0)
+
+    def _config(self, trial) -> str:
+        c = trial.config
+        knobs = " ".join(f"{k}={_short(c[k])}" for k in SEARCH_KEYS if k != "model" and k in self.searched and k in c)
+        return f"{c.get('model')} {knobs}".rstrip()
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds) if math.isfinite(seconds) else 0
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
