@@ -172,3 +172,49 @@ def test_max_concurrent_does_not_deadlock_waiting_trials(local_ray, tmp_path):
     # the first trial waits at epoch 1 (three rivals may still come), then goes on: the progress says so
     text = "\n".join(lines)
     assert "#1   waits at epoch 1" in text and "#1   promoted after epoch 1" in text, text
+
+
+def test_the_indexes_answer_as_a_scan_of_every_trial_would():
+    """Rank, promotable, hopeless, arrivals and waiting from the ladder's indexes agree with the rule
+    computed by scanning every trial, through a random search of 300 trials."""
+    import random
+
+    def scan_rank(ladder, tid, rung):
+        me = ladder.trials[tid]
+        return sum((e.scores[rung], e.order) < (me.scores[rung], me.order)
+                   for e in ladder.trials.values() if rung in e.scores)
+
+    def scan_arrivals(ladder, rung):
+        alive = sum(1 for e in ladder.trials.values() if rung not in e.scores and e.state != "done" and e.epoch < rung)
+        return max(0, ladder.total - len(ladder.trials)) + alive
+
+    rng = random.Random(0)
+    ladder = Ladder(max_t=9, grace_period=1, reduction_factor=3, total_trials=300)
+    quality = {}
+    for step in range(3000):
+        live = [t for t, e in ladder.trials.items() if e.state in ("pending", "running")]
+        if len(ladder.trials) < 300 and (not live or rng.random() < 0.3):
+            tid = f"t{len(ladder.trials)}"
+            ladder.add(tid)
+            ladder.start(tid)
+            quality[tid] = rng.random()
+        elif live:
+            tid = rng.choice(live)
+            e = ladder.trials[tid]
+            if rng.random() < 0.02:
+                ladder.finish(tid)  # errored
+            else:  # continues, waits at a rung, or stops
+                ladder.report(tid, e.epoch + 1, quality[tid] + rng.gauss(0, 0.05))
+        for tid, rung in ladder.waiting():
+            if ladder.promotable(tid, rung):
+                ladder.promote(tid)
+                ladder.start(tid)
+        if step % 97 == 0:
+            for rung in ladder.rungs:
+                assert ladder.arrivals(rung) == scan_arrivals(ladder, rung)
+                for tid, e in ladder.trials.items():
+                    if rung in e.scores:
+                        assert ladder.rank(tid, rung) == scan_rank(ladder, tid, rung)
+            assert {t for t, _ in ladder.waiting()} == {t for t, e in ladder.trials.items() if e.state == "waiting"}
+            assert ladder.idle() == (not any(e.state in ("running", "pending") for e in ladder.trials.values()))
+    assert sum(e.state == "done" for e in ladder.trials.values()) > 100

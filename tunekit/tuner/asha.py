@@ -21,6 +21,7 @@ trial's progress.csv.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +44,15 @@ class _Entry:
     scores: dict[int, float] = field(default_factory=dict)  # rung -> value there (lower is better)
 
 
+STATES = ("pending", "running", "waiting", "done")
+
+
 class Ladder:
-    """The rungs of one search and who stands where. Values are losses (lower is better)."""
+    """The rungs of one search and who stands where. Values are losses (lower is better).
+
+    Indexed for searches of thousands of trials: each rung keeps its recorded (value, order) keys
+    sorted (a trial's rank is a bisection), each state its set of trials, and the arrivals at a rung
+    are counted once per change of the ladder, not once per question."""
 
     def __init__(self, max_t: int, grace_period: int, reduction_factor: float, total_trials: int) -> None:
         self.max_t, self.rf, self.total = max_t, reduction_factor, total_trials
@@ -54,69 +62,79 @@ class Ladder:
             self.rungs.append(int(milestone))
             milestone = math.ceil(milestone * reduction_factor)
         self.trials: dict[str, _Entry] = {}
+        self.recorded: dict[int, list[tuple[float, int]]] = {r: [] for r in self.rungs}  # sorted keys per rung
+        self.in_state: dict[str, dict[str, None]] = {s: {} for s in STATES}  # insertion-ordered sets
+        self._version = 0  # bumped by every change; arrivals are cached per version
+        self._arrivals: dict[int, int] = {}
+        self._arrivals_version = -1
 
     # ---- what happens to trials -------------------------------------------------------------
 
     def add(self, trial_id: str) -> None:
         """A new trial, or one that comes back (a retry after a failure, a resumed search)."""
-        entry = self.trials.setdefault(trial_id, _Entry(order=len(self.trials)))
+        entry = self.trials.get(trial_id)
+        if entry is None:
+            entry = self.trials[trial_id] = _Entry(order=len(self.trials))
+            self.in_state["pending"][trial_id] = None
+            self._version += 1
         if entry.state != "waiting":
-            entry.state = "pending"
+            self._set(trial_id, "pending")
 
     def start(self, trial_id: str) -> None:
-        self.trials[trial_id].state = "running"
+        self._set(trial_id, "running")
 
     def report(self, trial_id: str, epoch: int, value: float) -> str:
         """A trial's result after ``epoch``: CONTINUE, WAIT (pause at this rung) or STOP."""
         entry = self.trials[trial_id]
-        entry.epoch, entry.state = epoch, "running"
+        entry.epoch = epoch
+        self._version += 1
+        self._set(trial_id, "running")
         if epoch >= self.max_t:
-            entry.state = "done"
+            self._set(trial_id, "done")
             return STOP
         if epoch not in self.rungs or epoch in entry.scores:
             return CONTINUE
-        entry.scores[epoch] = value if math.isfinite(value) else math.inf
+        self._record(trial_id, epoch, value)
         if self.promotable(trial_id, epoch):
             return CONTINUE
         if self.hopeless(trial_id, epoch):
-            entry.state = "done"
+            self._set(trial_id, "done")
             return STOP
-        entry.state = "waiting"
+        self._set(trial_id, "waiting")
         return WAIT
 
     def promote(self, trial_id: str) -> None:
-        self.trials[trial_id].state = "pending"
+        self._set(trial_id, "pending")
 
     def finish(self, trial_id: str) -> None:
         """Ended: completed, stopped or errored (a retry comes back through :meth:`add`)."""
-        self.trials[trial_id].state = "done"
+        self._set(trial_id, "done")
 
     def restore(self, trial_id: str, history: dict[int, float], finished: bool) -> None:
         """Replay a trial's reported values (epoch -> value) into the ladder (a resumed search)."""
         self.add(trial_id)
         entry = self.trials[trial_id]
         for epoch, value in sorted(history.items()):
-            if epoch in self.rungs:
-                entry.scores[epoch] = value if math.isfinite(value) else math.inf
+            if epoch in self.rungs and epoch not in entry.scores:
+                self._record(trial_id, epoch, value)
         entry.epoch = max(history, default=0)
+        self._version += 1
         if finished:
-            entry.state = "done"
+            self._set(trial_id, "done")
         elif entry.epoch in entry.scores:  # it stopped at a rung: waiting, or about to go on
-            entry.state = "waiting"
+            self._set(trial_id, "waiting")
 
     # ---- the rule ---------------------------------------------------------------------------
 
     def rank(self, trial_id: str, rung: int) -> int:
         """How many trials recorded at ``rung`` are better (ties: the earlier trial is better)."""
         me = self.trials[trial_id]
-        key = (me.scores[rung], me.order)
-        return sum((e.scores[rung], e.order) < key for e in self.trials.values() if rung in e.scores)
+        return bisect.bisect_left(self.recorded[rung], (me.scores[rung], me.order))
 
     def promotable(self, trial_id: str, rung: int) -> bool:
         """In the top 1/rf of the trials recorded at ``rung``; once no trial can still reach it,
         the best one at least."""
-        recorded = sum(rung in e.scores for e in self.trials.values())
-        top = math.floor(recorded / self.rf)
+        top = math.floor(len(self.recorded[rung]) / self.rf)
         if self.arrivals(rung) == 0:
             top = max(1, top)
         return self.rank(trial_id, rung) < top
@@ -124,24 +142,48 @@ class Ladder:
     def hopeless(self, trial_id: str, rung: int) -> bool:
         """It can never make the cut at ``rung``, whatever the trials still to come report
         (a better trial only ever pushes it down)."""
-        most = sum(rung in e.scores for e in self.trials.values()) + self.arrivals(rung)
+        most = len(self.recorded[rung]) + self.arrivals(rung)
         return self.rank(trial_id, rung) >= max(1, math.floor(most / self.rf))
 
     def arrivals(self, rung: int) -> int:
         """How many more trials could still record at ``rung``: not yet created, or alive below it."""
-        alive = sum(1 for e in self.trials.values()
-                    if rung not in e.scores and e.state != "done" and e.epoch < rung)
-        return max(0, self.total - len(self.trials)) + alive
+        if self._arrivals_version != self._version:
+            self._arrivals, self._arrivals_version = {}, self._version
+        if rung not in self._arrivals:
+            alive = sum(1 for e in self.trials.values()
+                        if rung not in e.scores and e.state != "done" and e.epoch < rung)
+            self._arrivals[rung] = max(0, self.total - len(self.trials)) + alive
+        return self._arrivals[rung]
 
     def idle(self) -> bool:
         """No trial is running or about to start (one chosen to run counts as running from then on,
         while Ray still starts its worker)."""
-        return not any(e.state in ("running", "pending") for e in self.trials.values())
+        return not self.in_state["running"] and not self.in_state["pending"]
 
     def waiting(self) -> list[tuple[str, int]]:
         """(trial, rung) of the trials waiting at a rung, highest rung first, best first."""
-        out = [(tid, e.epoch) for tid, e in self.trials.items() if e.state == "waiting"]
+        out = [(tid, self.trials[tid].epoch) for tid in self.in_state["waiting"]]
         return sorted(out, key=lambda t: (-t[1], self.rank(*t)))
+
+    def pending(self) -> list[str]:
+        """The trials about to start or go on, oldest first."""
+        return list(self.in_state["pending"])
+
+    # ---- bookkeeping --------------------------------------------------------------------------
+
+    def _set(self, trial_id: str, state: str) -> None:
+        entry = self.trials[trial_id]
+        if entry.state != state:
+            del self.in_state[entry.state][trial_id]
+            self.in_state[state][trial_id] = None
+            entry.state = state
+            self._version += 1
+
+    def _record(self, trial_id: str, rung: int, value: float) -> None:
+        entry = self.trials[trial_id]
+        entry.scores[rung] = value if math.isfinite(value) else math.inf
+        bisect.insort(self.recorded[rung], (entry.scores[rung], entry.order))
+        self._version += 1
 
 
 class PromotingASHA(FIFOScheduler):
@@ -195,7 +237,8 @@ class PromotingASHA(FIFOScheduler):
             return TrialScheduler.CONTINUE
         epoch = int(result[self.time_attr])
         decision = self.ladder.report(trial.trial_id, epoch, self._loss(result.get(self._metric)))
-        self._stop_hopeless(tune_controller, skip=trial)
+        if self.ladder.in_state["waiting"]:
+            self._stop_hopeless(tune_controller, {t.trial_id: t for t in tune_controller.get_trials()}, skip=trial)
         return {CONTINUE: TrialScheduler.CONTINUE, WAIT: TrialScheduler.PAUSE}.get(decision, TrialScheduler.STOP)
 
     def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:
@@ -209,8 +252,8 @@ class PromotingASHA(FIFOScheduler):
             self.ladder.finish(trial.trial_id)
 
     def choose_trial_to_run(self, tune_controller) -> Trial | None:
-        self._stop_hopeless(tune_controller)
         trials = {t.trial_id: t for t in tune_controller.get_trials()}
+        self._stop_hopeless(tune_controller, trials)
         waiting = self.ladder.waiting()
         for trial_id, rung in waiting:  # promotions first, highest rung first
             trial = trials.get(trial_id)
@@ -218,11 +261,13 @@ class PromotingASHA(FIFOScheduler):
                     and self.ladder.promotable(trial_id, rung):
                 self.ladder.promote(trial_id)
                 return self._started(trial)
-        for trial in trials.values():
-            state = self.ladder.trials[trial.trial_id].state
-            if trial.status == Trial.PENDING and state == "pending":
+        for trial_id in self.ladder.pending():
+            trial = trials.get(trial_id)
+            if trial is not None and trial.status in (Trial.PENDING, Trial.PAUSED):
                 return self._started(trial)
-            if trial.status == Trial.PAUSED and state in ("pending", "running"):
+        for trial_id in list(self.ladder.in_state["running"]):
+            trial = trials.get(trial_id)
+            if trial is not None and trial.status == Trial.PAUSED:
                 # paused without this scheduler's say (Ray replays decisions it had queued before a
                 # resume): it goes on, or nothing would ever restart it (a hang seen once in CI)
                 return self._started(trial)
@@ -244,15 +289,15 @@ class PromotingASHA(FIFOScheduler):
         self.ladder.start(trial.trial_id)
         return trial
 
-    def _stop_hopeless(self, tune_controller, skip: Trial | None = None) -> None:
+    def _stop_hopeless(self, tune_controller, trials: dict[str, Trial], skip: Trial | None = None) -> None:
         """Stop the waiting trials that can no longer make the cut (their checkpoints go with them)."""
-        for trial in tune_controller.get_trials():
-            entry = self.ladder.trials.get(trial.trial_id)
-            if trial is skip or entry is None or entry.state != "waiting":
+        for trial_id in list(self.ladder.in_state["waiting"]):
+            trial = trials.get(trial_id)
+            if trial is None or trial is skip:
                 continue
-            if self.ladder.hopeless(trial.trial_id, entry.epoch) and (
+            if self.ladder.hopeless(trial_id, self.ladder.trials[trial_id].epoch) and (
                     trial.status in (Trial.PAUSED, Trial.PENDING) or trial.is_saving):
-                self.ladder.finish(trial.trial_id)
+                self.ladder.finish(trial_id)
                 tune_controller.stop_trial(trial)
                 # Ray marks a stopped trial for its next state snapshot only when it had a worker; a
                 # paused one would stay PAUSED in the saved state (and look unfinished to a resume).
