@@ -4,6 +4,7 @@ A search's run folder ``<storage>/<name>/`` holds::
 
     search_space.py            a copy of the space file            (SPACE_COPY)
     tunekit_spec.json          the resolved spec, with a fingerprint (SPEC_FILE)
+    events.log                 every trial event of the search, one line each (EVENTS_FILE, tuner.progress)
     prescreen.json             the LogME ranking of the model choices, if the space pre-screens (PRESCREEN_FILE)
     experiment_state-*.json    Ray's saved experiment state (trial status and config, plain JSON)
     <trial folder>/            one per trial, named by Ray:
@@ -35,6 +36,7 @@ import pandas as pd
 SPACE_COPY = "search_space.py"
 SPEC_FILE = "tunekit_spec.json"
 PRESCREEN_FILE = "prescreen.json"
+EVENTS_FILE = "events.log"
 RUN_INFO_FILE = "tunekit_run.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 PARAMS_FILE = "params.json"

@@ -16,11 +16,12 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from ..gpu_share import MemoryKey, Share, key_of
+from ..runfolder import EVENTS_FILE
 from ..spec import SearchSpec
 from .asha import PromotingASHA
 from .callbacks import CheckpointCleanup, TensorBoardCallback, searched_keys
 from .plan import Plan
-from .progress import EVENTS_FILE, ProgressCallback
+from .progress import ProgressCallback
 from .ray_api import quiet_environment, replace_callbacks
 from .trainable import CHECKPOINTS_KEY, run_trial
 

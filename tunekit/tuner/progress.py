@@ -27,11 +27,11 @@ from typing import Any, TextIO
 from ray.tune import Callback
 
 from ..config import PROGRESS_DISPLAYS, SEARCH_KEYS
-from ..runfolder import Status, ended_status
+from ..runfolder import EVENTS_FILE, Status, ended_status
 
 DISPLAYS = PROGRESS_DISPLAYS
+__all__ = ["DISPLAYS", "EVENTS_FILE", "SUMMARY_ABOVE", "ProgressCallback"]
 SUMMARY_ABOVE = 50  # trials: beyond this, auto shows the status instead of the event stream
-EVENTS_FILE = "events.log"
 
 
 class ProgressCallback(Callback):
