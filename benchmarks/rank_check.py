@@ -35,7 +35,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--img-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--max-images", type=int, default=1000)
+    p.add_argument("--max-images", type=int, help="[default: tunekit rank's, a tenth of the training images, at least "
+                                                  "500]")
     p.add_argument("--run-folder", type=Path, help="a finished search over these models (its best error per model)")
     p.add_argument("--json", type=Path)
     args = p.parse_args()

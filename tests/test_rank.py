@@ -69,6 +69,9 @@ def test_sample_takes_every_class_in_proportion():
     assert np.bincount(targets[picked].numpy()).tolist() == [60, 30, 10]
     assert (np.diff(picked) > 0).all()  # sorted: the cache is read in order
     assert sample(ds, 5000, seed=0) is ds.train_index
+    assert len(sample(ds, None, seed=0)) == 500  # default: a tenth, at least 500
+    ds.train_index, ds.targets = np.arange(20_000), torch.arange(20_000) % 4
+    assert len(sample(ds, None, seed=0)) == 2000
 
 
 def test_rank_command_table_json_and_space_file(small_shapes, hub, tmp_path):

@@ -3,7 +3,8 @@
     rows = rank_models("fashion_mnist?n_train=300", ["tf_efficientnet_lite0", "resnet18"])
     rows[0].model, rows[0].logme                    # best first; unscored models last
 
-One forward pass per model over (up to ``max_images``, class-stratified) training images, read
+One forward pass per model over (a tenth, at least 500, or ``max_images``; class-stratified) training
+images, read
 from the decode-once cache with the validation transform (centre crop, no flip), pooled by the
 backbone's average pool (its own pooled representation for token models), under AMP on a GPU;
 then :func:`tunekit.logme.logme` on the features and labels. A model whose pretrained weights are
@@ -32,7 +33,7 @@ from .weights import check_weights_available
 
 log = logging.getLogger("tunekit")
 
-MAX_IMAGES = 1000
+MIN_IMAGES = 500  # the default sample: a tenth of the training images, at least this many (all, if fewer)
 RESIZE = "crop"  # the trials' default geometry; the validation transform of it
 
 
@@ -52,11 +53,12 @@ class Ranked:
         return asdict(self)
 
 
-def rank_models(data: str, models: Iterable[str], *, img_size: int | None = None, max_images: int = MAX_IMAGES,
+def rank_models(data: str, models: Iterable[str], *, img_size: int | None = None, max_images: int | None = None,
                 pretrained: bool = True, device: str = "auto", precision: str = "auto", batch_size: int = 128,
                 seed: int = 0, on_row: Callable[[Ranked], None] | None = None) -> list[Ranked]:
-    """LogME of each model on ``data``'s training images, best first (unscored last)."""
-    if max_images < 2:
+    """LogME of each model on ``data``'s training images (``max_images`` of them, default a tenth, at
+    least ``MIN_IMAGES``), best first (unscored last)."""
+    if max_images is not None and max_images < 2:
         raise TunekitError(f"max_images must be at least 2, got {max_images}")
     models = list(dict.fromkeys(models))
     if not models:
@@ -76,8 +78,8 @@ def rank_models(data: str, models: Iterable[str], *, img_size: int | None = None
     return scored + [r for r in rows if r.logme is None]
 
 
-def _rank_one(data: str, name: str, img_size: int | None, max_images: int, pretrained: bool, device: torch.device,
-              precision: str, batch_size: int, seed: int) -> Ranked:
+def _rank_one(data: str, name: str, img_size: int | None, max_images: int | None, pretrained: bool,
+              device: torch.device, precision: str, batch_size: int, seed: int) -> Ranked:
     cfg = TrialConfig(data=data, model=name, pool="avg", head="linear", resize=RESIZE, pretrained=pretrained,
                       img_size=img_size, seed=seed)
     if pretrained:
@@ -110,9 +112,12 @@ def _rank_one(data: str, name: str, img_size: int | None, max_images: int, pretr
                   images_per_s=len(f) / seconds, peak_mem_gib=peak_memory_gib(device))
 
 
-def sample(ds: tkdata.Dataset, max_images: int, seed: int) -> np.ndarray:
-    """Up to ``max_images`` training items, the same share of every class (single-label), sorted."""
+def sample(ds: tkdata.Dataset, max_images: int | None, seed: int) -> np.ndarray:
+    """Up to ``max_images`` training items (default: a tenth, at least ``MIN_IMAGES``), the same share
+    of every class (single-label), sorted."""
     index = ds.train_index
+    if max_images is None:
+        max_images = max(MIN_IMAGES, len(index) // 10)
     if len(index) <= max_images:
         return index
     rng = np.random.default_rng(seed)

@@ -177,8 +177,9 @@ def weights_list(space: Path | None, models: str | None) -> None:
 @click.option("--models", required=True, metavar="M1,M2,...|SPACE.py",
               help="Comma-separated timm model names, or a space file (its model choices).")
 @click.option("--img-size", type=int, help="Image size. [default: as a trial of each model would train]")
-@click.option("--max-images", type=click.IntRange(min=2), default=1000, show_default=True,
-              help="Training images per model (the same share of every class).")
+@click.option("--max-images", type=click.IntRange(min=2),
+              help="Training images per model, the same share of every class. [default: a tenth of them, at "
+                   "least 500]")
 @click.option("--pretrained/--no-pretrained", default=True, show_default=True,
               help="--no-pretrained: the same architectures randomly initialised (a baseline).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
