@@ -19,9 +19,11 @@ concat pool, fastai's head, batch 64, lr 0.008, random horizontal flips, 2 CPU t
 each framework's own fit time (training and validation, after data and model are ready).
 
 Parity first: fastai's frozen epoch is recorded batch by batch, tunekit's model is loaded with
-fastai's initial weights, and both recipes' steps run on the very same batches with dropout off.
+fastai's initial weights, and both recipes' steps run on the very same batches with dropout off; then
+the same for the first steps of the unfrozen phase, from fastai's weights at the phase boundary.
 Equal losses step after step mean the model, the head, its initialization, what trains in the frozen
-body, the schedule and the optimizer are the same; the seeds then measure what randomness leaves.
+body, the schedules and the optimizer (its state cleared at each phase, as fastai's freeze/unfreeze
+do) are the same; the seeds then measure what randomness leaves.
 """
 
 from __future__ import annotations
@@ -106,58 +108,80 @@ def run_fastai(s: dict, seed: int, pretrained: bool) -> list[dict]:
     return rows
 
 
-def parity(s: dict, seed: int = 0, steps: int = 46) -> dict:
-    """fastai's frozen-epoch batches replayed through tunekit's recipe from fastai's initial weights."""
+def parity(s: dict, seed: int = 0, phase2_steps: int = 10) -> dict:
+    """Both phases of fine_tune, step by step, dropout off: fastai's frozen epoch replayed through
+    tunekit's recipe from fastai's initial weights; then, from fastai's weights at the phase boundary,
+    the first ``phase2_steps`` of its unfrozen phase replayed through tunekit's unfrozen phase (both
+    start it with fresh optimizer state)."""
     import torch
-    from fastai.callback.core import Callback
+    from fastai.callback.core import Callback, CancelFitException
     from fastai.callback.progress import ProgressCallback
     from torch import nn
 
     from tunekit.config import TrialConfig
     from tunekit.device import Amp
     from tunekit.model import build_model
-    from tunekit.recipe import optimizer, plan
+    from tunekit.recipe import optimizer, plan, start_phase
 
     learn = fastai_learner(s, seed, pretrained=True)
     for m in learn.model.modules():
         if isinstance(m, nn.Dropout):
             m.p = 0.0  # dropout masks are the one draw the two cannot share
-    init = {k: v.clone() for k, v in learn.model.state_dict().items()}
-    seen: list[tuple] = []
+    seen: dict[int, list[tuple]] = {1: [], 2: []}
 
     class Record(Callback):
         order = 100
 
+        def __init__(self, phase: int, limit: int | None = None):
+            self.phase, self.limit = phase, limit
+
         def after_loss(self):
             if self.training:
-                seen.append((self.xb[0].detach().as_subclass(torch.Tensor).clone(),
-                             self.yb[0].as_subclass(torch.Tensor).clone(), self.loss.item()))
+                seen[self.phase].append((self.xb[0].detach().as_subclass(torch.Tensor).clone(),
+                                         self.yb[0].as_subclass(torch.Tensor).clone(), self.loss.item()))
+
+        def after_step(self):
+            if self.limit and len(seen[self.phase]) >= self.limit:
+                raise CancelFitException()
 
     learn.remove_cb(ProgressCallback)
-    learn.freeze()
-    learn.fit_one_cycle(s["freeze_epochs"], slice(s["lr"]), pct_start=0.99, cbs=[Record()])  # fine_tune's first fit
+    weights = {1: {k: v.clone() for k, v in learn.model.state_dict().items()}}
+    learn.freeze()  # fine_tune's first fit, then its second (lr halved, body at lr/100)
+    learn.fit_one_cycle(s["freeze_epochs"], slice(s["lr"]), pct_start=0.99, cbs=[Record(1)])
+    weights[2] = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    learn.unfreeze()
+    half = s["lr"] / 2
+    learn.fit_one_cycle(s["epochs"], slice(half / 100, half), pct_start=0.3, div=5.0,
+                        cbs=[Record(2, phase2_steps)])
 
     cfg = TrialConfig(model=s["model"], pool="concat", head="fastai", resize="squish", lr=s["lr"],
                       epochs=s["epochs"], freeze_epochs=s["freeze_epochs"], seed=seed)
-    model, _ = build_model(cfg, len(learn.dls.vocab), s["size"])
-    model.body.load_state_dict({k.removeprefix("0.model."): v for k, v in init.items() if k.startswith("0.model.")})
-    # fastai's head is [pool, flatten, *tunekit's head]
-    model.head.load_state_dict({f"{int(k.split('.')[1]) - 2}.{k.split('.', 2)[2]}": v
-                                for k, v in init.items() if k.startswith("1.")})
-    for m in model.modules():
-        if isinstance(m, nn.Dropout):
-            m.p = 0.0
-    opt, phase = optimizer(model, cfg.lr), plan(cfg)[0]
-    model.freeze_body(phase.frozen)
-    model.train()
+    steps_per_epoch = len(learn.dls.train)
     amp, loss_fn = Amp.create("fp32", torch.device("cpu")), nn.CrossEntropyLoss()
-    n = len(seen)
-    diffs = []
-    for i, (x, y, theirs) in enumerate(seen[:steps]):
-        phase.apply(opt, i / n)
-        ours = amp.step(model, x, y, loss_fn, opt).item()
-        diffs.append({"step": i, "fastai": theirs, "tunekit": ours})
-    return {"steps": diffs, "max_rel_diff": max(abs(d["tunekit"] - d["fastai"]) / abs(d["fastai"]) for d in diffs)}
+    out: dict = {}
+    for number, phase in zip((1, 2), plan(cfg)):
+        model, _ = build_model(cfg, len(learn.dls.vocab), s["size"])
+        state = weights[number]
+        model.body.load_state_dict({k.removeprefix("0.model."): v for k, v in state.items()
+                                    if k.startswith("0.model.")})
+        # fastai's head is [pool, flatten, *tunekit's head]
+        model.head.load_state_dict({f"{int(k.split('.')[1]) - 2}.{k.split('.', 2)[2]}": v
+                                    for k, v in state.items() if k.startswith("1.")})
+        for m in model.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0
+        opt = optimizer(model, cfg.lr)
+        model.freeze_body(phase.frozen)
+        start_phase(opt)
+        model.train()
+        diffs = []
+        for i, (x, y, theirs) in enumerate(seen[number]):
+            phase.apply(opt, i / (phase.epochs * steps_per_epoch))
+            ours = amp.step(model, x, y, loss_fn, opt).item()
+            diffs.append({"step": i, "fastai": theirs, "tunekit": ours})
+        rel = [abs(d["tunekit"] - d["fastai"]) / abs(d["fastai"]) for d in diffs]
+        out[f"phase{number}"] = {"steps": diffs, "max_rel_diff": max(rel), "max_rel_diff_first_10": max(rel[:10])}
+    return out
 
 
 def one(framework: str, seed: int, scratch: bool, s: dict) -> None:
@@ -248,12 +272,15 @@ def main() -> None:
     check_ready(s)
     out: dict = {"setup": s}
     folders(s)  # written once, before the children race for it
-    par = child("parity", 0, False, s)
-    out["parity"] = par
-    print("parity: fastai's frozen-epoch batches through both recipes from the same weights, dropout off")
-    for d in par["steps"][:3] + par["steps"][-2:]:
-        print(f"  step {d['step']:2d}: fastai loss {d['fastai']:.5f}  tunekit loss {d['tunekit']:.5f}")
-    print(f"  largest relative difference over {len(par['steps'])} steps: {par['max_rel_diff']:.2e}\n")
+    out["parity"] = child("parity", 0, False, s)
+    for name, what in (("phase1", "the frozen epoch, from fastai's initial weights"),
+                       ("phase2", "the unfrozen phase's first steps, from fastai's weights after the frozen epoch")):
+        par = out["parity"][name]
+        print(f"parity, {what} (fastai's batches through both recipes, dropout off):")
+        for d in par["steps"][:3] + par["steps"][-2:]:
+            print(f"  step {d['step']:2d}: fastai loss {d['fastai']:.5f}  tunekit loss {d['tunekit']:.5f}")
+        print(f"  largest relative difference: {par['max_rel_diff_first_10']:.1e} over the first 10 steps, "
+              f"{par['max_rel_diff']:.1e} over all {len(par['steps'])} (float rounding, amplified step by step)\n")
     if args.parity_only:
         return
     sections = [("fine_tune", False)] + ([("scratch", True)] if args.scratch else [])

@@ -29,10 +29,12 @@ def weights_file(tmp_path_factory):
 
 def test_frozen_epoch_trains_head_and_norms_only(small_shapes, weights_file):
     """fine_tune with weights: epoch 1 leaves the body's convs as loaded, epoch 2 tunes them."""
-    snapshots = []
+    snapshots, adam_steps = [], []
 
     def report(metrics, state):
-        snapshots.append({k: v.clone() for k, v in state()["model"].items()})
+        snap = state()
+        snapshots.append({k: v.clone() for k, v in snap["model"].items()})
+        adam_steps.append({int(s["step"]) for s in snap["optimizer"]["state"].values()})
 
     cfg = small(f"folder:{small_shapes}", pretrained=str(weights_file), epochs=1, freeze_epochs=1)
     result = fit(cfg, report)
@@ -47,6 +49,9 @@ def test_frozen_epoch_trains_head_and_norms_only(small_shapes, weights_file):
     head = [k for k in snapshots[0] if k.startswith("head.") and k.endswith("weight")][0]
     assert not torch.equal(snapshots[1][head], snapshots[0][head])
     assert [h["epoch"] for h in result.history] == [1, 2]
+    # the unfrozen phase starts with fresh Adam moments, as fastai's unfreeze (clear_state): every
+    # parameter's step count is that phase's steps, not the head's and norms' running total
+    assert adam_steps[0] == adam_steps[1] and len(adam_steps[0]) == 1
 
 
 def test_reports_follow_the_metric_contract(small_shapes):

@@ -36,7 +36,7 @@ from .device import (
 from .errors import TunekitError
 from .metrics import classification_metrics
 from .model import FineTuneModel, ModelInfo, build_model
-from .recipe import Phase, optimizer, plan
+from .recipe import Phase, optimizer, plan, start_phase
 from .weights import check_weights_available
 
 log = logging.getLogger("tunekit")
@@ -143,6 +143,8 @@ def fit(cfg: TrialConfig, report: Reporter | None = None, *, resume: dict[str, A
             epoch += 1
             if epoch <= start_epoch:
                 continue
+            if phase_epoch == 0:
+                start_phase(run.opt)  # (a resume inside a phase keeps the state it loaded)
             metrics = _epoch(run, phase, phase_epoch, epoch)
             fit_time += metrics.pop("seconds")
             metrics["fit_time"] = fit_time
