@@ -83,6 +83,16 @@ def test_trials_spread_over_worker_nodes_and_pack_fractional_gpus(cluster, tmp_p
     os.environ.pop("RAY_ADDRESS", None)
 
 
+def start_search(tmp_path: Path, name: str, data: Path, body: str, address: str) -> tuple[subprocess.Popen, Path]:
+    """`tunekit search NAME.py --address ADDRESS` as a user starts it, in the background; its run folder."""
+    space = tmp_path / f"{name}.py"
+    space.write_text(f"from ray import tune\ndata = 'folder:{data}'\n" + textwrap.dedent(body))
+    proc = subprocess.Popen([sys.executable, "-m", "tunekit.cli", "search", str(space), "--address", address,
+                             "--storage-path", str(tmp_path / "runs")], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    return proc, tmp_path / "runs" / name
+
+
 JOIN = """
 epochs = 2
 searcher = "grid"
@@ -97,12 +107,7 @@ def test_a_node_that_joins_mid_search_runs_trials(cluster, tmp_path):
     """`ray start --address` on another machine while a search runs: its trials start there too."""
     c, workers = cluster
     data = write_shapes(tmp_path / "data", n=1200, size=32, seed=4)
-    space = tmp_path / "join.py"
-    space.write_text(f"from ray import tune\ndata = 'folder:{data}'\n" + textwrap.dedent(JOIN))
-    run = tmp_path / "runs" / "join"
-    proc = subprocess.Popen([sys.executable, "-m", "tunekit.cli", "search", str(space), "--address", c.address,
-                             "--storage-path", str(tmp_path / "runs")], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc, run = start_search(tmp_path, "join", data, JOIN, c.address)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None and not list(run.glob("run_trial_*/tunekit_run.json")):
         time.sleep(0.05)
@@ -133,12 +138,7 @@ def test_lost_node_trials_continue_on_another_node_from_their_checkpoints(cluste
     """Runs last: it removes a worker node from the module's cluster."""
     c, workers = cluster
     data = write_shapes(tmp_path / "data", n=800, size=48, seed=3)
-    space = tmp_path / "lost.py"
-    space.write_text(f"from ray import tune\ndata = 'folder:{data}'\n" + textwrap.dedent(LOST))
-    run = tmp_path / "runs" / "lost"
-    proc = subprocess.Popen([sys.executable, "-m", "tunekit.cli", "search", str(space), "--address", c.address,
-                             "--storage-path", str(tmp_path / "runs")], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc, run = start_search(tmp_path, "lost", data, LOST, c.address)
     doomed = victim = None
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None and victim is None:
