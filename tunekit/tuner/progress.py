@@ -44,8 +44,8 @@ class ProgressCallback(Callback):
         self.echo, self.metric, self.mode, self.max_epochs, self.total = echo, metric, mode, max_epochs, total
         self.searched, self.slots, self.log_path = searched, slots, log_path
         self.display = ("summary" if total > SUMMARY_ABOVE else "events") if display == "auto" else display
-        self.stream = stream or sys.stdout
-        self.live = self.display == "summary" and self.stream.isatty()
+        self._stream = stream  # None: sys.stdout when drawing (Ray pickles callbacks: no file objects kept)
+        self.live = self.display == "summary" and (stream or sys.stdout).isatty()
         self.every_s = 1.0 if self.live else every_s
         self.start = time.perf_counter()
         self.number: dict[str, int] = {}
@@ -64,6 +64,10 @@ class ProgressCallback(Callback):
         self._log: TextIO | None = None
         self._last_render = 0.0
         self._drawn = 0  # lines of the live block on screen
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Ray pickles the Tuner's callbacks: without the open log and any stream (reopened in setup)."""
+        return {**self.__dict__, "_log": None, "_stream": None}
 
     # --- Ray's hooks -----------------------------------------------------------------------------
 
@@ -183,8 +187,9 @@ class ProgressCallback(Callback):
             return
         # move up over the last block and clear to the end of the screen, then draw the new one
         up = f"\x1b[{self._drawn}F\x1b[J" if self._drawn else ""
-        self.stream.write(up + "\n".join(lines) + "\n")
-        self.stream.flush()
+        stream = self._stream or sys.stdout
+        stream.write(up + "\n".join(lines) + "\n")
+        stream.flush()
         self._drawn = len(lines)
 
     def _say(self, trial, text: str) -> None:
