@@ -98,7 +98,7 @@ epochs = 2
 searcher = "grid"
 asha = None
 cpus_per_trial = 2
-space = {"model": "test_resnet", "lr": tune.grid_search([0.01, 0.008, 0.006, 0.004, 0.002, 0.001]),
+space = {"model": "test_resnet", "lr": tune.grid_search([0.01, 0.005, 0.002]),
          "pretrained": False, "batch_size": 32, "img_size": 32}
 """
 
@@ -106,7 +106,10 @@ space = {"model": "test_resnet", "lr": tune.grid_search([0.01, 0.008, 0.006, 0.0
 def test_a_node_that_joins_mid_search_runs_trials(cluster, tmp_path):
     """`ray start --address` on another machine while a search runs: its trials start there too."""
     c, workers = cluster
-    data = write_shapes(tmp_path / "data", n=1200, size=32, seed=4)
+    # 2 trials at a time on the 2 workers; the third waits for a slot, and the node that joins is one.
+    # Trials of ~12 s: the joined node is up before a slot frees (else a finished trial's worker, reused,
+    # would take the third trial).
+    data = write_shapes(tmp_path / "data", n=1600, size=32, seed=4)
     proc, run = start_search(tmp_path, "join", data, JOIN, c.address)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None and not list(run.glob("run_trial_*/tunekit_run.json")):
@@ -116,9 +119,9 @@ def test_a_node_that_joins_mid_search_runs_trials(cluster, tmp_path):
     c.wait_for_nodes()
     try:
         out, _ = proc.communicate(timeout=300)
-        assert proc.returncode == 0 and "6 completed" in out, out
+        assert proc.returncode == 0 and "3 completed" in out, out
         nodes = [json.loads(f.read_text())["node"] for f in run.glob("run_trial_*/tunekit_run.json")]
-        assert len(nodes) == 6 and nodes.count(joined.node_id) >= 1, (nodes, joined.node_id)
+        assert len(nodes) == 3 and nodes.count(joined.node_id) == 1, (nodes, joined.node_id)
     finally:
         c.remove_node(joined)  # the node leaves again (the lost-node test counts on two workers)
 

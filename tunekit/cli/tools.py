@@ -208,6 +208,9 @@ def rank(data: str, models: str, as_json: bool, **options: Any) -> None:
         click.echo(json.dumps([r.to_dict() for r in rows], indent=1))
         return
     click.echo(ranking_table(rows))
+    if all(r.logme is None for r in rows):
+        click.echo("no model could be scored: 'tunekit weights list --models ...' says where weights are missing, "
+                   "and --no-pretrained scores random initialisations")
 
 
 def ranking_table(rows) -> str:
