@@ -106,16 +106,16 @@ space = {"model": "test_resnet", "lr": tune.grid_search([0.01, 0.005, 0.002]),
 def test_a_node_that_joins_mid_search_runs_trials(cluster, tmp_path):
     """`ray start --address` on another machine while a search runs: its trials start there too."""
     c, workers = cluster
-    # 2 trials at a time on the 2 workers; the third waits for a slot, and the node that joins is one.
-    # Trials of ~12 s: the joined node is up before a slot frees (else a finished trial's worker, reused,
-    # would take the third trial).
-    data = write_shapes(tmp_path / "data", n=1600, size=32, seed=4)
+    # 2 trials at a time on the 2 workers; the third waits for a slot. The node joins as the first trials
+    # start (their workers still importing torch), long before a slot frees: else a finished trial's
+    # worker, reused, could take the third trial first.
+    data = write_shapes(tmp_path / "data", n=1000, size=32, seed=4)
     proc, run = start_search(tmp_path, "join", data, JOIN, c.address)
     deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None and not list(run.glob("run_trial_*/tunekit_run.json")):
+    while time.time() < deadline and proc.poll() is None and not list(run.glob("run_trial_*")):
         time.sleep(0.05)
     assert proc.poll() is None, proc.communicate(timeout=60)[0]
-    joined = c.add_node(num_cpus=2, num_gpus=1)  # mid-search: the first trials are running
+    joined = c.add_node(num_cpus=2, num_gpus=1)  # mid-search: the first trials are starting
     c.wait_for_nodes()
     try:
         out, _ = proc.communicate(timeout=300)
