@@ -67,8 +67,9 @@ def rank_models(data: str, models: Iterable[str], *, img_size: int | None = None
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     rows = []
+    datasets: dict[int, tkdata.Dataset] = {}  # by image size: listed and opened once, not once per model
     for name in models:
-        row = _rank_one(data, name, img_size, max_images, pretrained, dev, prec, batch_size, seed)
+        row = _rank_one(data, name, img_size, max_images, pretrained, dev, prec, batch_size, seed, datasets)
         if on_row is not None:
             on_row(row)
         rows.append(row)
@@ -79,7 +80,8 @@ def rank_models(data: str, models: Iterable[str], *, img_size: int | None = None
 
 
 def _rank_one(data: str, name: str, img_size: int | None, max_images: int | None, pretrained: bool,
-              device: torch.device, precision: str, batch_size: int, seed: int) -> Ranked:
+              device: torch.device, precision: str, batch_size: int, seed: int,
+              datasets: dict[int, tkdata.Dataset]) -> Ranked:
     cfg = TrialConfig(data=data, model=name, pool="avg", head="linear", resize=RESIZE, pretrained=pretrained,
                       img_size=img_size, seed=seed)
     if pretrained:
@@ -88,7 +90,9 @@ def _rank_one(data: str, name: str, img_size: int | None, max_images: int | None
         except TunekitError:
             return Ranked(name, None, "no pretrained weights here")
     size = img_size_rule(cfg)[0]
-    ds = tkdata.load(data, RESIZE, size)
+    if size not in datasets:
+        datasets[size] = tkdata.load(data, RESIZE, size)
+    ds = datasets[size]
     index = sample(ds, max_images, seed)
     torch.manual_seed(seed)
     model, info = build_model(cfg, max(len(ds.classes), 1), size)
