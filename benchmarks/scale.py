@@ -64,11 +64,15 @@ def run_tunekit(address: str, storage: Path, trials: int, data: str, profile: bo
     cpu0, t0 = time.process_time(), time.perf_counter()
     if profiler:
         profiler.enable()
-    result = search(spec, address=address, storage_path=storage, progress="summary", echo=lambda line: None)
+    marks: list[tuple[float, str]] = []  # (seconds since the start, line): where the wall time goes
+    result = search(spec, address=address, storage_path=storage, progress="summary",
+                    echo=lambda line: marks.append((time.perf_counter() - t0, line)))
     if profiler:
         profiler.disable()
-    out = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - cpu0,
-           "completed": int(result.trials["status"].isin(["completed", "stopped early"]).sum())}
+    wall = time.perf_counter() - t0
+    out = {"wall_s": wall, "cpu_s": time.process_time() - cpu0,
+           "completed": int(result.trials["status"].isin(["completed", "stopped early"]).sum()),
+           "epochs_run": int(result.trials["epochs_run"].sum()), "phases": phases(marks, wall)}
     if profiler:
         out["profile"] = by_module(profiler)
     return out
@@ -89,7 +93,21 @@ def run_bare(address: str, storage: Path, trials: int, data: str) -> dict:
     cpu0, t0 = time.process_time(), time.perf_counter()
     grid = tuner.fit()
     return {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - cpu0,
-            "completed": sum(r.error is None for r in grid)}
+            "completed": sum(r.error is None for r in grid),
+            "epochs_run": int(grid.get_dataframe()["training_iteration"].sum())}
+
+
+def phases(marks: list[tuple[float, str]], wall: float) -> dict[str, float]:
+    """The tunekit run's wall time split by what it printed: before the trials (planning, node
+    preparation, the Tuner), the trials (tuner.fit) and after them (keep-best, report, summary)."""
+    fit_start = next((t for t, line in marks if line.startswith("preparing")), 0.0)
+    ended = next((t for t, line in marks if line.startswith("search ended after")), wall)
+    fit_s = next((float(line.split()[-1].rstrip("s")) for _, line in marks if line.startswith("search ended after")),
+                 0.0)
+    return {"before_trials_s": round(ended - fit_s, 1), "of_which_before_preparing_s": round(fit_start, 1),
+            "trials_s": round(fit_s, 1), "after_trials_s": round(wall - ended, 1),
+            "preparing_nodes_s": next((float(line.split()[-1].rstrip("s")) for _, line in marks
+                                       if line.startswith("prepared ")), 0.0)}
 
 
 def by_module(profiler: cProfile.Profile, top: int = 15) -> list[dict]:
@@ -133,7 +151,8 @@ def main() -> None:
             if args.which in ("both", "tunekit"):
                 t = run_tunekit(cluster.address, Path(storage), args.trials, data, args.profile)
                 record.update(tunekit_wall_s=round(t["wall_s"], 1), tunekit_driver_cpu_s=round(t["cpu_s"], 1),
-                              tunekit_trials_ended=t["completed"])
+                              tunekit_trials_ended=t["completed"], tunekit_epochs_run=t["epochs_run"],
+                              tunekit_phases=t["phases"])
                 if "profile" in t:
                     record["tunekit_profile"] = t["profile"]
             if args.which in ("both", "bare"):
@@ -141,7 +160,7 @@ def main() -> None:
                     ray.init(address=cluster.address, log_to_driver=False, logging_level="WARNING")
                 b = run_bare(cluster.address, Path(storage), args.trials, data)
                 record.update(bare_wall_s=round(b["wall_s"], 1), bare_driver_cpu_s=round(b["cpu_s"], 1),
-                              bare_trials_ended=b["completed"])
+                              bare_trials_ended=b["completed"], bare_epochs_run=b["epochs_run"])
     finally:
         if ray.is_initialized():
             ray.shutdown()

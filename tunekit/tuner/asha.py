@@ -201,6 +201,7 @@ class PromotingASHA(FIFOScheduler):
         self.ladder = Ladder(max_t, grace_period, reduction_factor, total_trials)
         self.time_attr = time_attr
         self._mode: str | None = None
+        self._trials: dict[str, Trial] = {}  # every trial Ray added, by id: no scan of Ray's list per decision
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
         if metric:
@@ -219,6 +220,7 @@ class PromotingASHA(FIFOScheduler):
     # ---- Ray's hooks --------------------------------------------------------------------------
 
     def on_trial_add(self, tune_controller, trial: Trial) -> None:
+        self._trials[trial.trial_id] = trial
         known = trial.trial_id in self.ladder.trials
         history = {} if known else _history(trial, self._metric)
         if not history:
@@ -238,7 +240,7 @@ class PromotingASHA(FIFOScheduler):
         epoch = int(result[self.time_attr])
         decision = self.ladder.report(trial.trial_id, epoch, self._loss(result.get(self._metric)))
         if self.ladder.in_state["waiting"]:
-            self._stop_hopeless(tune_controller, {t.trial_id: t for t in tune_controller.get_trials()}, skip=trial)
+            self._stop_hopeless(tune_controller, skip=trial)
         return {CONTINUE: TrialScheduler.CONTINUE, WAIT: TrialScheduler.PAUSE}.get(decision, TrialScheduler.STOP)
 
     def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:
@@ -252,8 +254,8 @@ class PromotingASHA(FIFOScheduler):
             self.ladder.finish(trial.trial_id)
 
     def choose_trial_to_run(self, tune_controller) -> Trial | None:
-        trials = {t.trial_id: t for t in tune_controller.get_trials()}
-        self._stop_hopeless(tune_controller, trials)
+        trials = self._trials
+        self._stop_hopeless(tune_controller)
         waiting = self.ladder.waiting()
         for trial_id, rung in waiting:  # promotions first, highest rung first
             trial = trials.get(trial_id)
@@ -289,10 +291,10 @@ class PromotingASHA(FIFOScheduler):
         self.ladder.start(trial.trial_id)
         return trial
 
-    def _stop_hopeless(self, tune_controller, trials: dict[str, Trial], skip: Trial | None = None) -> None:
+    def _stop_hopeless(self, tune_controller, skip: Trial | None = None) -> None:
         """Stop the waiting trials that can no longer make the cut (their checkpoints go with them)."""
         for trial_id in list(self.ladder.in_state["waiting"]):
-            trial = trials.get(trial_id)
+            trial = self._trials.get(trial_id)
             if trial is None or trial is skip:
                 continue
             if self.ladder.hopeless(trial_id, self.ladder.trials[trial_id].epoch) and (

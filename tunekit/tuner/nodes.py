@@ -14,9 +14,9 @@ from pathlib import Path
 
 import ray
 
-from ..config import TrialConfig
 from ..data.spec import DataSpec
 from ..errors import TunekitError
+from ..prepare import prepare_here, prepare_jobs
 from ..spec import SearchSpec
 
 
@@ -30,10 +30,10 @@ def check_local_data(spec: SearchSpec) -> None:
 
 
 def prepare_local(spec: SearchSpec, echo: Callable[[str], None]) -> None:
-    jobs = _prepare_jobs(spec)
+    jobs = prepare_jobs(spec)
     echo(f"preparing: {spec.data}, {len(jobs['caches'])} resize/size combination(s), "
          f"{len(jobs['weights'])} pretrained model(s)")
-    _, notes = _prepare_here(spec.data, jobs, None)
+    _, notes = prepare_here(spec.data, jobs, None)
     for note in notes:
         echo(f"warning: {note}")
 
@@ -44,13 +44,14 @@ def prepare_nodes(spec: SearchSpec, run_dir: Path, echo: Callable[[str], None]) 
     used: Ray (since 2.7) moves checkpoints between nodes only through shared storage."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    jobs = _prepare_jobs(spec)
+    jobs = prepare_jobs(spec)
     nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
     marker = run_dir / f".shared-{os.getpid()}-{time.time_ns()}"
     marker.write_text("")
     echo(f"preparing {len(nodes)} node(s): {spec.data}, {len(jobs['caches'])} resize/size combination(s), "
          f"{len(jobs['weights'])} pretrained model(s)")
-    task = ray.remote(num_cpus=0)(_prepare_here)
+    task = ray.remote(num_cpus=0)(prepare_here)
+    t0 = time.perf_counter()
     refs = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
             .remote(spec.data, jobs, str(marker)) for node in nodes]
     try:
@@ -62,6 +63,7 @@ def prepare_nodes(spec: SearchSpec, run_dir: Path, echo: Callable[[str], None]) 
         raise
     finally:
         marker.unlink(missing_ok=True)
+    echo(f"prepared {len(nodes)} node(s) in {time.perf_counter() - t0:.1f}s")
     for note in dict.fromkeys(note for _, notes in answers for note in notes):  # once, not once per node
         echo(f"warning: {note}")
     sees_marker = [seen for seen, _ in answers]
@@ -72,49 +74,3 @@ def prepare_nodes(spec: SearchSpec, run_dir: Path, echo: Callable[[str], None]) 
          f"interrupted search cannot continue its unfinished trials. Use a --storage-path on NFS "
          f"(or s3://, gs://) seen by every node to have both.")
     return False
-
-
-def _prepare_jobs(spec: SearchSpec) -> dict[str, list]:
-    from ..loop import resolve_img_size
-
-    models = spec.values_of("model") or []
-    resizes = spec.values_of("resize") or []
-    sizes = spec.values_of("img_size")
-    pretrained = spec.values_of("pretrained") or [True]
-    caches = set()
-    for model in models:
-        for resize in resizes:
-            for size in sizes or [None]:
-                cfg = TrialConfig(data=spec.data, model=model, img_size=size, pretrained=False)
-                caches.add((resize, resolve_img_size(cfg)))
-    weights = sorted({m for m in models for p in pretrained if p is True})
-    return {"caches": sorted(caches), "weights": weights}
-
-
-def _prepare_here(data: str, jobs: dict[str, list], marker: str | None) -> tuple[bool, list[str]]:
-    """Data caches and weights on this node. Returns whether ``marker`` is visible here, and the
-    warnings raised (skipped images), which a Ray task's stderr would hide from the user."""
-    import warnings
-
-    from .. import data as tkdata
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        for model in jobs["weights"]:  # first: offline fails in a second, data can take minutes
-            _fetch_weights(model)
-        for resize, size in jobs["caches"]:
-            tkdata.load(data, resize, size)
-    ours = Path(__file__).parent.parent
-    notes = list(dict.fromkeys(str(w.message) for w in caught if Path(w.filename).is_relative_to(ours)))
-    return marker is None or os.path.exists(marker), notes
-
-
-def _fetch_weights(model: str) -> None:
-    import timm
-
-    from ..weights import local_weights, require_reachable
-
-    if local_weights(model):
-        return
-    require_reachable(model)
-    timm.create_model(model, pretrained=True, num_classes=0)
