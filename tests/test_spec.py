@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
 from importlib.util import find_spec
 from pathlib import Path
@@ -115,3 +118,25 @@ def test_dry_run_plans_fractional_gpus(tmp_path):
                                        "--cpus-per-trial", "0.5", "--num-gpus", "1", "--storage-path", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "0.5 CPU, 0.25 GPU; up to 4 at once" in result.output
+
+
+def test_the_study_sweep_plans_without_torch_or_timm(tmp_path):
+    """The 1,020-trial sweep's dry run checks its 85 model names from the index of timm's names (written
+    the first time timm is imported for a check), so the plan needs neither torch nor timm (4 s here)."""
+    env = {**os.environ, "TUNEKIT_DATA": str(tmp_path / "cache" / "data")}
+    script = textwrap.dedent(f"""
+        import sys
+        from tunekit.tuner import search
+        plan = search({str(SPACES / "seed_sweep.py")!r}, dry_run=True, storage_path={str(tmp_path / "runs")!r},
+                      echo=lambda line: None)
+        print(plan.trials, sorted(m for m in ("torch", "timm") if m in sys.modules))
+    """)
+    first = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert first.stdout.split()[0] == "1020"
+    assert list((tmp_path / "cache").glob("timm-*.json"))  # written by the first check
+    again = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert again.stdout.strip() == "1020 []", again.stderr[-2000:]
+    # a name the index lacks is still checked by timm itself: a typo is caught, with its close matches
+    typo = subprocess.run([sys.executable, "-c", "from tunekit.catalog import check_model_name as c; "
+                           "c('resnet18'); c('resnet181')"], env=env, capture_output=True, text=True)
+    assert "unknown timm model 'resnet181'" in typo.stderr and "resnet18" in typo.stderr

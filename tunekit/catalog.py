@@ -2,27 +2,75 @@
 
     check_model_name("resnet18")          # raises with close matches on a typo
     timm_pretrained_cfg("convnext_tiny")  # input size, mean/std, hub id, ...
+
+Checking a space's model names must not cost an import of timm and torch (4 s of a 5 s dry run of
+the study's 1,020-trial sweep on a 2-core machine): the names timm registers are kept in an index
+per timm version (``~/.cache/tunekit/timm-VERSION.json``, written the first time timm is imported
+for a check). A name the index knows passes without timm; any other is checked against timm
+itself, which also knows the models a user registered in this process.
 """
 
 from __future__ import annotations
 
 import functools
-
-# isort: off
-from . import _compat  # noqa: F401  - first: timm imports torchvision, which a CPU-only torch can break
-import timm
-# isort: on
+import json
+import os
+import sys
+from importlib import metadata
+from pathlib import Path
 
 from .errors import TunekitError, did_you_mean
 
 
+def _timm():
+    import timm  # after tunekit/__init__'s _compat guard, which any import of this module ran first
+
+    return timm
+
+
 @functools.lru_cache(maxsize=1)
 def _all_models() -> tuple[str, ...]:
-    return tuple(timm.list_models())
+    return tuple(_timm().list_models())
+
+
+def index_file(version: str | None = None) -> Path:
+    from .data.download import data_root
+
+    return data_root().parent / f"timm-{version or metadata.version('timm')}.json"
+
+
+@functools.lru_cache(maxsize=1)
+def _index() -> frozenset[str]:
+    """Every timm architecture and every ``arch.tag`` with pretrained weights, from the index of
+    this timm version (an empty set when there is none yet, or it cannot be read)."""
+    try:
+        names = json.loads(index_file().read_text())["names"]
+        return frozenset(names) if isinstance(names, list) else frozenset()
+    except (OSError, ValueError, KeyError, TypeError, metadata.PackageNotFoundError):
+        return frozenset()
+
+
+def write_index() -> Path | None:
+    """The index of the timm installed here (atomically; None where the cache folder is not writable)."""
+    timm = _timm()
+    path = index_file(timm.__version__)
+    names = sorted(set(timm.list_models()) | set(timm.list_pretrained()))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"timm": timm.__version__, "names": names}))
+        os.replace(tmp, path)
+    except OSError:
+        return None
+    _index.cache_clear()
+    return path
 
 
 def check_model_name(name: str) -> None:
     """Raise with close matches if ``name`` (optionally ``arch.pretrained_tag``) is not a timm model."""
+    if name in _index() and "timm" not in sys.modules:  # known to this timm version: no import
+        return
+    timm = _timm()
     arch, _, tag = name.partition(".")
     renamed = timm.models._registry._deprecated_models.get(name)
     if renamed:
@@ -33,10 +81,13 @@ def check_model_name(name: str) -> None:
         tags = timm.list_pretrained(f"{arch}.*")
         raise TunekitError(f"timm model {arch!r} has no pretrained tag {tag!r}{did_you_mean(name, tags)}; "
                            f"available: {', '.join(tags) or 'none'}")
+    if not _index():
+        write_index()
 
 
 def timm_pretrained_cfg(name: str):
     """timm's pretrained config of ``name`` (``arch`` or ``arch.tag``), or None."""
+    timm = _timm()
     return timm.get_pretrained_cfg(name) or timm.get_pretrained_cfg(name.partition(".")[0])
 
 

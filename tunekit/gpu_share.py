@@ -18,9 +18,12 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from filelock import FileLock
+
+if TYPE_CHECKING:  # torch loads only where a GPU is probed: a dry run plans without it
+    import torch
 
 MAX_PER_GPU = 8  # the most trials auto packs onto one GPU
 CONTEXT_GIB = 0.6  # CUDA context + cuDNN/cuBLAS handles: outside the allocator's count
@@ -65,6 +68,8 @@ def cache_file() -> Path:
 
 
 def machine_key(device: torch.device) -> str:
+    import torch
+
     props = torch.cuda.get_device_properties(device)
     return f"{props.name} {props.total_memory // 2**20}MiB torch {torch.__version__}"
 
@@ -73,6 +78,8 @@ def probe_shares(keys: list[MemoryKey], device: torch.device,
                  echo=lambda line: None) -> tuple[dict[MemoryKey, Share], float]:
     """The share of each key on ``device`` (a CUDA GPU), probing what the cache lacks; and the
     GPU's memory in GiB."""
+    import torch
+
     from .bench import ceiling
     from .device import resolve_precision
 
@@ -101,6 +108,8 @@ def probe_shares(keys: list[MemoryKey], device: torch.device,
 
 def probe_remote(keys: list[MemoryKey]) -> tuple[dict[MemoryKey, Share], float]:
     """For a Ray task holding one GPU on a cluster node."""
+    import torch
+
     return probe_shares(keys, torch.device("cuda"))
 
 

@@ -24,15 +24,15 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 
+from ..config import PROGRESS_DISPLAYS
 from ..data.spec import DataSpec
 from ..errors import TunekitError
 from ..gpu_share import MAX_PER_GPU, memory_keys
 from ..spec import SearchSpec, build_spec, load_spec
-from .assemble import build_tuner
 from .nodes import check_local_data, prepare_local, prepare_nodes
 from .plan import (
     DEFAULT_STORAGE,
@@ -48,10 +48,21 @@ from .plan import (
     share_lines,
     smallest_share,
 )
-from .progress import DISPLAYS
-from .results import SearchResult, finish, summary
 
+if TYPE_CHECKING:
+    from .results import SearchResult
+
+# Ray Tune, torch, timm and pandas load when a search runs, not for a dry run's plan (benchmarks/RESULTS.md)
+_LAZY = {"SearchResult": "results", "finish": "results", "summary": "results"}
 __all__ = ["DEFAULT_STORAGE", "Plan", "SearchResult", "finish", "search", "summary"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def search(
@@ -69,8 +80,8 @@ def search(
     ``events`` (a line per trial event), ``summary`` (a live status), ``auto`` (summary beyond 50
     trials); every event also goes to the run folder's events.log.
     """
-    if progress not in DISPLAYS:
-        raise TunekitError(f"progress must be one of {', '.join(DISPLAYS)}, got {progress!r}")
+    if progress not in PROGRESS_DISPLAYS:
+        raise TunekitError(f"progress must be one of {', '.join(PROGRESS_DISPLAYS)}, got {progress!r}")
     if resume and restart:
         raise TunekitError("--resume and --restart contradict each other: continue the search, or start it over")
     options = cli_overrides(overrides, gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
@@ -142,6 +153,9 @@ def search(
     if not auto:
         for line in plan.lines(spec):
             echo(line)
+    from .assemble import build_tuner
+    from .results import finish
+
     local = address is None and not ray.is_initialized()
     if local:  # this machine is the only node: data and weights are ready before Ray starts
         if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
@@ -195,6 +209,7 @@ def search(
 def _already_finished(spec: SearchSpec, run_dir: Path, previous: Previous, echo: Callable[[str], None]) -> SearchResult:
     """Re-running a finished search: say so, show its results, say how to search again. No Ray."""
     from ..report import load_run
+    from .results import SearchResult, summary
 
     result = SearchResult(run_dir, load_run(run_dir), spec.metric, spec.mode)
     echo(previous.finished_lines()[0])

@@ -22,10 +22,10 @@ from ..spec import SearchSpec
 
 def check_local_data(spec: SearchSpec) -> None:
     """For a dry run: list and check the files of data on a local path (nothing downloaded or decoded)."""
-    from ..data import resolve_items
-
     data = DataSpec.parse(spec.data)
     if data.path is not None:
+        from ..data import resolve_items
+
         resolve_items(data)
 
 

@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from ..gpu_share import MemoryKey, Share, memory_keys, probe_shares
 from ..prescreen import load_screen
 from ..runfolder import SPACE_COPY, SPEC_FILE
 from ..spec import SearchSpec
+
+GPU_DRIVER_FILES = ("/dev/nvidiactl", "/proc/driver/nvidia", "/dev/kfd")  # NVIDIA's and AMD's (ROCm) drivers
 
 DEFAULT_STORAGE = "~/ray_results"
 
@@ -101,6 +104,8 @@ def cli_overrides(overrides: dict[str, Any] | None, **options: Any) -> dict[str,
 
 
 def _local_gpus() -> int:
+    if sys.platform.startswith("linux") and not any(Path(p).exists() for p in GPU_DRIVER_FILES):
+        return 0  # no GPU driver: nothing torch could use, and no torch import (seconds) to learn it
     import torch
 
     return torch.cuda.device_count()
