@@ -15,7 +15,9 @@ trials that cost little: test_resnet from scratch on 150 generated 16 px images,
 
 Printed and written (``--json``): trials, nodes, tunekit_wall_s, bare_wall_s, tunekit_driver_cpu_s,
 bare_driver_cpu_s (CPU time of this process: the driver, not Ray's own processes or the trials),
-overhead_s_per_trial ((tunekit_wall_s - bare_wall_s) / trials). ``--profile`` adds where tunekit's
+overhead_s_per_trial ((tunekit_wall_s - bare_wall_s) / trials); also each run's epochs_run (the two
+ASHA rules stop different trials) and tunekit_phases, its wall time split by what it printed: node
+preparation, the trials (tuner.fit), and after them (keep-best, report). ``--profile`` adds where tunekit's
 driver CPU goes (cProfile on CPU time, by tunekit module, Ray package and library). Both runs join the
 cluster with the trials' output left on the nodes (``log_to_driver=False``).
 """
