@@ -95,8 +95,13 @@ def run_bare(address: str, storage: Path, trials: int, data: str) -> dict:
     cpu0, t0 = time.process_time(), time.perf_counter()
     grid = tuner.fit()
     return {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - cpu0,
-            "completed": sum(r.error is None for r in grid),
-            "epochs_run": int(grid.get_dataframe()["training_iteration"].sum())}
+            "completed": sum(r.error is None for r in grid), "epochs_run": epochs_in(storage / "bare")}
+
+
+def epochs_in(run: Path) -> int:
+    """Epochs reported by every trial of a run folder: the lines of their result.json (Ray's
+    ResultGrid.get_dataframe came back without columns once, after a 1,000-trial run)."""
+    return sum(sum(1 for line in f.open() if line.strip()) for f in run.glob("*/result.json"))
 
 
 def phases(marks: list[tuple[float, str]], wall: float) -> dict[str, float]:
@@ -151,12 +156,17 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as storage:
             if args.which in ("both", "tunekit"):
+                environ = dict(os.environ)  # tunekit turns Ray's automatic loggers off; bare keeps them
                 t = run_tunekit(cluster.address, Path(storage), args.trials, data, args.profile)
                 record.update(tunekit_wall_s=round(t["wall_s"], 1), tunekit_driver_cpu_s=round(t["cpu_s"], 1),
                               tunekit_trials_ended=t["completed"], tunekit_epochs_run=t["epochs_run"],
                               tunekit_phases=t["phases"])
                 if "profile" in t:
                     record["tunekit_profile"] = t["profile"]
+                if args.json:  # kept even if the bare run then fails
+                    args.json.write_text(json.dumps(record, indent=1))
+                os.environ.clear()
+                os.environ.update(environ)
             if args.which in ("both", "bare"):
                 if not ray.is_initialized():  # as tunekit joins: the trials' output stays on the nodes
                     ray.init(address=cluster.address, log_to_driver=False, logging_level="WARNING")
