@@ -11,7 +11,7 @@ trials that cost little: test_resnet from scratch on 150 generated 16 px images,
 * ``tunekit``: ``tunekit.search`` with ``--address``: node preparation, the searcher, promoting ASHA,
   TensorBoard, progress (events.log), checkpoint cleanup and keep-best, and the report at the end;
 * ``bare``: ``tune.Tuner`` over the same trainable and param space, Ray's ``ASHAScheduler`` with the
-  same rungs, Ray's default loggers, no tunekit callbacks.
+  same rungs, Ray's default loggers and checkpoint settings (every checkpoint kept), no tunekit callbacks.
 
 Printed and written (``--json``): trials, nodes, tunekit_wall_s, bare_wall_s, tunekit_driver_cpu_s,
 bare_driver_cpu_s (CPU time of this process: the driver, not Ray's own processes or the trials),
@@ -89,8 +89,7 @@ def run_bare(address: str, storage: Path, trials: int, data: str) -> dict:
         param_space=param_space,
         tune_config=tune.TuneConfig(metric="error_rate", mode="min", scheduler=scheduler, num_samples=trials,
                                     reuse_actors=True),
-        run_config=tune.RunConfig(name="bare", storage_path=str(storage), verbose=0,
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+        run_config=tune.RunConfig(name="bare", storage_path=str(storage), verbose=0),  # Ray's checkpoint defaults
     )
     cpu0, t0 = time.process_time(), time.perf_counter()
     grid = tuner.fit()

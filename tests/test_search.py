@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from tunekit.errors import TunekitError
 from tunekit.tuner import SearchResult, search
+from tunekit.tuner.ray_api import ENV_SWITCHES
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -48,12 +50,18 @@ space = {"model": "test_resnet", "pool": tune.grid_search(["avg", "concat"]),
 def grid_run(small_shapes, tmp_path_factory) -> SearchResult:
     tmp = tmp_path_factory.mktemp("grid")
     lines: list[str] = []
+    for key in ENV_SWITCHES:  # as a new process has them (an earlier search of this process restored them)
+        os.environ.pop(key, None)
     result = search(space_file(tmp, f"folder:{small_shapes}", GRID), storage_path=tmp / "runs", echo=lines.append)
     result.lines = lines
+    result.environ_after = {key: os.environ.get(key) for key in ENV_SWITCHES if key in os.environ}
     return result
 
 
 def test_search_runs_every_trial_and_summarizes(grid_run):
+    # Ray's switches (no automatic loggers, quiet output) held for the search only: a Tuner the caller
+    # builds next keeps Ray's defaults
+    assert grid_run.environ_after == {}
     df = grid_run.trials
     assert len(df) == 4 and set(df["pool"]) == {"avg", "concat"} and set(df["lr"]) == {0.01, 1e-6}
     assert not (df["status"] == "errored").any()

@@ -14,7 +14,7 @@ A search's run folder ``<storage>/<name>/`` holds::
         events.out.tfevents.*  TensorBoard scalars and hparams     (tuner.callbacks)
         tunekit_run.json       what the trial really used          (RUN_INFO_FILE, tuner.trainable)
         error.txt              the traceback of a failed attempt   (Ray)
-        checkpoint_*/checkpoint.pt   the latest epoch's checkpoint (CHECKPOINT_FILE)
+        checkpoint_*/checkpoint.pt   the latest epoch's checkpoint, and the one before while it runs (CHECKPOINT_FILE)
     results.csv, ranking.csv, report.md, report.html, *.png, tunekit_report/   (the report)
 
 Everything here reads files (no Ray, nothing unpickled), so a run folder can be read on any

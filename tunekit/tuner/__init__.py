@@ -154,6 +154,7 @@ def search(
         for line in plan.lines(spec):
             echo(line)
     from .assemble import build_tuner
+    from .ray_api import quiet_environment
     from .results import finish
 
     local = address is None and not ray.is_initialized()
@@ -187,14 +188,15 @@ def search(
             for line in screen.lines():
                 echo(line)
         save_spec(original if screen is not None else spec, run_dir)
-        tuner, progress_cb = build_tuner(spec, storage, restoring, verbose, echo, plan, checkpoints, shares,
-                                         display=progress)
         t0 = time.perf_counter()
-        try:
-            tuner.fit()  # Ray stops gracefully on Ctrl-C and returns
-        except KeyboardInterrupt:  # a second Ctrl-C
-            finish(run_dir, spec, echo, storage)
-            raise
+        with quiet_environment(verbose):  # Ray's switches for this search only, not the caller's later Tuners
+            tuner, progress_cb = build_tuner(spec, storage, restoring, verbose, echo, plan, checkpoints, shares,
+                                             display=progress)
+            try:
+                tuner.fit()  # Ray stops gracefully on Ctrl-C and returns
+            except KeyboardInterrupt:  # a second Ctrl-C
+                finish(run_dir, spec, echo, storage)
+                raise
         echo(f"search ended after {time.perf_counter() - t0:.0f}s")
         if progress_cb.start_summary():
             echo(progress_cb.start_summary())

@@ -22,7 +22,7 @@ from .asha import PromotingASHA
 from .callbacks import CheckpointCleanup, TensorBoardCallback, searched_keys
 from .plan import Plan
 from .progress import ProgressCallback
-from .ray_api import quiet_environment, replace_callbacks
+from .ray_api import replace_callbacks
 from .trainable import CHECKPOINTS_KEY, run_trial
 
 
@@ -30,8 +30,7 @@ def build_tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool,
            plan: Plan, checkpoints: bool = True, shares: dict[MemoryKey, Share] | None = None,
            display: str = "auto") -> tuple[tune.Tuner, ProgressCallback]:
     """The Tuner of ``spec`` (new, or restored from ``storage/name``) and its progress callback
-    (``display``: progress.DISPLAYS)."""
-    quiet_environment(verbose)
+    (``display``: progress.DISPLAYS). Build it and fit it inside ``ray_api.quiet_environment``."""
     if not verbose:
         # After a Ctrl-C, Ray lists every never-started trial as a missing-results warning.
         logging.getLogger("ray.tune").setLevel(logging.ERROR)
@@ -48,7 +47,10 @@ def build_tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool,
     run_config = tune.RunConfig(
         name=spec.name, storage_path=str(storage), callbacks=callbacks, verbose=2 if verbose else 0,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        # Two, not one: Ray snapshots the whole experiment (every trial, O(trials)) whenever a trial has
+        # checkpointed num_to_keep times since the last snapshot, so with one it did so after every
+        # epoch of every trial: quadratic, 530 s of driver CPU over 1,000 trials (benchmarks/RESULTS.md)
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         # each trial's working directory (tunekit_run.json) reaches the run folder from any node,
         # with every checkpoint and when the trial ends
         sync_config=tune.SyncConfig(sync_artifacts=True),

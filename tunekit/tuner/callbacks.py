@@ -82,6 +82,7 @@ class CheckpointCleanup(Callback):
         self.ended: set[str] = set()
         self.kept: set[str] = set()  # the trials holding weights now
         self.last = 0.0
+        self.wait_s = every_s
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         name = Path(trial.path).name
@@ -91,9 +92,12 @@ class CheckpointCleanup(Callback):
             self.finals[name] = float(value)
 
     def on_step_end(self, iteration, trials, **info) -> None:
-        if self.pending and time.monotonic() - self.last > self.every_s:
-            self.last = time.monotonic()
+        if self.pending and time.monotonic() - self.last > self.wait_s:
+            start = time.monotonic()
             self.sweep()
+            self.last = time.monotonic()
+            # reading Ray's saved state grows with the trials: at most ~5% of the driver's time on it
+            self.wait_s = max(self.every_s, 20 * (self.last - start))
 
     def sweep(self) -> None:
         states = runfolder.ray_states(self.run_dir)

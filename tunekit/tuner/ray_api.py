@@ -27,7 +27,9 @@ use                                    why
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +63,29 @@ def mark_for_snapshot(tune_controller: Any, trial: Any) -> None:
         mark(trial)
 
 
-def quiet_environment(verbose: bool) -> None:
-    """Ray's switches for a readable search: no automatic loggers (tunekit brings its own); unless
-    verbose, no checkpoint-sync warning and the classic, quiet console output."""
+ENV_SWITCHES = ("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S",
+                "RAY_AIR_NEW_OUTPUT")
+
+
+@contextlib.contextmanager
+def quiet_environment(verbose: bool) -> Iterator[None]:
+    """Ray's switches for a readable search, set while it builds and runs, then as they were (a
+    ``tune.Tuner`` of the caller's own, later in the same process, keeps Ray's automatic loggers):
+    no automatic loggers (tunekit brings its own); unless verbose, no checkpoint-sync warning and
+    the classic, quiet console output."""
+    saved = {key: os.environ.get(key) for key in ENV_SWITCHES}
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     if not verbose:
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def check() -> list[str]:
