@@ -106,14 +106,13 @@ def epochs_in(run: Path) -> int:
 def phases(marks: list[tuple[float, str]], wall: float) -> dict[str, float]:
     """The tunekit run's wall time split by what it printed: before the trials (planning, node
     preparation, the Tuner), the trials (tuner.fit) and after them (keep-best, report, summary)."""
-    fit_start = next((t for t, line in marks if line.startswith("preparing")), 0.0)
-    ended = next((t for t, line in marks if line.startswith("search ended after")), wall)
-    fit_s = next((float(line.split()[-1].rstrip("s")) for _, line in marks if line.startswith("search ended after")),
-                 0.0)
-    return {"before_trials_s": round(ended - fit_s, 1), "of_which_before_preparing_s": round(fit_start, 1),
-            "trials_s": round(fit_s, 1), "after_trials_s": round(wall - ended, 1),
-            "preparing_nodes_s": next((float(line.split()[-1].rstrip("s")) for _, line in marks
-                                       if line.startswith("prepared ")), 0.0)}
+    def line(prefix: str) -> tuple[float, float]:  # (when it was printed, the seconds it ends with)
+        t, text = next(((t, text) for t, text in marks if text.startswith(prefix)), (wall, "0s"))
+        return t, float(text.split()[-1].rstrip("s"))
+
+    ended, fit_s = line("search ended after")
+    return {"before_trials_s": round(ended - fit_s, 1), "preparing_nodes_s": line("prepared ")[1],
+            "trials_s": round(fit_s, 1), "after_trials_s": round(wall - ended, 1)}
 
 
 def by_module(profiler: cProfile.Profile, top: int = 15) -> list[dict]:
@@ -155,7 +154,6 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as storage:
             if args.which in ("both", "tunekit"):
-                environ = dict(os.environ)  # tunekit turns Ray's automatic loggers off; bare keeps them
                 t = run_tunekit(cluster.address, Path(storage), args.trials, data, args.profile)
                 record.update(tunekit_wall_s=round(t["wall_s"], 1), tunekit_driver_cpu_s=round(t["cpu_s"], 1),
                               tunekit_trials_ended=t["completed"], tunekit_epochs_run=t["epochs_run"],
@@ -164,8 +162,6 @@ def main() -> None:
                     record["tunekit_profile"] = t["profile"]
                 if args.json:  # kept even if the bare run then fails
                     args.json.write_text(json.dumps(record, indent=1))
-                os.environ.clear()
-                os.environ.update(environ)
             if args.which in ("both", "bare"):
                 if not ray.is_initialized():  # as tunekit joins: the trials' output stays on the nodes
                     ray.init(address=cluster.address, log_to_driver=False, logging_level="WARNING")

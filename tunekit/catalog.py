@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -54,7 +53,7 @@ def write_index() -> Path | None:
     """The index of the timm installed here (atomically; None where the cache folder is not writable)."""
     timm = _timm()
     path = index_file(timm.__version__)
-    names = sorted(set(timm.list_models()) | set(timm.list_pretrained()))
+    names = sorted(set(_all_models()) | set(timm.list_pretrained()))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
@@ -68,7 +67,7 @@ def write_index() -> Path | None:
 
 def check_model_name(name: str) -> None:
     """Raise with close matches if ``name`` (optionally ``arch.pretrained_tag``) is not a timm model."""
-    if name in _index() and "timm" not in sys.modules:  # known to this timm version: no import
+    if name in _index():  # known to this timm version: no import
         return
     timm = _timm()
     arch, _, tag = name.partition(".")

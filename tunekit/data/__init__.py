@@ -11,16 +11,10 @@ below are imported on first use, so ``from tunekit.data.spec import DataSpec`` l
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_exports
 
 _WHERE = {"Dataset": "dataset", "load": "dataset", "natural_size": "dataset", "resolve_items": "dataset",
           "generated_shapes": "dataset", "Batches": "batches", "Items": "sources", "DataSpec": "spec",
           "data_root": "download"}
 __all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _WHERE)

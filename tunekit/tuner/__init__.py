@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import ray
 
+from .._lazy import lazy_exports
 from ..config import PROGRESS_DISPLAYS
 from ..data.spec import DataSpec
 from ..errors import TunekitError
@@ -48,6 +49,7 @@ from .plan import (
     share_lines,
     smallest_share,
 )
+from .ray_api import quiet_environment
 
 if TYPE_CHECKING:
     from .results import SearchResult
@@ -55,14 +57,7 @@ if TYPE_CHECKING:
 # Ray Tune, torch, timm and pandas load when a search runs, not for a dry run's plan (benchmarks/RESULTS.md)
 _LAZY = {"SearchResult": "results", "finish": "results", "summary": "results"}
 __all__ = ["DEFAULT_STORAGE", "Plan", "SearchResult", "finish", "search", "summary"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 def search(
@@ -154,7 +149,6 @@ def search(
         for line in plan.lines(spec):
             echo(line)
     from .assemble import build_tuner
-    from .ray_api import quiet_environment
     from .results import finish
 
     local = address is None and not ray.is_initialized()

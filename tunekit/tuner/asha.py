@@ -254,21 +254,20 @@ class PromotingASHA(FIFOScheduler):
             self.ladder.finish(trial.trial_id)
 
     def choose_trial_to_run(self, tune_controller) -> Trial | None:
-        trials = self._trials
         self._stop_hopeless(tune_controller)
         waiting = self.ladder.waiting()
         for trial_id, rung in waiting:  # promotions first, highest rung first
-            trial = trials.get(trial_id)
+            trial = self._trials.get(trial_id)
             if trial is not None and trial.status in (Trial.PAUSED, Trial.PENDING) \
                     and self.ladder.promotable(trial_id, rung):
                 self.ladder.promote(trial_id)
                 return self._started(trial)
         for trial_id in self.ladder.pending():
-            trial = trials.get(trial_id)
+            trial = self._trials.get(trial_id)
             if trial is not None and trial.status in (Trial.PENDING, Trial.PAUSED):
                 return self._started(trial)
         for trial_id in list(self.ladder.in_state["running"]):
-            trial = trials.get(trial_id)
+            trial = self._trials.get(trial_id)
             if trial is not None and trial.status == Trial.PAUSED:
                 # paused without this scheduler's say (Ray replays decisions it had queued before a
                 # resume): it goes on, or nothing would ever restart it (a hang seen once in CI)
@@ -276,7 +275,7 @@ class PromotingASHA(FIFOScheduler):
         if waiting and self.ladder.idle():
             # Nothing runs and nothing can start: a searcher with a concurrency limit (max_concurrent)
             # counts waiting trials as running, so no rival will come. The best waiting one goes on.
-            trial = trials.get(waiting[0][0])
+            trial = self._trials.get(waiting[0][0])
             if trial is not None and trial.status in (Trial.PAUSED, Trial.PENDING):
                 self.ladder.promote(trial.trial_id)
                 return self._started(trial)
