@@ -25,7 +25,8 @@ from ..prescreen import load_screen
 from ..runfolder import SPACE_COPY, SPEC_FILE
 from ..spec import SearchSpec
 
-GPU_DRIVER_FILES = ("/dev/nvidiactl", "/proc/driver/nvidia", "/dev/kfd")  # NVIDIA's and AMD's (ROCm) drivers
+# NVIDIA's driver, WSL2's GPU bridge (CUDA there has no /dev/nvidia*), AMD's ROCm driver
+GPU_DRIVER_FILES = ("/dev/nvidiactl", "/proc/driver/nvidia", "/dev/dxg", "/dev/kfd")
 
 DEFAULT_STORAGE = "~/ray_results"
 
