@@ -109,7 +109,7 @@ CASES = [
     Case("space-negative-lr", lambda t: ["search", space(t, 'space = {"lr": tune.choice([0.01, -0.1])}\n')],
          r"lr must be a positive number, got -0.1"),
     Case("space-gpus-over-one", lambda t: ["search", space(t, "gpus_per_trial = 2\n" + GOOD), "--dry-run"],
-         r"gpus_per_trial=2 is more than the 1 GPU\(s\) available"),
+         r"gpus_per_trial=2: a trial trains on one GPU \(no data-parallel training\)"),
     Case("space-bad-choice", lambda t: ["search", space(t, 'space = {"pool": tune.grid_search(["avg", "foo"])}\n')],
          r"pool must be one of 'avg', 'concat', got 'foo'"),
     Case("space-grid-under-optuna",

@@ -1,4 +1,9 @@
-"""The device side (device.py): precision choice, the one AMP step the loop and the benchmark share."""
+"""The device side (device.py): device and precision choice, memory shares, the one AMP step.
+
+CI has no GPU, so each CUDA decision is a function of what the machine reports (device count,
+compute capability, Ray's GPU ids, memory sizes), tested here with those reports written out; the
+GPU itself is checked by benchmarks/gpu_check.py.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,16 @@ import torch
 
 from tunekit import bench
 from tunekit.config import TrialConfig
-from tunekit.device import Amp, resolve_device, resolve_precision
+from tunekit.device import (
+    Amp,
+    cuda_index,
+    model_peak_gib,
+    packed_fraction,
+    pick_device,
+    pick_precision,
+    resolve_device,
+    resolve_precision,
+)
 from tunekit.errors import TunekitError
 from tunekit.loop import fit
 
@@ -54,3 +68,126 @@ def test_the_loop_and_the_benchmark_ceiling_take_the_same_step(monkeypatch, smal
     result = fit(TrialConfig(data=f"folder:{small_shapes}", model="test_resnet", pretrained=False, epochs=1,
                              batch_size=32, img_size=32, threads=2))
     assert len(calls) == result.info.n_train // 32  # one step per full training batch
+
+
+@pytest.mark.parametrize(("requested", "machine", "expected"), [
+    # no Ray: the first GPU, indexed (torch's per-device queries refuse a bare "cuda")
+    ("auto", {"cuda_count": 2, "mps": False}, "cuda:0"),
+    ("cuda", {"cuda_count": 2, "mps": False}, "cuda:0"),
+    ("cuda:1", {"cuda_count": 2, "mps": False}, "cuda:1"),
+    ("auto", {"cuda_count": 0, "mps": True}, "mps"),
+    ("auto", {"cuda_count": 0, "mps": False}, "cpu"),
+    ("cpu", {"cuda_count": 4, "mps": False}, "cpu"),
+    # under Ray: the GPU Ray assigned, as this process sees it (Ray lists it in CUDA_VISIBLE_DEVICES)
+    ("auto", {"cuda_count": 1, "mps": False, "ray_gpus": ["3"], "visible": "3"}, "cuda:0"),
+    ("auto", {"cuda_count": 2, "mps": False, "ray_gpus": ["5"], "visible": "4,5"}, "cuda:1"),
+    ("auto", {"cuda_count": 4, "mps": False, "ray_gpus": ["2"], "visible": None}, "cuda:2"),
+    # a trial Ray gave no GPU trains on the CPU, even where CUDA is visible (Ray 2.60 no longer hides it)
+    ("auto", {"cuda_count": 4, "mps": False, "ray_gpus": [], "visible": None}, "cpu"),
+    # a node that declares GPUs torch cannot use (a test cluster's fake GPUs)
+    ("auto", {"cuda_count": 0, "mps": False, "ray_gpus": ["0"], "visible": "0"}, "cpu"),
+])
+def test_a_device_is_always_indexed_and_is_the_one_ray_assigned(requested, machine, expected):
+    assert pick_device(requested, **machine) == expected
+
+
+@pytest.mark.parametrize(("requested", "machine", "message"), [
+    ("cuda:3", {"cuda_count": 2, "mps": False}, r"'cuda:3' requested, but this machine has 2 CUDA device\(s\) "
+                                                 r"\(cuda:0 to cuda:1\)"),
+    ("cuda:x", {"cuda_count": 2, "mps": False}, "expected cuda:N with N a GPU number"),
+    ("cuda", {"cuda_count": 0, "mps": False}, "CUDA is not available here"),
+    ("cuda:0", {"cuda_count": 0, "mps": False}, "CUDA is not available here"),
+    ("mps", {"cuda_count": 0, "mps": False}, "MPS is not available here"),
+    ("cuda", {"cuda_count": 2, "mps": False, "ray_gpus": []}, "Ray assigned this trial no GPU"),
+    ("tpu", {"cuda_count": 0, "mps": False}, "device must be 'auto', 'cpu', 'cuda"),
+])
+def test_a_device_that_is_not_here_is_one_clear_error(requested, machine, message):
+    with pytest.raises(TunekitError, match=message):
+        pick_device(requested, **machine)
+
+
+def test_ray_gpu_ids_map_to_this_process_index():
+    assert cuda_index("2", None) == 2 and cuda_index(2, "") == 2
+    assert cuda_index("6", "6,7") == 0 and cuda_index("7", " 6, 7") == 1
+    with pytest.raises(TunekitError, match="not among this process's visible devices"):
+        cuda_index("1", "6,7")
+
+
+@pytest.mark.parametrize(("device_type", "capability", "precision"), [
+    ("cuda", (9, 0), "bf16"),  # H100/H200
+    ("cuda", (8, 0), "bf16"),  # A100
+    ("cuda", (8, 6), "bf16"),  # RTX 30xx
+    ("cuda", (7, 5), "fp16"),  # T4: torch calls bf16 "supported" there, but emulates it
+    ("cuda", (7, 0), "fp16"),  # V100
+    ("cuda", (6, 1), "fp16"),
+    ("cpu", None, "fp32"),
+    ("mps", None, "fp32"),
+])
+def test_precision_follows_the_gpu_compute_capability(device_type, capability, precision):
+    assert pick_precision(device_type, capability) == precision
+
+
+def test_packed_trials_keep_to_their_share_and_report_the_model_memory_alone():
+    assert packed_fraction(0.125) == 0.125 and packed_fraction(0.5) == 0.5
+    assert packed_fraction(1.0) is None and packed_fraction(0.0) is None  # a whole GPU, or none: no limit
+    gib = 2**30
+    # 3 GiB reserved at the peak, 1 GiB of it the resident images: the model's peak is 2 GiB
+    assert model_peak_gib(3 * gib, gib) == pytest.approx(2.0)
+    # the allocator reserves large blocks in 2 MiB steps: 1 byte over 1 GiB reserves 1 GiB + 2 MiB
+    assert model_peak_gib(3 * gib, gib + 1) == pytest.approx(2.0 - 2 / 1024)
+    assert model_peak_gib(gib, 0) == pytest.approx(1.0) and model_peak_gib(0, gib) == 0.0
+
+
+def test_the_resident_data_decision_counts_the_share_not_the_whole_gpu():
+    from tunekit.data.batches import PRELOAD_SHARE, keeps_resident
+
+    gpu = 80 * 2**30
+    data = int(3 * 2**30)  # 3 GiB of uint8 images
+    assert keeps_resident(data, gpu)  # a whole 80 GiB GPU: 3 <= 12 GiB
+    assert not keeps_resident(data, gpu // 8)  # one of 8 packed trials: 3 > 1.5 GiB
+    assert keeps_resident(int(PRELOAD_SHARE * gpu // 8), gpu // 8)
+
+
+# torch.cuda functions that fall back to the "current device" when given none, or refuse an
+# unindexed one: each call in tunekit names the run's device (argument position of the device)
+_DEVICE_ARGUMENT = {
+    "get_per_process_memory_fraction": 0, "set_per_process_memory_fraction": 1, "get_device_properties": 0,
+    "max_memory_reserved": 0, "memory_reserved": 0, "max_memory_allocated": 0, "memory_allocated": 0,
+    "reset_peak_memory_stats": 0, "synchronize": 0, "get_rng_state": 0, "set_rng_state": 1,
+    "get_device_name": 0, "get_device_capability": 0, "mem_get_info": 0, "set_device": 0,
+}
+
+
+def test_every_cuda_call_names_its_device():
+    """The root of the first GPU crash: a bare torch.device("cuda") reached a call that needs an index.
+    Every torch.cuda call in the package that takes a device passes one, none asks for the "current"
+    device, and no code builds an unindexed CUDA device (resolve_device is the one place that decides)."""
+    import ast
+    from pathlib import Path
+
+    import tunekit
+
+    problems = []
+    for path in sorted(Path(tunekit.__file__).parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            where = f"{path.name}:{node.lineno}"
+            func = ast.unparse(node.func)
+            name = func.rpartition(".")[2]
+            if func.startswith("torch.cuda.") and name in _DEVICE_ARGUMENT:
+                if len(node.args) <= _DEVICE_ARGUMENT[name] and not any(k.arg == "device" for k in node.keywords):
+                    problems.append(f"{where}: {func}() without a device")
+            if func in ("torch.cuda.current_device", "torch.cuda.device_of"):
+                problems.append(f"{where}: {func}()")
+            if func == "torch.device" and node.args and isinstance(node.args[0], ast.Constant) \
+                    and node.args[0].value == "cuda" and len(node.args) == 1:
+                problems.append(f"{where}: torch.device('cuda') without an index")
+    assert problems == []
+
+
+def test_resolve_device_on_this_machine_is_indexed_or_the_cpu():
+    device = resolve_device("auto")
+    assert device.type != "cuda" or device.index is not None
+    assert resolve_device("cpu", ray_gpus=[]) == torch.device("cpu")
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"

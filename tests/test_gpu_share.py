@@ -70,3 +70,81 @@ def test_auto_without_a_gpu_plans_in_a_dry_run_and_refuses_to_run(tmp_path):
     assert run.exit_code == 2 and "no GPU is available: set gpus_per_trial=0" in run.output
     cli = CliRunner().invoke(main, ["search", str(space), "--gpus-per-trial", "most", "--dry-run"])
     assert cli.exit_code == 2 and "'most' is neither a number nor 'auto'" in cli.output
+
+
+@pytest.mark.parametrize(("share", "gpus", "at_once", "spread_to"), [
+    (1 / 8, 4, 12, 1 / 3),  # 12 trials on 4 GPUs: three each, not eight on GPU 0 and four on GPU 1
+    (1 / 8, 4, 32, 1 / 8),  # every slot used: the share stands
+    (1 / 8, 4, 4, 1.0),  # four trials (say, CPU-bound): a GPU each
+    (1 / 2, 2, 3, 1 / 2),  # 3 trials on 2 GPUs at 1/2: two on one, one on the other
+    (1 / 8, 1, 3, 1 / 3),  # one GPU: the three get more room (nothing to spread over)
+    (1.0, 4, 2, 1.0), (0.0, 4, 2, 0.0),  # whole GPUs, or none: unchanged
+])
+def test_shares_spread_the_trials_over_every_gpu(share, gpus, at_once, spread_to):
+    from tunekit.gpu_share import spread
+
+    assert spread(share, gpus, at_once) == pytest.approx(spread_to)
+
+
+def test_shares_are_sized_for_the_smallest_card_of_a_mixed_cluster():
+    from tunekit.gpu_share import parse_nvidia_smi, smallest_card
+
+    cards = parse_nvidia_smi("NVIDIA H200, 143771\nNVIDIA A10G, 23028\nbad line\n")
+    assert cards == [("NVIDIA H200", pytest.approx(140.4, abs=0.1)), ("NVIDIA A10G", pytest.approx(22.5, abs=0.1))]
+    name, gib = smallest_card(cards)
+    assert name == "NVIDIA A10G"
+    # 4 GiB of peak packs 8 to an H200 but only 3 to the A10G: the A10G's count is the share
+    assert share_for(4.0, 140.4).gpus == 1 / 8 and share_for(4.0, gib).gpus == 1 / 3
+    with pytest.raises(TunekitError, match="no GPU was found on any node"):
+        smallest_card([])
+
+
+def test_the_plan_spreads_shares_and_caps_trials_at_the_gpus_asked_for(tmp_path):
+    from tunekit.tuner.plan import make_plan
+
+    s = build_spec({"name": "p", "data": "shapes", "gpus_per_trial": 0.125, "num_samples": 12,
+                    "space": {"model": "test_resnet", "pretrained": False}})
+    plan = make_plan(s, tmp_path, total_cpus=64, total_gpus=4, restoring=False)
+    assert plan.concurrency == 12 and plan.gpus_per_trial == pytest.approx(1 / 3)
+    assert plan.max_concurrent is None  # Ray's count of the GPUs keeps to it
+    # --num-gpus 0.5 on a 1-GPU machine: Ray counts whole GPUs, so the plan's 4 at once goes to Ray as a limit
+    half = make_plan(s, tmp_path, total_cpus=64, total_gpus=0.5, restoring=False, capped=True)
+    assert half.concurrency == 4 and half.max_concurrent == 4
+    with pytest.raises(TunekitError, match="gpus_per_trial=1 is more than the 0.5 GPU"):
+        make_plan(build_spec({"name": "p", "gpus_per_trial": 1, "space": {"model": "test_resnet"}}), tmp_path,
+                  total_cpus=4, total_gpus=0.5, restoring=False, capped=True)
+
+
+def test_auto_resources_never_go_below_the_spread_share():
+    keys = [MemoryKey("test_resnet", 32, 64, "auto"), MemoryKey("test_vit", 32, 64, "auto")]
+    shares = {keys[0]: share_for(1.0, 80.0), keys[1]: share_for(30.0, 80.0)}
+    resources = Resources(shares, cpus=1.0, data="shapes", floor=1 / 3)
+    assert resources({"model": "test_resnet", "batch_size": 32}).bundles[0]["GPU"] == pytest.approx(1 / 3)
+    assert resources({"model": "test_vit", "batch_size": 32}).bundles[0]["GPU"] == 1.0
+
+
+def test_a_probe_that_runs_out_of_memory_keeps_what_was_probed_and_goes_on():
+    """The probe loop as it runs on a GPU, with the measurement written out: each peak is remembered as
+    soon as it is measured (an interrupted probe keeps it), an out-of-memory key gets a whole GPU,
+    flagged, and the keys after it are still probed."""
+    import json
+    from dataclasses import asdict
+
+    import torch
+
+    from tunekit.gpu_share import shares_of
+
+    keys = [MemoryKey("small", 32, 64, "bf16"), MemoryKey("huge", 4096, 512, "bf16"), MemoryKey("mid", 32, 64, "bf16")]
+    cached = {json.dumps(asdict(keys[2]), sort_keys=True): 10.0}  # probed by an earlier search
+    remembered, lines = [], []
+
+    def measure(key):
+        if key.model == "huge":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+        return 1.0
+
+    shares = shares_of(keys, 80.0, measure, cached, lambda name, peak: remembered.append((name, peak)), lines.append)
+    assert shares[keys[0]] == share_for(1.0, 80.0) and shares[keys[2]] == share_for(10.0, 80.0)
+    assert shares[keys[1]].out_of_memory and shares[keys[1]].gpus == 1.0
+    assert [json.loads(name)["model"] for name, _ in remembered] == ["small"]  # not the OOM, not the cached
+    assert any("huge b4096 512px bf16 ran out of memory on a whole GPU" in line for line in lines)

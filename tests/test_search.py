@@ -292,3 +292,32 @@ def test_out_of_memory_errors_one_trial_with_advice_and_the_search_goes_on(small
     assert any("errored: see" in line for line in lines)
     report = (result.path / "report.md").read_text()
     assert "out of memory: test_resnet at batch_size 32" in report
+
+
+def test_a_search_whose_trials_all_fail_says_why_without_a_traceback(small_shapes, tmp_path, capfd):
+    """Every trial fails at its setup (a batch larger than the data): one summary naming the error and
+    the folder of its traceback, results.csv still written, exit code 1; a re-run says the same."""
+    from click.testing import CliRunner
+
+    from tunekit.cli import main
+
+    body = """
+    epochs = 2
+    max_failures = 0
+    space = {"model": "test_resnet", "pretrained": False, "batch_size": 512, "img_size": 32,
+             "lr": tune.grid_search([0.01, 0.02])}
+    """
+    space = space_file(tmp_path, f"folder:{small_shapes}", body, name="failing.py")
+    args = ["search", str(space), "--storage-path", str(tmp_path / "runs")]
+    for attempt in ("first", "re-run"):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1, (attempt, result.output)
+        logged = capfd.readouterr().err  # Ray's own log of each failure too
+        assert "Traceback" not in result.output + logged and "KeyError" not in result.output, (attempt, result.output)
+        assert "2 of 2 trial(s) failed:" in result.output, (attempt, result.output)
+        assert "2 x tunekit.errors.TunekitError: batch_size 512 is larger than the" in result.output, result.output
+        shown = result.output.split("full traceback: ")[1].split()[0]
+        assert Path(shown).name == "error.txt" and 'loop.py", line' in Path(shown).read_text()
+    assert "already finished" in result.output
+    results = pd.read_csv(tmp_path / "runs" / "failing" / "results.csv")
+    assert len(results) == 2 and set(results["status"]) == {"errored"}

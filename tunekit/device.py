@@ -1,6 +1,6 @@
 """The device side of a run: which device and precision, the one AMP train step, peak memory.
 
-Both the training loop (``train.fit``) and the benchmark's ceiling (``bench.ceiling``) step a model
+Both the training loop (``loop.fit``) and the benchmark's ceiling (``bench.ceiling``) step a model
 through :meth:`Amp.step`, so the benchmark's "as fast as it can be" is the loop's own step on random
 tensors, never a second copy of it::
 
@@ -11,6 +11,7 @@ tensors, never a second copy of it::
 
 from __future__ import annotations
 
+import os
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,33 +23,94 @@ from .errors import TunekitError
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def resolve_device(requested: str) -> torch.device:
-    """``auto``: CUDA, else MPS, else the CPU; a named device must exist here."""
-    if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TunekitError(f"device {requested!r} requested, but CUDA is not available here")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise TunekitError(f"device {requested!r} requested, but MPS is not available here")
+def resolve_device(requested: str, *, ray_gpus: list[str] | None = None) -> torch.device:
+    """The device every later call of a run uses: ``cpu``, ``mps`` or an indexed ``cuda:N``, never a
+    bare ``cuda`` (torch's per-device queries refuse one). ``ray_gpus``: under Ray, the GPU ids Ray
+    assigned to this worker (``ray.get_gpu_ids()``); an empty list keeps ``auto`` on the CPU. A CUDA
+    device becomes the process's current device too, so library calls that take none agree."""
+    cuda = torch.cuda.is_available()
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    name = pick_device(requested, cuda_count=torch.cuda.device_count() if cuda else 0, mps=mps,
+                       ray_gpus=ray_gpus, visible=os.environ.get("CUDA_VISIBLE_DEVICES"))
+    device = torch.device(name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     return device
 
 
+def pick_device(requested: str, *, cuda_count: int, mps: bool, ray_gpus: list[str] | None = None,
+                visible: str | None = None) -> str:
+    """:func:`resolve_device`'s decision, from what the machine has (no CUDA call: tested on any CPU).
+
+    ``auto``: under Ray (``ray_gpus`` given) the GPU Ray assigned, or the CPU when it assigned none
+    (Ray 2.60 no longer hides the GPUs from a zero-GPU worker: a CPU trial would otherwise train on
+    cuda:0, uncounted); elsewhere cuda:0, else MPS, else the CPU. ``cuda`` is ``auto`` that must find a
+    GPU; ``cuda:N`` must exist among the ``cuda_count`` visible devices.
+    """
+    kind, _, index = requested.partition(":")
+    if requested == "auto" or requested == "cuda":
+        if ray_gpus is not None:
+            if ray_gpus and cuda_count > 0:
+                return f"cuda:{cuda_index(ray_gpus[0], visible)}"
+            if ray_gpus and requested == "auto":
+                return "mps" if mps else "cpu"  # a node that declares GPUs torch cannot use (a test cluster's)
+            if requested == "cuda":
+                raise TunekitError("device 'cuda' requested, but Ray assigned this trial no GPU it can use "
+                                   "(gpus_per_trial=0?): give trials a GPU share, or leave the device 'auto'")
+            return "cpu"
+        if cuda_count > 0:
+            return "cuda:0"
+        if requested == "cuda":
+            raise TunekitError(f"device {requested!r} requested, but CUDA is not available here")
+        return "mps" if mps else "cpu"
+    if kind == "cuda":
+        if not index.isdigit():
+            raise TunekitError(f"device {requested!r}: expected cuda:N with N a GPU number")
+        if cuda_count == 0:
+            raise TunekitError(f"device {requested!r} requested, but CUDA is not available here")
+        if int(index) >= cuda_count:
+            raise TunekitError(f"device {requested!r} requested, but this machine has {cuda_count} CUDA device(s) "
+                               f"(cuda:0 to cuda:{cuda_count - 1})")
+        return f"cuda:{int(index)}"
+    if kind == "mps" and not mps:
+        raise TunekitError(f"device {requested!r} requested, but MPS is not available here")
+    if kind not in ("cpu", "mps"):
+        raise TunekitError(f"device must be 'auto', 'cpu', 'cuda[:N]' or 'mps', got {requested!r}")
+    return kind
+
+
+def cuda_index(gpu_id: str | int, visible: str | None) -> int:
+    """The torch index of the physical GPU ``gpu_id`` (as Ray names it) in a process that sees the
+    GPUs listed in CUDA_VISIBLE_DEVICES (``visible``; None: all, in their physical order). Ray lists
+    a worker's assigned GPUs there, so the first assigned GPU is usually cuda:0."""
+    if visible is None or not visible.strip():
+        return int(gpu_id)
+    ids = [v.strip() for v in visible.split(",")]
+    if str(gpu_id) not in ids:
+        raise TunekitError(f"GPU {gpu_id} was assigned by Ray but is not among this process's visible devices "
+                           f"(CUDA_VISIBLE_DEVICES={visible})")
+    return ids.index(str(gpu_id))
+
+
 def resolve_precision(requested: str, device: torch.device) -> str:
-    """``auto``: bf16 on GPUs that have it, fp16 (+GradScaler) on older GPUs, fp32 elsewhere.
+    """``auto``: :func:`pick_precision` for this device's compute capability; any other as given."""
+    if requested != "auto":
+        return requested
+    capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+    return pick_precision(device.type, capability)
+
+
+def pick_precision(device_type: str, capability: tuple[int, int] | None) -> str:
+    """bf16 on GPUs with native bf16 (compute capability 8.0 on: A100, H100, RTX 30xx on), fp16 with a
+    GradScaler on older GPUs (V100, T4: torch reports bf16 "supported" there, but emulates it, slowly,
+    and some convolutions fail), fp32 elsewhere.
 
     fp32 on CPUs even with AMX/avx512_bf16: on such a Xeon bf16 autocast made test_resnet faster
     but test_convnext and test_vit slower (benchmarks/RESULTS.md, "Precision on CPU"), and on
     CPUs without native bf16 it is many times slower. Force ``bf16`` to try.
     """
-    if requested != "auto":
-        return requested
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device_type == "cuda":
+        return "bf16" if capability is not None and tuple(capability) >= (8, 0) else "fp16"
     return "fp32"
 
 
@@ -97,6 +159,26 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def packed_fraction(share: float) -> float | None:
+    """The memory fraction a trial holding ``share`` of a GPU keeps to: the share when packed with
+    others (0 < share < 1), so its caching allocator cannot starve its neighbours; None (no limit) for
+    a whole GPU or none."""
+    return share if 0 < share < 1 else None
+
+
+def limit_memory(device: torch.device, share: float) -> None:
+    """Keep this process to ``share`` of ``device``'s memory (see :func:`packed_fraction`)."""
+    fraction = packed_fraction(share)
+    if device.type == "cuda" and fraction is not None:
+        torch.cuda.set_per_process_memory_fraction(fraction, device)
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes this process may use on a CUDA ``device``: its memory times the per-process fraction."""
+    total = torch.cuda.get_device_properties(device).total_memory
+    return int(torch.cuda.get_per_process_memory_fraction(device) * total)
+
+
 def reset_peak_memory(device: torch.device) -> None:
     """Start measuring :func:`peak_memory_gib` afresh. The allocator's cached blocks go first: a
     reused worker (Ray's reuse_actors), or a benchmark's earlier run, still holds them, and
@@ -106,11 +188,24 @@ def reset_peak_memory(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def peak_memory_gib(device: torch.device) -> float:
-    """Peak memory reserved on the device in GiB (what the study's GPU_mem measured); 0 on CPU."""
+def peak_memory_gib(device: torch.device, resident_bytes: int = 0) -> float:
+    """Peak memory reserved on the device in GiB (what the study's GPU_mem measured), less the
+    ``resident_bytes`` of training images a run keeps on the device (see :func:`model_peak_gib`); 0 on CPU."""
     if device.type != "cuda":
         return 0.0
-    return torch.cuda.max_memory_reserved(device) / 2**30
+    return model_peak_gib(torch.cuda.max_memory_reserved(device), resident_bytes)
+
+
+# The caching allocator hands out large blocks in multiples of 2 MiB: what a resident tensor really reserves.
+_LARGE_BLOCK = 2 << 20
+
+
+def model_peak_gib(peak_reserved: int, resident_bytes: int) -> float:
+    """The model's own peak (GiB): the device's peak reserved bytes without the images kept there.
+    Whether a split is resident depends on the trial's share and on crop vs squish (a crop's canvas is
+    wider), so counting them would rank models by their neighbours and their resize, not their cost."""
+    reserved = -(-resident_bytes // _LARGE_BLOCK) * _LARGE_BLOCK
+    return max(0, peak_reserved - reserved) / 2**30
 
 
 def device_name(device: torch.device) -> str:

@@ -16,11 +16,14 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from filelock import FileLock
+
+from .errors import TunekitError
 
 if TYPE_CHECKING:  # torch loads only where a GPU is probed: a dry run plans without it
     import torch
@@ -45,9 +48,10 @@ class MemoryKey:
 
 @dataclass(frozen=True)
 class Share:
-    peak_gib: float  # measured peak reserved by the probe
+    peak_gib: float  # measured peak reserved by the probe (0 when it ran out of memory)
     need_gib: float  # what a trial is given room for
     gpus: float  # the share of one GPU: 1/k
+    out_of_memory: bool = False  # the probe ran out of memory on a whole GPU: trials get one, and may fail
 
 
 def share_for(peak_gib: float, total_gib: float) -> Share:
@@ -59,6 +63,24 @@ def share_for(peak_gib: float, total_gib: float) -> Share:
     usable = total_gib * (1 - PRELOAD_SHARE)
     k = max(1, min(MAX_PER_GPU, math.floor(usable / need)))
     return Share(round(peak_gib, 3), round(need, 3), 1.0 / k)
+
+
+def spread(share: float, total_gpus: float, at_once: int) -> float:
+    """``share`` raised so that ``at_once`` trials spread over all ``total_gpus`` GPUs: Ray places
+    fractions best-fit, so 12 trials at 1/8 on 4 GPUs would fill the first GPU, half the second and
+    leave two idle; at 1/3 each GPU takes three. A whole GPU, none, or one GPU: unchanged."""
+    if not 0 < share < 1 or total_gpus < 1:
+        return share
+    per_gpu = max(1, math.ceil(at_once / math.floor(total_gpus)))
+    return max(share, 1.0 / per_gpu)
+
+
+def smallest_card(cards: list[tuple[str, float]]) -> tuple[str, float]:
+    """The GPU with the least memory among ``cards`` ((name, GiB) of every GPU of every node): shares
+    are fractions, so on a cluster of mixed GPUs a share sized on a big card runs out on a small one."""
+    if not cards:
+        raise TunekitError("gpus_per_trial='auto': no GPU was found on any node to size the shares on")
+    return min(cards, key=lambda card: card[1])
 
 
 def cache_file() -> Path:
@@ -74,49 +96,125 @@ def machine_key(device: torch.device) -> str:
     return f"{props.name} {props.total_memory // 2**20}MiB torch {torch.__version__}"
 
 
-def probe_shares(keys: list[MemoryKey], device: torch.device,
-                 echo=lambda line: None) -> tuple[dict[MemoryKey, Share], float]:
-    """The share of each key on ``device`` (a CUDA GPU), probing what the cache lacks; and the
-    GPU's memory in GiB."""
+def probe_shares(keys: list[MemoryKey], device: torch.device, echo=lambda line: None,
+                 size_on_gib: float | None = None) -> tuple[dict[MemoryKey, Share], float]:
+    """The share of each key, its peak probed on ``device`` (a CUDA GPU) where the cache lacks it, the
+    fraction sized for a GPU of ``size_on_gib`` (default: this one's memory); and that memory in GiB.
+
+    Each probe is written to the cache as soon as it is measured, so an interrupted probe keeps what it
+    learned; one that runs out of memory on the whole GPU is reported (a whole GPU for its trials, not
+    cached: the GPU may have been busy) and the others go on. Probes run with cuDNN's autotuner on, as
+    trials do (its workspaces count in their peak)."""
     import torch
 
     from .bench import ceiling
     from .device import resolve_precision
 
-    total = torch.cuda.get_device_properties(device).total_memory / 2**30
+    total = size_on_gib or torch.cuda.get_device_properties(device).total_memory / 2**30
+    machine = machine_key(device)
+
+    def measure(key: MemoryKey) -> float:
+        try:
+            return ceiling(key.model, device, key.batch_size, key.img_size,
+                           resolve_precision(key.precision, device), warmup=2, steps=2)[1]
+        finally:
+            torch.cuda.empty_cache()
+
+    benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        return shares_of(keys, total, measure, _cached(machine), lambda name, peak: _remember(machine, name, peak),
+                         echo), total
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
+
+
+def shares_of(keys: list[MemoryKey], total_gib: float, measure: Callable[[MemoryKey], float],
+              cached: dict[str, float], remember: Callable[[str, float], None],
+              echo: Callable[[str], None]) -> dict[MemoryKey, Share]:
+    """:func:`probe_shares`' loop, without the GPU: each key's peak from ``cached`` or ``measure``d (and
+    ``remember``ed at once); a key whose probe runs out of memory gets a whole GPU, flagged."""
+    import torch
+
+    shares = {}
+    for key in keys:
+        name = json.dumps(asdict(key), sort_keys=True)
+        peak = cached.get(name)
+        if peak is None:
+            echo(f"  probing GPU memory of {key} ...")
+            try:
+                peak = measure(key)
+            except torch.OutOfMemoryError:
+                echo(f"  warning: {key} ran out of memory on a whole GPU: its trials get a whole GPU and will "
+                     f"likely fail; lower its batch_size or img_size")
+                shares[key] = Share(0.0, total_gib, 1.0, out_of_memory=True)
+                continue
+            remember(name, peak)
+        shares[key] = share_for(peak, total_gib)
+    return shares
+
+
+def _cached(machine: str) -> dict[str, float]:
+    path = cache_file()
+    try:
+        return json.loads(path.read_text()).get(machine, {}) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _remember(machine: str, name: str, peak: float) -> None:
+    """Add one probe to the cache file (under its lock: other drivers may probe at once)."""
     path = cache_file()
     path.parent.mkdir(parents=True, exist_ok=True)
-    machine = machine_key(device)
-    shares = {}
     with FileLock(str(path) + ".lock"):
-        known = json.loads(path.read_text()) if path.is_file() else {}
-        mine = known.setdefault(machine, {})
-        for key in keys:
-            name = json.dumps(asdict(key), sort_keys=True)
-            if name not in mine:
-                echo(f"  probing GPU memory of {key} ...")
-                precision = resolve_precision(key.precision, device)
-                mine[name] = ceiling(key.model, device, key.batch_size, key.img_size, precision,
-                                     warmup=2, steps=2)[1]
-                torch.cuda.empty_cache()
-            shares[key] = share_for(mine[name], total)
+        try:
+            known = json.loads(path.read_text()) if path.is_file() else {}
+        except ValueError:
+            known = {}
+        known.setdefault(machine, {})[name] = peak
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(known, indent=1, sort_keys=True))
         os.replace(tmp, path)
-    return shares, total
 
 
-def probe_remote(keys: list[MemoryKey]) -> tuple[dict[MemoryKey, Share], float]:
-    """For a Ray task holding one GPU on a cluster node."""
+def probe_remote(keys: list[MemoryKey], size_on_gib: float | None = None) -> tuple[dict[MemoryKey, Share], float]:
+    """For a Ray task holding one GPU (Ray makes it this process's only visible GPU)."""
+    from .device import resolve_device
+
+    return probe_shares(keys, resolve_device("cuda"), size_on_gib=size_on_gib)
+
+
+def gpu_cards() -> list[tuple[str, float]]:
+    """(name, GiB) of every GPU of this machine, for a task holding none: torch sees them all when Ray
+    leaves CUDA_VISIBLE_DEVICES alone for zero-GPU workers (Ray 2.60); else nvidia-smi lists them."""
+    import shutil
+    import subprocess
+
     import torch
 
-    return probe_shares(keys, torch.device("cuda"))
+    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+        return [(torch.cuda.get_device_name(i), torch.cuda.get_device_properties(i).total_memory / 2**30)
+                for i in range(torch.cuda.device_count())]
+    if shutil.which("nvidia-smi"):
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=30).stdout
+        return parse_nvidia_smi(out)
+    return []
+
+
+def parse_nvidia_smi(text: str) -> list[tuple[str, float]]:
+    """``name, MiB`` lines of ``nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits``."""
+    cards = []
+    for line in text.strip().splitlines():
+        name, _, mib = line.rpartition(",")
+        if name.strip() and mib.strip().isdigit():
+            cards.append((name.strip(), int(mib) / 1024))
+    return cards
 
 
 def memory_keys(spec) -> list[MemoryKey]:
     """Every MemoryKey a search's trials can have (its space must give finite choices for them)."""
     from .config import TrialConfig
-    from .errors import TunekitError
     from .loop import resolve_img_size
 
     values = {}

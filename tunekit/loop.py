@@ -80,6 +80,9 @@ class RunInfo:
     multilabel: bool
     skipped: list[str]
     model: ModelInfo
+    # GiB of training and validation images kept on the GPU (0: read from the host every batch); the
+    # per-epoch gpu_mem leaves them out, as they depend on the trial's share, not on the model
+    resident_gib: float = 0.0
 
 
 @dataclass
@@ -103,6 +106,10 @@ class _Run:
     loss_fn: nn.Module
     opt: torch.optim.Optimizer
     amp: Amp
+
+    @property
+    def resident_bytes(self) -> int:
+        return self.train.resident_bytes + self.valid.resident_bytes
 
 
 def fit(cfg: TrialConfig, report: Reporter | None = None, *, resume: dict[str, Any] | None = None,
@@ -195,6 +202,7 @@ def _setup(cfg: TrialConfig) -> _Run:
         device=str(device), precision=precision, img_size=img_size, n_train=train.n_items,
         n_valid=valid.n_items, classes=ds.classes, multilabel=ds.multilabel,
         skipped=list(ds.cache.skipped), model=model_info,
+        resident_gib=(train.resident_bytes + valid.resident_bytes) / 2**30,
     )
     log.info(
         "%s on %s (%s): %d train / %d valid images, %d classes%s, %dpx (%s) %s; %.2fM params, "
@@ -233,7 +241,8 @@ def _epoch(run: _Run, phase: Phase, phase_epoch: int, epoch: int) -> dict[str, A
     train_seconds = time.perf_counter() - start
     head_lr = next(g["lr"] for g in opt.param_groups if g["role"] == "head")
     common = {
-        "epoch": epoch, "images_per_s": seen / train_seconds, "gpu_mem": peak_memory_gib(device), "lr": head_lr,
+        "epoch": epoch, "images_per_s": seen / train_seconds, "lr": head_lr,
+        "gpu_mem": peak_memory_gib(device, run.resident_bytes),  # the model's, without the resident images
     }
     if diverged:
         bad = {"error_rate": 1.0, "accuracy": 0.0, **({"f2": 0.0} if run.info.multilabel else {})}

@@ -246,9 +246,11 @@ def _check_settings(s: dict[str, Any], where: str) -> dict[str, Any]:
     if s["max_concurrent"] is not None and (not isinstance(s["max_concurrent"], int) or s["max_concurrent"] < 1):
         raise TunekitError(f"{where}: max_concurrent must be a positive integer or None, got {s['max_concurrent']!r}")
     gpus = s["gpus_per_trial"]
-    if gpus != "auto" and (not _number(gpus) or gpus < 0 or (gpus > 1 and not float(gpus).is_integer())):
-        raise TunekitError(f"{where}: gpus_per_trial must be a fraction in [0, 1], a whole number or 'auto', "
-                           f"got {gpus!r}")
+    if gpus != "auto" and (not _number(gpus) or gpus < 0):
+        raise TunekitError(f"{where}: gpus_per_trial must be a fraction in [0, 1] or 'auto', got {gpus!r}")
+    if gpus != "auto" and gpus > 1:
+        raise TunekitError(f"{where}: gpus_per_trial={gpus!r}: a trial trains on one GPU (no data-parallel "
+                           f"training), so the other GPU(s) would idle; use 1, or a fraction to pack trials")
     if not _number(s["cpus_per_trial"]) or s["cpus_per_trial"] <= 0:
         raise TunekitError(f"{where}: cpus_per_trial must be a positive number, got {s['cpus_per_trial']!r}")
     asha = s["asha"]

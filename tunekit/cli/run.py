@@ -154,3 +154,5 @@ def search(space: Path, sets: tuple[str, ...], verbose: bool, **options: Any) ->
         sys.exit(130)
     if getattr(result, "interrupted", False):
         sys.exit(130)
+    if getattr(result, "failed", False):  # the summary above said how many and why
+        sys.exit(1)

@@ -16,13 +16,19 @@ import torch
 
 from .cache import ImageCache
 
-# Preload a split onto a CUDA device when its uint8 array is at most this share of the memory
-# this process may use.
+# Keep a dataset's uint8 images on a CUDA device when they take at most this share of the memory
+# this process may use (gpu_share.share_for leaves this room beside a trial's peak).
 PRELOAD_SHARE = 0.15
 # On a CPU, uint8 -> normalized float runs in chunks of this many output bytes, which stay in the
 # core's cache between the multiply and the add: 2x faster at 224px than the whole batch at once
 # (benchmarks/RESULTS.md); at 64px a chunk holds ~20 images.
 CPU_CHUNK_BYTES = 1 << 20
+
+
+def keeps_resident(nbytes: int, budget: int) -> bool:
+    """Whether a dataset's ``nbytes`` of uint8 images stay on the GPU: when they are at most
+    PRELOAD_SHARE of ``budget``, the memory this process may use there (a packed trial's share)."""
+    return nbytes <= PRELOAD_SHARE * budget
 
 
 class Batches:
@@ -47,12 +53,17 @@ class Batches:
         self.shift = (-torch.tensor(mean, dtype=torch.float32) / std_t).view(1, 3, 1, 1).to(device)
         self.resident: torch.Tensor | None = None
         if device.type == "cuda":
-            nbytes = len(self.index) * int(np.prod(cache.images.shape[1:]))
-            # of this process's share of the GPU, when trials are packed onto one
-            total = torch.cuda.get_device_properties(device).total_memory
-            mine = torch.cuda.get_per_process_memory_fraction(device) * total
-            if nbytes <= PRELOAD_SHARE * mine:
+            from ..device import memory_budget
+
+            # decided on the whole cache (all splits), so training and validation together stay
+            # within the room gpu_share.share_for leaves for data
+            if keeps_resident(cache.images.nbytes, memory_budget(device)):
                 self.resident = torch.from_numpy(np.take(cache.images, self.index, axis=0)).to(device)
+
+    @property
+    def resident_bytes(self) -> int:
+        """Bytes of images this split keeps on the device (0: read from the host every batch)."""
+        return 0 if self.resident is None else self.resident.nbytes
 
     def __len__(self) -> int:
         """Batches per epoch (training drops the last partial batch, as fastai does)."""

@@ -128,7 +128,8 @@ def search(
         total_gpus = 1.0
         notes.append("  note     no GPU here: planned for 1 GPU (pass --num-gpus N to plan for N)")
     # before Ray starts, with auto's smallest share as a stand-in: a plan that cannot run fails now
-    plan = make_plan(spec, run_dir, total_cpus, total_gpus, restoring, 1 / MAX_PER_GPU if auto else None)
+    capped = num_gpus is not None
+    plan = make_plan(spec, run_dir, total_cpus, total_gpus, restoring, 1 / MAX_PER_GPU if auto else None, capped)
     plan.finished = previous.exists and previous.finished and not (resume and previous.errored)
     if dry_run:
         try:
@@ -139,7 +140,7 @@ def search(
                 ray.shutdown()
         if auto:
             plan = dataclasses.replace(make_plan(spec, run_dir, total_cpus, total_gpus, restoring,
-                                                 smallest_share(shares)), finished=plan.finished)
+                                                 smallest_share(shares), capped), finished=plan.finished)
             notes += share_lines(shares) if shares else [
                 "  note     gpus_per_trial='auto': each model's share is probed on the GPU when the search starts"]
         for line in plan.lines(spec) + notes:
@@ -165,12 +166,11 @@ def search(
         started = True
     try:
         shares = None
-        if auto:  # probed in a Ray task holding a whole GPU, whose process then exits (freeing its memory)
-            from ..gpu_share import probe_remote
+        if auto:
+            from .nodes import probe_cluster_shares
 
-            echo(f"probing the GPU memory of {len(memory_keys(spec))} model/batch/size combination(s)")
-            shares, _ = ray.get(ray.remote(num_gpus=1, max_calls=1)(probe_remote).remote(memory_keys(spec)))
-            plan = make_plan(spec, run_dir, total_cpus, total_gpus, restoring, smallest_share(shares))
+            shares = probe_cluster_shares(memory_keys(spec), echo)
+            plan = make_plan(spec, run_dir, total_cpus, total_gpus, restoring, smallest_share(shares), capped)
             for line in plan.lines(spec) + share_lines(shares):
                 echo(line)
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -34,9 +34,13 @@ def build_tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool,
     if not verbose:
         # After a Ctrl-C, Ray lists every never-started trial as a missing-results warning.
         logging.getLogger("ray.tune").setLevel(logging.ERROR)
+        # A failed trial: Ray logs its traceback, and "Trials did not complete" at the end; the progress
+        # names each failure as it happens and the summary groups them (the tracebacks are in error.txt)
+        for name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     threads = max(1, int(spec.cpus_per_trial))
-    resources = (Resources(shares, spec.cpus_per_trial, spec.data) if shares is not None
-                 else {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
+    resources = (Resources(shares, spec.cpus_per_trial, spec.data, plan.gpus_per_trial) if shares is not None
+                 else {"cpu": spec.cpus_per_trial, "gpu": plan.gpus_per_trial})
     trainable = tune.with_resources(run_trial, resources)
     param_space = {**spec.param_space(), "threads": threads, CHECKPOINTS_KEY: checkpoints}
     progress = ProgressCallback(echo, spec.metric, spec.mode, plan.max_epochs, plan.trials, searched_keys(spec),
@@ -69,11 +73,12 @@ def build_tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool,
         from ray.tune.search.optuna import OptunaSearch
 
         search_alg = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=spec.search_seed))
-        limit = spec.max_concurrent  # Ray wraps a Searcher in a ConcurrencyLimiter
+        limit = plan.max_concurrent or spec.max_concurrent  # Ray wraps a Searcher in a ConcurrencyLimiter
     else:
         # A generator takes its own limit: Ray ignores max_concurrent_trials for one (with a warning
         # that a quiet search hides), and trials would run as many at once as resources allow.
-        search_alg = BasicVariantGenerator(random_state=spec.search_seed, max_concurrent=spec.max_concurrent or 0)
+        search_alg = BasicVariantGenerator(random_state=spec.search_seed,
+                                           max_concurrent=plan.max_concurrent or spec.max_concurrent or 0)
         limit = None
     # reuse_actors: the next trial runs in a finished trial's worker (same resources), which has torch
     # and timm imported already: a new worker spent ~5s of every trial start here on a 2-core machine.
@@ -84,10 +89,12 @@ def build_tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool,
 
 class Resources:
     """Ray's per-trial resources under gpus_per_trial='auto': CPUs as set, the GPU share probed for
-    the trial's MemoryKey (model, batch size, image size, precision)."""
+    the trial's MemoryKey (model, batch size, image size, precision), at least ``floor`` (the plan's
+    share spread over the GPUs: ``gpu_share.spread``)."""
 
-    def __init__(self, shares: dict[MemoryKey, Share], cpus: float, data: str) -> None:
-        self.shares, self.cpus, self.data = shares, cpus, data
+    def __init__(self, shares: dict[MemoryKey, Share], cpus: float, data: str, floor: float = 0.0) -> None:
+        self.shares, self.cpus, self.data, self.floor = shares, cpus, data, floor
 
     def __call__(self, config: dict) -> tune.PlacementGroupFactory:
-        return tune.PlacementGroupFactory([{"CPU": self.cpus, "GPU": self.shares[key_of(config, self.data)].gpus}])
+        gpus = max(self.shares[key_of(config, self.data)].gpus, self.floor)
+        return tune.PlacementGroupFactory([{"CPU": self.cpus, "GPU": gpus}])

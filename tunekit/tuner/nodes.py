@@ -16,6 +16,7 @@ import ray
 
 from ..data.spec import DataSpec
 from ..errors import TunekitError
+from ..gpu_share import MemoryKey, Share, gpu_cards, probe_remote, smallest_card
 from ..prepare import prepare_here, prepare_jobs
 from ..spec import SearchSpec
 
@@ -74,3 +75,29 @@ def prepare_nodes(spec: SearchSpec, run_dir: Path, echo: Callable[[str], None]) 
          f"interrupted search cannot continue its unfinished trials. Use a --storage-path on NFS "
          f"(or s3://, gs://) seen by every node to have both.")
     return False
+
+
+def probe_cluster_shares(keys: list[MemoryKey], echo: Callable[[str], None]) -> dict[MemoryKey, Share]:
+    """gpus_per_trial='auto': every GPU node lists its cards (a task holding no GPU), then one task
+    holding a whole GPU probes each key's peak memory, the shares sized for the smallest card; each
+    task's process exits after it, giving its GPU memory back."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("GPU", 0) > 0]
+    task = ray.remote(num_cpus=0, num_gpus=0, max_calls=1)(gpu_cards)
+    cards = [card for found in ray.get([task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False))
+                                        .remote() for n in nodes]) for card in found]
+    name, gib = smallest_card(cards)
+    kinds = sorted({c[0] for c in cards})
+    echo(f"probing the GPU memory of {len(keys)} model/batch/size combination(s); shares sized for "
+         f"{'the smallest card, ' if len(kinds) > 1 else ''}{name} ({gib:.0f} GiB)"
+         + (f" of {', '.join(kinds)}" if len(kinds) > 1 else ""))
+    probe = ray.remote(num_gpus=1, max_calls=1)(probe_remote)
+    try:
+        shares, _ = ray.get(probe.remote(keys, gib))
+    except ray.exceptions.RayTaskError as e:
+        cause = getattr(e, "cause", None) or e
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise TunekitError(f"gpus_per_trial='auto': the GPU memory probe failed ({type(cause).__name__}: "
+                           f"{first[:200]}); set gpus_per_trial to a number to skip it") from None
+    return shares

@@ -20,7 +20,7 @@ from typing import Any
 
 from .. import runfolder
 from ..errors import TunekitError
-from ..gpu_share import MemoryKey, Share, memory_keys, probe_shares
+from ..gpu_share import MemoryKey, Share, memory_keys, probe_shares, spread
 from ..prescreen import load_screen
 from ..runfolder import SPACE_COPY, SPEC_FILE
 from ..spec import SearchSpec
@@ -50,11 +50,17 @@ class Plan:
 
     gpu_auto: bool = False
     finished: bool = False  # the run folder holds this search, finished
+    capped: bool = False  # Ray runs at most ``concurrency`` trials at once (--num-gpus below what Ray counts)
+
+    @property
+    def max_concurrent(self) -> int | None:
+        """The limit on trials at once to hand to Ray: the plan's, where Ray would not keep to it."""
+        return self.concurrency if self.capped else None
 
     @property
     def gpu_text(self) -> str:
         if self.gpu_auto:
-            return f"auto GPU share (the smallest 1/{round(1 / self.gpus_per_trial)})"
+            return f"auto GPU share (at least 1/{round(1 / self.gpus_per_trial)})"
         return f"{self.gpus_per_trial:g} GPU"
 
     @property
@@ -77,7 +83,8 @@ class Plan:
 
 
 def capacity(address: str | None, num_gpus: float | None, dry_run: bool, verbose: bool) -> tuple[float, float]:
-    """(CPUs, GPUs) the search may use: this machine's, or the cluster's at ``address`` (joined)."""
+    """(CPUs, GPUs) the search may use: this machine's, or the cluster's at ``address`` (joined); with
+    ``num_gpus``, at most that many (the plan then caps the trials at once: see ``make_plan``)."""
     if address is None:
         if num_gpus is not None and num_gpus > _local_gpus() and not dry_run:
             raise TunekitError(f"--num-gpus {num_gpus:g}: this machine has {_local_gpus()} GPU(s)")
@@ -178,8 +185,10 @@ def move_aside(run_dir: Path) -> Path:
 
 
 def make_plan(spec: SearchSpec, run_dir: Path, total_cpus: float, total_gpus: float, restoring: bool,
-          auto_share: float | None = None) -> Plan:
-    """The plan; under gpus_per_trial='auto', ``auto_share`` (the smallest share) stands for it."""
+              auto_share: float | None = None, capped: bool = False) -> Plan:
+    """The plan; under gpus_per_trial='auto', ``auto_share`` (the smallest share) stands for it.
+    ``capped``: the GPUs are a limit the user set (--num-gpus), which Ray's own count would not keep,
+    so the plan's concurrency is passed to Ray as a limit."""
     gpus = auto_share if spec.gpus_per_trial == "auto" else spec.gpus_per_trial
     if gpus > 0 and total_gpus <= 0:
         raise TunekitError(f"gpus_per_trial={gpus:g} but no GPU is available: "
@@ -192,17 +201,19 @@ def make_plan(spec: SearchSpec, run_dir: Path, total_cpus: float, total_gpus: fl
     by_gpu = math.floor(total_gpus / gpus + 1e-9) if gpus > 0 else by_cpu
     concurrency = max(1, min(by_cpu, by_gpu, spec.max_concurrent or by_cpu, spec.trial_count()))
     return Plan(spec.name, run_dir, spec.trial_count(), spec.total_epochs(), spec.cpus_per_trial,
-                gpus, total_cpus, total_gpus, concurrency, spec.searcher, spec.asha, restoring,
-                gpu_auto=spec.gpus_per_trial == "auto")
+                spread(gpus, total_gpus, concurrency), total_cpus, total_gpus, concurrency, spec.searcher, spec.asha,
+                restoring, gpu_auto=spec.gpus_per_trial == "auto", capped=capped and gpus > 0)
 
 
 def auto_shares_here(spec: SearchSpec, echo: Callable[[str], None]) -> dict[MemoryKey, Share] | None:
     """For a dry run: probe on this machine's GPU (None without one)."""
     import torch
 
+    from ..device import resolve_device
+
     if not torch.cuda.is_available():
         return None
-    return probe_shares(memory_keys(spec), torch.device("cuda"), echo)[0]
+    return probe_shares(memory_keys(spec), resolve_device("cuda"), echo)[0]
 
 
 def smallest_share(shares: dict[MemoryKey, Share] | None) -> float:
@@ -210,7 +221,9 @@ def smallest_share(shares: dict[MemoryKey, Share] | None) -> float:
 
 
 def share_lines(shares: dict[MemoryKey, Share]) -> list[str]:
-    return [f"  gpu share {key}: peak {share.peak_gib:.2f} GiB, room for {share.need_gib:.2f} GiB -> "
+    return [f"  gpu share {key}: ran out of memory on a whole GPU -> 1 GPU (its trials will likely fail: lower "
+            f"batch_size or img_size)" if share.out_of_memory else
+            f"  gpu share {key}: peak {share.peak_gib:.2f} GiB, room for {share.need_gib:.2f} GiB -> "
             f"{_fraction(share.gpus)} GPU" for key, share in shares.items()]
 
 

@@ -27,6 +27,20 @@ class SearchResult:
     mode: str
     trial_start_s: list[float] = dataclasses.field(default_factory=list)  # a free slot -> first step, seconds
 
+    def __post_init__(self) -> None:
+        if self.metric not in self.trials:  # no trial finished an epoch (all failed at their first batch)
+            self.trials = self.trials.assign(**{self.metric: float("nan")})
+
+    @property
+    def errored(self) -> pd.DataFrame:
+        return self.trials[self.trials["status"] == Status.ERRORED.value]
+
+    @property
+    def failed(self) -> bool:
+        """Most trials (or all that ended) errored: the search says why and exits with code 1."""
+        ended = len(self.trials) - self.unfinished
+        return len(self.errored) > 0 and (len(self.errored) * 2 > ended or self.best(1).empty)
+
     @property
     def unfinished(self) -> int:
         """Trials that did not end (a stopped or killed search); ``--resume`` continues them."""
@@ -60,14 +74,14 @@ def finish(run_dir: Path, spec: SearchSpec, echo: Callable[[str], None], storage
     from .. import report
 
     # Ray has saved its final state: finished trials are final
-    trials = report.load_run(run_dir)
+    result = SearchResult(run_dir, report.load_run(run_dir), spec.metric, spec.mode)
+    trials = result.trials
     ended = {name for name, status in runfolder.ray_states(run_dir).items() if status == "TERMINATED"}
     ok = trials[trials["status"].isin(ENDED) & trials[spec.metric].notna()]
     keep_weights(run_dir, dict(zip(ok["trial"], ok[spec.metric].astype(float))), spec.mode, spec.keep_best, ended)
     if not spec.keep_checkpoints:
         for name in ended:
             runfolder.remove_checkpoints(run_dir / name)
-    result = SearchResult(run_dir, trials, spec.metric, spec.mode)
     try:
         built = report.build(result.trials, screens=report.load_screens([run_dir]))
         report.write(built, run_dir, tensorboard_dir=run_dir / runfolder.REPORT_EVENTS_DIR)
@@ -83,10 +97,11 @@ def finish(run_dir: Path, spec: SearchSpec, echo: Callable[[str], None], storage
 
 
 def summary(result: SearchResult, n: int = 5) -> list[str]:
-    """A short ranked table of the best trials and where the results are."""
+    """A short ranked table of the best trials, why trials failed (if any did), where the results are."""
     df = result.trials
     counts = df["status"].value_counts().to_dict()
     lines = ["trials: " + ", ".join(f"{v} {k}" for k, v in counts.items())]
+    lines += failure_lines(result)
     best = result.best(n)
     if len(best):
         cols = [c for c in ("model", "pool", "head", "resize", "lr", "zero_init") if c in best]
@@ -96,4 +111,23 @@ def summary(result: SearchResult, n: int = 5) -> list[str]:
         lines += ["  " + line for line in show.to_string(index=False, float_format=lambda v: f"{v:.4g}").splitlines()]
     lines.append(f"results: {result.path} (report.md, report.html, results.csv, ranking.csv)")
     lines.append(f"curves:  tensorboard --logdir {result.path}")
+    return lines
+
+
+def failure_lines(result: SearchResult, distinct: int = 3) -> list[str]:
+    """How many trials failed, and the first ``distinct`` error messages, each with how many trials
+    it ended and the folder of the first one (its error.txt holds the full traceback)."""
+    errored = result.errored
+    if errored.empty:
+        return []
+    messages = errored["error"].fillna("unknown error") if "error" in errored else "unknown error"
+    groups = errored.assign(error=messages).groupby("error", sort=False)
+    first = sorted(groups, key=lambda g: g[1].index.min())
+    lines = [f"{len(errored)} of {len(result.trials)} trial(s) failed" + (":" if len(first) == 1 else
+             f" with {len(first)} different errors:")]
+    for message, trials in first[:distinct]:
+        lines.append(f"  {len(trials)} x {message}")
+        lines.append(f"      full traceback: {Path(trials['path'].iloc[0]) / runfolder.ERROR_FILE}")
+    if len(first) > distinct:
+        lines.append(f"  ... and {len(first) - distinct} other error(s): see the 'error' column of results.csv")
     return lines

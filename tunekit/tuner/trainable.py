@@ -11,6 +11,7 @@ precision, image counts, zero-init status, Ray resources and GPU ids).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -25,6 +26,7 @@ import torch
 from ray import tune
 
 from ..config import TrialConfig
+from ..device import limit_memory, resolve_device
 from ..loop import RunInfo, fit
 from ..runfolder import CHECKPOINT_FILE, RUN_INFO_FILE
 from .ray_api import trial_working_directory
@@ -48,9 +50,10 @@ def run_trial(config: dict[str, Any]) -> None:
             resume = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     node = ray.get_runtime_context().get_node_id()
     share = ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0)
-    if 0 < share < 1 and torch.cuda.is_available():
-        # a packed trial keeps to its share: its caching allocator cannot starve its neighbours
-        torch.cuda.set_per_process_memory_fraction(share)
+    # the GPU Ray assigned (indexed), or the CPU for a trial Ray gave none: every later CUDA call gets it
+    device = resolve_device(cfg.device, ray_gpus=[str(g) for g in ray.get_gpu_ids()])
+    limit_memory(device, share)
+    cfg = dataclasses.replace(cfg, device=str(device))
 
     extra = {"node": node}  # reported with every epoch's metrics
     resolved: dict[str, Any] = {}
@@ -84,7 +87,7 @@ def run_trial(config: dict[str, Any]) -> None:
     except Exception as e:
         if not is_out_of_memory(e):
             raise
-        raise TrialOutOfMemory(_oom_advice(cfg, resolved.get("img_size"), e)) from e
+        raise TrialOutOfMemory(_oom_advice(cfg, resolved.get("img_size"), share, e)) from e
 
 
 class TrialOutOfMemory(RuntimeError):
@@ -95,12 +98,11 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
 
 
-def _oom_advice(cfg: TrialConfig, img_size: int | None, error: BaseException) -> str:
+def _oom_advice(cfg: TrialConfig, img_size: int | None, share: float, error: BaseException) -> str:
     """One line (the report shows the last line of error.txt): what ran out, with what, what to change."""
-    share = ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0)
     where = f"{share:g} GPU per trial"
-    if torch.cuda.is_available():
-        total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 2**30
+    if cfg.device.startswith("cuda"):
+        total = torch.cuda.get_device_properties(torch.device(cfg.device)).total_memory / 2**30
         where += f" ({share * total:.1f} of the GPU's {total:.0f} GiB)"
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return (f"out of memory: {cfg.model} at batch_size {cfg.batch_size}, img_size {img_size or cfg.img_size}, "
