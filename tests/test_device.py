@@ -191,3 +191,17 @@ def test_resolve_device_on_this_machine_is_indexed_or_the_cpu():
     assert device.type != "cuda" or device.index is not None
     assert resolve_device("cpu", ray_gpus=[]) == torch.device("cpu")
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+
+
+@pytest.mark.parametrize(("trained", "device_type", "capability", "precision"), [
+    ("bf16", "cuda", (9, 0), "bf16"),
+    ("bf16", "cuda", (7, 5), "fp16"),  # trained on an H100, predicting on a T4
+    ("fp16", "cuda", (9, 0), "fp16"),
+    ("fp32", "cuda", (9, 0), "fp32"),
+    ("bf16", "cpu", None, "fp32"),  # on a CPU bf16 is slow; the weights are fp32 anyway
+    (None, "cuda", (8, 0), "bf16"),  # exported before the manifest recorded it: auto
+])
+def test_an_exported_model_predicts_in_the_precision_it_trained_in(trained, device_type, capability, precision):
+    from tunekit.device import inference_precision
+
+    assert inference_precision(trained, device_type, capability) == precision

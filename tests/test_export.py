@@ -58,6 +58,7 @@ def test_export_evaluate_predict(run, tmp_path):
     assert (manifest["model"], manifest["img_size"], manifest["resize"]) == ("test_resnet", 32, "crop")
     assert manifest["classes"] == ["circle", "cross", "hexagon", "square", "star", "triangle"]
     assert manifest["format_version"] == 1 and set(manifest["versions"]) == {"tunekit", "timm", "torch"}
+    assert (manifest["precision"], manifest["trained_on"]) == ("fp32", "cpu")  # predict keeps to it on a GPU
     # the split training made, through the same preprocessing: the trial's own final error rate
     result = cli("evaluate", out, "--data", DATA, "--split", "valid")
     assert result.exit_code == 0, result.output

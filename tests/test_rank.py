@@ -136,3 +136,17 @@ def test_prescreen_searches_only_the_kept_models_and_the_report_compares(small_s
     again: list[str] = []
     search(space, storage_path=tmp_path / "runs", echo=again.append)
     assert any("finished" in line for line in again) and not any("prescreen: ranking" in line for line in again), again
+
+
+def test_the_prescreen_ranks_in_a_process_that_gives_the_gpu_back(small_shapes):
+    """On a GPU the pre-screen ranks in a process of its own (the driver then holds no GPU memory
+    through the search); the same rows come back, shown in the space's order."""
+    from tunekit.prescreen import rank_apart
+
+    shown = []
+    rows = rank_apart(f"folder:{small_shapes}", ["test_resnet", "test_vit"], on_row=shown.append, isolate=True,
+                      pretrained=False, max_images=40, img_size=32)
+    here = rank_models(f"folder:{small_shapes}", ["test_resnet", "test_vit"], pretrained=False, max_images=40,
+                       img_size=32)
+    assert [r.model for r in shown] == ["test_resnet", "test_vit"]
+    assert [(r.model, r.logme) for r in rows] == [(r.model, pytest.approx(r.logme, rel=1e-4)) for r in here]

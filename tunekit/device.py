@@ -114,6 +114,16 @@ def pick_precision(device_type: str, capability: tuple[int, int] | None) -> str:
     return "fp32"
 
 
+def inference_precision(trained: str | None, device_type: str, capability: tuple[int, int] | None) -> str:
+    """An exported model's precision where it predicts: the trial's own on a GPU (its bf16 as fp16 on a
+    GPU without native bf16), else what ``auto`` picks there (fp32 on a CPU, where bf16 is slow; the
+    weights are fp32 either way). Models exported before the manifest recorded it: ``auto``."""
+    chosen = pick_precision(device_type, capability)
+    if device_type != "cuda" or trained in (None, "auto"):
+        return chosen
+    return chosen if trained == "bf16" else trained
+
+
 @dataclass
 class Amp:
     """Mixed precision on one device: autocast's dtype (None: fp32) and fp16's GradScaler."""

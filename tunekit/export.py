@@ -5,7 +5,8 @@
 
 A model folder holds ``model.safetensors`` (the weights: timm body, pool, head; nothing else) and
 ``tunekit_model.json`` (``FORMAT_VERSION``): the timm model name, pool, head, class names, multi-label
-and its threshold, image size, resize method, mean/std, the trial's config and final metrics, and the
+and its threshold, image size, resize method, mean/std, the precision and device it trained in (absent
+from folders exported before tunekit recorded them), the trial's config and final metrics, and the
 tunekit/timm/torch versions that made it. Loading needs neither Ray nor the run folder nor network.
 
 A search keeps the final weights of its ``keep_best`` best trials (``keep_weights``): as trials end, the
@@ -159,6 +160,7 @@ def manifest_of(trial: Path, row: pd.Series, rank: int) -> dict[str, Any]:
         "head": config.get("head", "fastai"), "classes": info["classes"], "multilabel": bool(info["multilabel"]),
         "threshold": THRESHOLD, "img_size": int(info["img_size"]), "resize": config.get("resize", "crop"),
         "mean": list(info["model"]["mean"]), "std": list(info["model"]["std"]),
+        "precision": info.get("precision"), "trained_on": info.get("device"),
         "config": {k: v for k, v in config.items() if not k.startswith("_")}, "metrics": metrics,
         "source": {"run": str(trial.parent), "trial": trial.name, "rank": rank, "status": row["status"]},
         "versions": {"tunekit": __version__, "timm": timm.__version__, "torch": torch.__version__},

@@ -23,7 +23,7 @@ import torch
 from .config import TrialConfig
 from .data.batches import Batches
 from .data.cache import ImageCache, canvas_width, decode, decode_image, decode_into, why_unreadable
-from .device import Amp, resolve_device, resolve_precision
+from .device import Amp, inference_precision, resolve_device, resolve_precision
 from .errors import TunekitError
 from .export import WEIGHTS_FILE, read_manifest
 from .model import FineTuneModel, build_model
@@ -46,14 +46,18 @@ class Prediction:
 class LoadedModel:
     """An exported model, ready to predict: ``.module`` is the torch ``nn.Module`` (timm body, pool, head)."""
 
-    def __init__(self, module: FineTuneModel, manifest: dict[str, Any], device: torch.device) -> None:
+    def __init__(self, module: FineTuneModel, manifest: dict[str, Any], device: torch.device,
+                 precision: str = "trained") -> None:
         self.module, self.manifest, self.device = module, manifest, device
         self.classes: list[str] = list(manifest["classes"])
         self.multilabel: bool = bool(manifest["multilabel"])
         self.threshold: float = float(manifest["threshold"])
         self.img_size: int = int(manifest["img_size"])
         self.resize: str = manifest["resize"]
-        self.amp = Amp.create(resolve_precision("auto", device), device)
+        if precision == "trained":  # the trial's own precision where the device has it (device.inference_precision)
+            capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+            precision = inference_precision(manifest.get("precision"), device.type, capability)
+        self.amp = Amp.create(resolve_precision(precision, device), device)
 
     def __repr__(self) -> str:
         return (f"LoadedModel({self.manifest['model']}, {len(self.classes)} classes, {self.img_size}px "
@@ -108,8 +112,9 @@ class LoadedModel:
         return out
 
 
-def load_model(model_dir: str | Path, device: str = "auto") -> LoadedModel:
-    """Load a folder written by ``tunekit export`` (no Ray, no run folder, no network)."""
+def load_model(model_dir: str | Path, device: str = "auto", precision: str = "trained") -> LoadedModel:
+    """Load a folder written by ``tunekit export`` (no Ray, no run folder, no network). ``precision``:
+    ``trained`` (the trial's own where this device has it), or one of config.PRECISIONS."""
     from safetensors.torch import load_file
 
     model_dir = Path(model_dir).expanduser()
@@ -129,7 +134,7 @@ def load_model(model_dir: str | Path, device: str = "auto") -> LoadedModel:
         raise TunekitError(f"{model_dir}: the weights do not fit {manifest['model']} with pool "
                            f"{manifest['pool']!r} and head {manifest['head']!r} ({first})") from None
     dev = resolve_device(device)
-    return LoadedModel(module.to(dev).eval(), manifest, dev)
+    return LoadedModel(module.to(dev).eval(), manifest, dev, precision)
 
 
 def decode_all(images: Sequence[Any], resize: str, size: int, skip_unreadable: bool = True,

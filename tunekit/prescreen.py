@@ -50,15 +50,13 @@ def prescreen(spec: SearchSpec, run_dir: Path, restoring: bool,
         screen = load_screen(run_dir)
         echo(f"  prescreen read back from {saved} (not ranked again)")
     else:
-        from .rank import rank_models
-
         models = [str(m) for m in spec.values_of("model") or []]
         options = {k: v for k, v in spec.prescreen.items() if k != "keep"}
         img_size = spec.values_of("img_size")
         if "img_size" not in options and img_size and len(img_size) == 1:
             options["img_size"] = img_size[0]
         echo(f"prescreen: ranking {len(models)} models by LogME (a forward pass each)")
-        rows = rank_models(spec.data, models, on_row=lambda r: echo(
+        rows = rank_apart(spec.data, models, on_row=lambda r: echo(
             f"  {r.model}: " + (f"LogME {r.logme:.4f}" if r.logme is not None else r.status)), **options)
         scored = [r.model for r in rows if r.logme is not None]
         if not scored:
@@ -66,6 +64,29 @@ def prescreen(spec: SearchSpec, run_dir: Path, restoring: bool,
                                "see tunekit weights list")
         screen = Screen(spec.prescreen["keep"], [r.to_dict() for r in rows], scored[: spec.prescreen["keep"]])
     return spec.with_models(screen.kept), screen
+
+
+def rank_apart(data: str, models: list[str], on_row: Callable[[Any], None], isolate: bool | None = None,
+               **options: Any) -> list[Any]:
+    """``rank.rank_models``; on a GPU (or with ``isolate``) in a process of its own that exits after
+    it, so the driver keeps no CUDA context or cached GPU memory through the search its trials need
+    (the rows are then shown when the ranking ends, not one by one)."""
+    from .rank import rank_models
+
+    if isolate is None:
+        import torch
+
+        isolate = torch.cuda.is_available()
+    if not isolate:
+        return rank_models(data, models, on_row=on_row, **options)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        rows = pool.submit(rank_models, data, models, **options).result()
+    for row in sorted(rows, key=lambda r: models.index(r.model)):
+        on_row(row)
+    return rows
 
 
 def save_screen(screen: Screen, run_dir: Path) -> None:

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import click
 
+from ..config import PRECISIONS
 from .common import setup_logging, user_errors
+
+precision_option = click.option(
+    "--precision", type=click.Choice(("trained", *PRECISIONS)), default="trained", show_default=True,
+    help="trained: the trial's own where this device has it (bf16 as fp16 on GPUs without it; fp32 on a CPU).")
 
 
 @click.command()
@@ -82,9 +87,10 @@ def export(run_dir: Path, out_dir: Path, rank: int | None, trial_id: str | None)
               help="Write the predictions to this CSV file instead of the terminal.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@precision_option
 @user_errors
 def predict(model_dir: Path, paths: tuple[Path, ...], top: int, csv_path: Path | None, batch_size: int,
-            device: str) -> None:
+            device: str, precision: str) -> None:
     """Label images with an exported model: files and folders (searched recursively).
 
     One line per image: path, label, probability (and the --top K classes with theirs); a multi-label
@@ -110,7 +116,7 @@ def predict(model_dir: Path, paths: tuple[Path, ...], top: int, csv_path: Path |
     from ..predict import image_paths, load_model
 
     files = image_paths(paths)
-    model = load_model(model_dir, device)
+    model = load_model(model_dir, device, precision)
     header = ["path", "label", "probability"] + [f"{kind}_{k}" for k in range(1, top + 1) for kind in ("top", "p")]
     out = open(csv_path, "w", newline="") if csv_path is not None else sys.stdout  # noqa: SIM115 - or stdout
     writer, written, skipped = csv.writer(out), 0, []
@@ -139,8 +145,10 @@ def predict(model_dir: Path, paths: tuple[Path, ...], top: int, csv_path: Path |
               help="Folder for metrics.json, confusion.csv, confusion.png. [default: MODEL_DIR/evaluation]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@precision_option
 @user_errors
-def evaluate(model_dir: Path, spec: str, split: str, out: Path | None, batch_size: int, device: str) -> None:
+def evaluate(model_dir: Path, spec: str, split: str, out: Path | None, batch_size: int, device: str,
+             precision: str) -> None:
     """Error rate, accuracy (f2 for multi-label) and a confusion matrix of an exported model on labelled data.
 
     \b
@@ -157,7 +165,7 @@ def evaluate(model_dir: Path, spec: str, split: str, out: Path | None, batch_siz
     from ..evaluation import evaluate as run_evaluate
     from ..predict import load_model
 
-    model = load_model(model_dir, device)
+    model = load_model(model_dir, device, precision)
     result = run_evaluate(model, spec, split, batch_size, progress=True)
     files = result.write(out or model_dir / "evaluation")
     shown = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
