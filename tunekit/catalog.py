@@ -50,10 +50,12 @@ def _index() -> frozenset[str]:
 
 
 def write_index() -> Path | None:
-    """The index of the timm installed here (atomically; None where the cache folder is not writable)."""
+    """The index of the timm installed here (atomically; None where the cache folder is not writable):
+    timm's own models only, not those a user registered in this process."""
     timm = _timm()
     path = index_file(timm.__version__)
-    names = sorted(set(_all_models()) | set(timm.list_pretrained()))
+    names = sorted(n for n in set(_all_models()) | set(timm.list_pretrained())
+                   if registered_by(n.partition(".")[0], look=True) is None)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
@@ -82,6 +84,19 @@ def check_model_name(name: str) -> None:
                            f"available: {', '.join(tags) or 'none'}")
     if not _index():
         write_index()
+
+
+def registered_by(name: str, look: bool = False) -> str | None:
+    """The module that registered ``name`` when it is not one of timm's own (a user's ``@register_model``),
+    else None. A name in the index is timm's own (no import); ``look``: ask timm even so."""
+    arch = name.partition(".")[0]
+    if not look and (name in _index() or arch in _index()):
+        return None
+    timm = _timm()
+    if not timm.is_model(arch):
+        return None
+    module = timm.models.model_entrypoint(arch).__module__
+    return None if module.startswith("timm.") else module
 
 
 def timm_pretrained_cfg(name: str):

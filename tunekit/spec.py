@@ -38,6 +38,7 @@ from .data.spec import DataSpec
 from .errors import TunekitError, did_you_mean, one_of
 
 SEARCHERS = ("grid", "random", "optuna")
+IMPORTS_KEY = "_imports"  # a trial's config: the space's ``imports``, imported by the trial before it builds
 DEFAULT_ASHA = {"grace_period": 1, "reduction_factor": 3}
 
 
@@ -63,10 +64,13 @@ class SearchSpec:
     keep_checkpoints: bool = False
     keep_best: int = 3  # trials whose final weights are kept (model.safetensors) for `tunekit export`
     prescreen: dict[str, int] | None = None  # {"keep": N}: LogME-rank the model choices, search the top N
+    imports: list[str] = field(default_factory=list)  # modules every trial imports first (a user's own models)
 
     def param_space(self) -> dict[str, Any]:
         """The Ray param_space: the space plus the fixed settings every trial needs."""
         space = {"data": self.data, **self.space}
+        if self.imports:
+            space[IMPORTS_KEY] = list(self.imports)
         if self.epochs is not None:
             space["epochs"] = self.epochs
         return space
@@ -202,6 +206,7 @@ def build_spec(values: dict[str, Any], path: Path | None = None) -> SearchSpec:
             hint = " (set 'data' and 'epochs' as settings)" if key in ("data",) else ""
             raise TunekitError(f"{where}: unknown key {key!r} in space{did_you_mean(key, SEARCH_KEYS)}{hint}")
     spec = SearchSpec(path=path, space=dict(space), **_check_settings(settings, where))
+    import_modules(spec.imports, path.parent if path else None, where)
     _check_space(spec, where)
     if spec.prescreen:
         if len(spec.values_of("model") or []) < 2:
@@ -213,9 +218,45 @@ def build_spec(values: dict[str, Any], path: Path | None = None) -> SearchSpec:
     return spec
 
 
+RUN_NAME = "__tunekit_space__"  # the space file's module name while it runs
+
+
+def import_modules(names: list[str], folder: Path | None, where: str = "imports") -> None:
+    """Import a space's ``imports`` (from the space file's folder, else the usual path), so models they
+    register are known here as they will be in every trial."""
+    import importlib
+    import sys
+
+    for name in names:
+        added = folder is not None and str(folder.resolve()) not in sys.path
+        if added:
+            sys.path.insert(0, str(folder.resolve()))
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # noqa: BLE001 - any error in the user's module, named
+            raise TunekitError(f"{where}: imports: module {name!r} cannot be imported ({type(e).__name__}: {e}); "
+                               f"it is looked for beside the space file, then on the Python path") from None
+        finally:
+            if added:
+                sys.path.remove(str(folder.resolve()))
+
+
+def module_files(names: list[str]) -> list[str]:
+    """The files (a module) or folders (a package) of imported ``names``' top-level packages: what
+    Ray ships to every node (runtime_env py_modules) so trials can import them there."""
+    import sys
+
+    out = []
+    for top in dict.fromkeys(name.split(".")[0] for name in names):
+        module = sys.modules[top]
+        paths = list(getattr(module, "__path__", []))
+        out.append(paths[0] if paths else module.__file__)
+    return out
+
+
 def _run(path: Path) -> dict[str, Any]:
     try:
-        namespace = runpy.run_path(str(path), run_name="__tunekit_space__")
+        namespace = runpy.run_path(str(path), run_name=RUN_NAME)
     except SyntaxError as e:
         raise TunekitError(f"{e.filename}:{e.lineno}: syntax error: {e.msg}") from None
     except Exception as e:  # noqa: BLE001 - any error in the user's file, reported with its line
@@ -268,6 +309,11 @@ def _check_settings(s: dict[str, Any], where: str) -> dict[str, Any]:
             raise TunekitError(f"{where}: asha reduction_factor must be >= 2, got {asha['reduction_factor']!r}")
     s["asha"] = asha
     s["prescreen"] = _check_prescreen(s["prescreen"], where)
+    imports = s["imports"]
+    if not isinstance(imports, (list, tuple)) or not all(
+            isinstance(m, str) and all(part.isidentifier() for part in m.split(".")) for m in imports):
+        raise TunekitError(f"{where}: imports must be a list of module names such as ['my_models'], got {imports!r}")
+    s["imports"] = list(imports)
     try:
         DataSpec.parse(s["data"])
     except TunekitError as e:
@@ -300,7 +346,7 @@ def _check_space(spec: SearchSpec, where: str) -> None:
     from ray.tune.search.sample import Categorical, Domain, Float, Function, Integer
 
     for key, value in spec.param_space().items():
-        if key == "data":
+        if key in ("data", IMPORTS_KEY):
             continue
         if _is_grid(value):
             if spec.searcher == "optuna":
@@ -309,12 +355,12 @@ def _check_space(spec: SearchSpec, where: str) -> None:
             if not value["grid_search"]:
                 raise TunekitError(f"{where}: tune.grid_search for {key!r} is empty: the space has no trials")
             for v in value["grid_search"]:
-                _check_value(key, v, where)
+                _check_value(key, v, where, spec.imports)
         elif isinstance(value, Categorical):
             if not value.categories:
                 raise TunekitError(f"{where}: tune.choice for {key!r} is empty")
             for v in value.categories:
-                _check_value(key, v, where)
+                _check_value(key, v, where, spec.imports)
         elif isinstance(value, Function):
             if spec.searcher == "optuna":
                 raise TunekitError(f"{where}: tune.sample_from in {key!r} cannot be used with searcher 'optuna'")
@@ -326,18 +372,24 @@ def _check_space(spec: SearchSpec, where: str) -> None:
         elif isinstance(value, dict):
             raise TunekitError(f"{where}: space[{key!r}] is a dict; use tune.grid_search([...]) or tune.choice([...])")
         else:
-            _check_value(key, value, where)
+            _check_value(key, value, where, spec.imports)
 
 
-def _check_value(key: str, value: Any, where: str) -> None:
+def _check_value(key: str, value: Any, where: str, imports: list[str] = ()) -> None:
     """Check one value a key can take, through the same TrialConfig rules a trial applies."""
     try:
         if key == "model":
             if not isinstance(value, str):
                 raise TunekitError(f"model must be a timm model name, got {value!r}")
-            from .catalog import check_model_name  # timm: loaded only when a space names models
+            from .catalog import check_model_name, registered_by  # timm: loaded only when a space names models
 
             check_model_name(value)
+            module = registered_by(value)
+            if module is not None and not any(module == m or module.startswith(m + ".") for m in imports):
+                where_from = "the space file itself" if module == RUN_NAME else f"module {module!r}"
+                raise TunekitError(f"model {value!r} is registered in {where_from}, which the trials' workers do not "
+                                   f"run: put it in a module beside the space file and name that module in "
+                                   f"imports = [...]")
         else:
             TrialConfig.from_dict({key: value})
     except TunekitError as e:

@@ -41,10 +41,12 @@ from .plan import (
     Previous,
     auto_shares_here,
     capacity,
+    check_runtime_env,
     cli_overrides,
     make_plan,
     move_aside,
     previous_search,
+    runtime_env,
     save_spec,
     share_lines,
     smallest_share,
@@ -117,7 +119,9 @@ def search(
         original, (spec, screen) = spec, prescreen(spec, run_dir, restoring, echo)
         notes += screen.lines()
     started = address is not None and not ray.is_initialized()  # joining a cluster: connect to count it
-    total_cpus, total_gpus = capacity(address, num_gpus, dry_run, verbose)
+    if not started:
+        check_runtime_env(spec)
+    total_cpus, total_gpus = capacity(address, num_gpus, dry_run, verbose, runtime_env(spec))
     auto = spec.gpus_per_trial == "auto"
     if auto:
         memory_keys(spec)  # the space gives finite choices to probe, or an error now
@@ -162,7 +166,7 @@ def search(
         # RAY_ADDRESS is set (without it ray.init joins those, and refuses num_cpus): --address joins
         ray.init(address="local", num_cpus=int(total_cpus), num_gpus=int(math.ceil(total_gpus)),
                  include_dashboard=False, log_to_driver=verbose, logging_level="INFO" if verbose else "WARNING",
-                 configure_logging=True)
+                 configure_logging=True, runtime_env=runtime_env(spec))
         started = True
     try:
         shares = None

@@ -82,7 +82,25 @@ class Plan:
         ]
 
 
-def capacity(address: str | None, num_gpus: float | None, dry_run: bool, verbose: bool) -> tuple[float, float]:
+def runtime_env(spec: SearchSpec) -> dict[str, Any] | None:
+    """What Ray ships to every worker of a search: the files of the space's ``imports`` (a user's models)."""
+    from ..spec import module_files
+
+    return {"py_modules": module_files(spec.imports)} if spec.imports else None
+
+
+def check_runtime_env(spec: SearchSpec) -> None:
+    """A Ray the caller started must already ship the space's ``imports`` (tunekit's own ray.init does)."""
+    import ray
+
+    if spec.imports and ray.is_initialized() and not ray.get_runtime_context().runtime_env.get("py_modules"):
+        raise TunekitError(f"imports {spec.imports}: Ray was started before the search, without them, so its trials "
+                           f"could not import them: start it with ray.init(runtime_env={runtime_env(spec)!r}), "
+                           f"or let the search start Ray")
+
+
+def capacity(address: str | None, num_gpus: float | None, dry_run: bool, verbose: bool,
+             env: dict[str, Any] | None = None) -> tuple[float, float]:
     """(CPUs, GPUs) the search may use: this machine's, or the cluster's at ``address`` (joined); with
     ``num_gpus``, at most that many (the plan then caps the trials at once: see ``make_plan``)."""
     if address is None:
@@ -94,7 +112,8 @@ def capacity(address: str | None, num_gpus: float | None, dry_run: bool, verbose
 
     if not ray.is_initialized():
         try:
-            ray.init(address=address, log_to_driver=verbose, logging_level="INFO" if verbose else "WARNING")
+            ray.init(address=address, log_to_driver=verbose, logging_level="INFO" if verbose else "WARNING",
+                     runtime_env=env)
         except (ConnectionError, RuntimeError) as e:  # no cluster there, or none running on this machine
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise TunekitError(f"--address {address}: no Ray cluster to join ({first[:160]}); start one with "

@@ -12,6 +12,7 @@ precision, image counts, zero-init status, Ray resources and GPU ids).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import math
 import os
@@ -29,6 +30,7 @@ from ..config import TrialConfig
 from ..device import limit_memory, resolve_device
 from ..loop import RunInfo, fit
 from ..runfolder import CHECKPOINT_FILE, RUN_INFO_FILE
+from ..spec import IMPORTS_KEY
 from .ray_api import trial_working_directory
 
 CHECKPOINTS_KEY = "_checkpoints"  # config flag: False when the storage is not shared by all nodes
@@ -41,6 +43,8 @@ _CONFIG_KEYS = {f.name for f in fields(TrialConfig)}
 
 def run_trial(config: dict[str, Any]) -> None:
     """Ray Tune function trainable."""
+    for module in config.get(IMPORTS_KEY, []):  # the space's own models register here (Ray shipped the files)
+        importlib.import_module(module)
     cfg = TrialConfig.from_dict({k: v for k, v in config.items() if k in _CONFIG_KEYS})
     resume = None
     checkpoint = tune.get_checkpoint()
