@@ -167,3 +167,15 @@ def test_lost_node_trials_continue_on_another_node_from_their_checkpoints(cluste
     assert epochs == list(range(1, 7)), epochs  # every epoch once: continued after its checkpoint
     assert epochs[: len(before)] == before
     assert (victim / "error.txt").is_file()  # what happened is on record
+
+
+def test_doctor_lists_the_nodes_of_a_cluster(cluster):
+    from click.testing import CliRunner
+
+    from tunekit.cli import main
+
+    c, workers = cluster
+    result = CliRunner().invoke(main, ["doctor", "--address", c.address])
+    assert result.exit_code == 0, result.output
+    assert f"{c.address}: 3 node(s), 4 CPU, 2 GPU" in result.output, result.output
+    assert sum(": 2 CPU, 1 GPU" in line for line in result.output.splitlines()) == 2  # the two workers

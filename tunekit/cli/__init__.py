@@ -5,7 +5,8 @@
     tunekit report ~/ray_results/demo
     tunekit export ~/ray_results/demo best/ && tunekit predict best/ photos/
 
-``run`` (train, search), ``results`` (report, export, predict, evaluate), ``tools`` (rank, bench, data, weights),
+``run`` (train, search), ``results`` (report, export, predict, evaluate), ``tools`` (rank, bench, data, weights,
+doctor),
 ``common`` (errors, options). Nothing heavy is imported until a command runs.
 """
 
@@ -23,9 +24,9 @@ def main() -> None:
 def _register() -> None:
     from .results import evaluate, export, predict, report
     from .run import search, train
-    from .tools import bench, data, rank, weights
+    from .tools import bench, data, doctor, rank, weights
 
-    for command in (train, search, report, export, predict, evaluate, rank, bench, data, weights):
+    for command in (train, search, report, export, predict, evaluate, rank, bench, data, weights, doctor):
         main.add_command(command)
 
 

@@ -238,3 +238,30 @@ def _model_list(models: str) -> list[str]:
     if not names:
         raise click.BadParameter("give model names, e.g. resnet18,convnext_tiny", param_hint="--models")
     return names
+
+
+@click.command()
+@click.option("--address", help="Also check the Ray cluster started with 'ray start' there (ADDR:PORT or 'auto').")
+def doctor(address: str | None) -> None:
+    """Can this machine (and cluster) run a search? Python, packages, GPUs, data root, offline weights.
+
+    One line per check: ok, note (worth knowing), FAIL (why a search cannot run). Exit code 0 when a
+    search can run, 1 when not.
+
+    \b
+    Examples:
+      tunekit doctor
+      tunekit doctor --address auto        # on the head node of a 'ray start' cluster
+    """
+    import sys
+
+    from ..doctor import FAIL, diagnose
+
+    setup_logging(verbose=False)
+    checks = diagnose(address)
+    for check in checks:
+        click.echo(check.line())
+    failed = [c for c in checks if c.status == FAIL]
+    click.echo(f"{len(failed)} problem(s): a search cannot run here until they are fixed" if failed
+               else "this machine can run a search")
+    sys.exit(1 if failed else 0)
