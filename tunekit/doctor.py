@@ -48,8 +48,8 @@ def diagnose(address: str | None = None) -> list[Check]:
 def python_check() -> Check:
     version = platform.python_version()
     ok = sys.version_info >= (3, 10)
-    return Check("python", OK if ok else FAIL,
-                 f"{version} ({sys.executable}); tested with {TESTED['python']}" + ("" if ok else ": needs 3.10 or later"))
+    why = "" if ok else ": needs 3.10 or later"
+    return Check("python", OK if ok else FAIL, f"{version} ({sys.executable}); tested with {TESTED['python']}{why}")
 
 
 def package_checks() -> list[Check]:
@@ -129,7 +129,8 @@ def weights_check() -> Check:
     from .weights import PACKAGES, hub_cache, packaged_file
 
     cache = hub_cache()
-    cached = sorted(p.name.removeprefix("models--timm--") for p in cache.glob("models--timm--*")) if cache.is_dir() else []
+    found = cache.glob("models--timm--*") if cache.is_dir() else []
+    cached = sorted(p.name.removeprefix("models--timm--") for p in found)
     packaged = [name for name in PACKAGES if packaged_file(name) is not None]
     shown = ", ".join(cached[:6]) + (f" and {len(cached) - 6} more" if len(cached) > 6 else "")
     parts = [f"{len(cached)} timm model(s) in {cache}" + (f" ({shown})" if cached else "")]
