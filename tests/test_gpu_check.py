@@ -1,0 +1,30 @@
+"""benchmarks/gpu_check.py, the GPU acceptance run, in its CPU mode: every step a user's command, tiny sizes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_gpu_check_runs_every_step_on_the_cpu(tmp_path):
+    out = tmp_path / "gc"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--out",
+                           str(out)], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    record = json.loads((out / "gpu_check.json").read_text())
+    steps = {s["name"]: s for s in record["steps"]}
+    assert list(steps) == ["doctor", "train_cnn", "train_vit", "search", "bench", "study_fit", "rank", "export",
+                           "predict", "evaluate"]
+    assert {s["status"] for s in steps.values()} == {"ok"}, {n: s["status"] for n, s in steps.items()}
+    assert steps["train_cnn"]["figures"]["device"] == "cpu" and steps["train_vit"]["figures"]["epochs"] == 2
+    search = steps["search"]["figures"]
+    assert search["trials"] == 4 and search["devices"] == ["cpu"] and "errored" not in search["statuses"]
+    assert steps["bench"]["figures"]["test_resnet"]["loop_over_ceiling"] > 0
+    assert set(steps["bench"]["figures"]["packing"]) == {"1", "2"}
+    assert steps["export"]["figures"]["trained_on"] == "cpu" and steps["predict"]["figures"]["images"] == 40
+    assert 0 <= steps["evaluate"]["figures"]["error_rate"] <= 1
+    assert record["machine"]["torch"] and "10 of 10 steps ok" in done.stdout
