@@ -143,23 +143,13 @@ def weights_check() -> Check:
 
 def cluster_checks(address: str) -> list[Check]:
     """Join the cluster at ``address``: its nodes, their CPUs, GPUs and GPU types; the total."""
-    import ray
+    from .tuner.nodes import cluster_nodes
 
-    from .tuner.plan import check_address
-
-    started = not ray.is_initialized()
     try:
-        if started:
-            check_address(address)
-            ray.init(address=address, log_to_driver=False, logging_level="WARNING")
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
-        total = ray.cluster_resources()
+        nodes, total = cluster_nodes(address)
     except Exception as e:  # noqa: BLE001 - any failure to join is the answer to "can it run a search"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         return [Check("cluster", FAIL, f"{address}: cannot join ({first[:200]})")]
-    finally:
-        if started and ray.is_initialized():
-            ray.shutdown()
     out = [Check("cluster", OK if total.get("CPU", 0) > 0 else FAIL,
                  f"{address}: {len(nodes)} node(s), {total.get('CPU', 0):g} CPU, {total.get('GPU', 0):g} GPU"
                  + ("" if total.get("CPU", 0) > 0 else ": no CPU for trials"))]

@@ -87,11 +87,16 @@ def probe_cluster_shares(keys: list[MemoryKey], echo: Callable[[str], None]) -> 
     task = ray.remote(num_cpus=0, num_gpus=0, max_calls=1)(gpu_cards)
     cards = [card for found in ray.get([task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False))
                                         .remote() for n in nodes]) for card in found]
-    name, gib = smallest_card(cards)
-    kinds = sorted({c[0] for c in cards})
-    echo(f"probing the GPU memory of {len(keys)} model/batch/size combination(s); shares sized for "
-         f"{'the smallest card, ' if len(kinds) > 1 else ''}{name} ({gib:.0f} GiB)"
-         + (f" of {', '.join(kinds)}" if len(kinds) > 1 else ""))
+    if cards:
+        name, gib = smallest_card(cards)
+        kinds = sorted({c[0] for c in cards})
+        echo(f"probing the GPU memory of {len(keys)} model/batch/size combination(s); shares sized for "
+             f"{'the smallest card, ' if len(kinds) > 1 else ''}{name} ({gib:.0f} GiB)"
+             + (f" of {', '.join(kinds)}" if len(kinds) > 1 else ""))
+    else:  # no node could list its cards (no nvidia-smi, GPUs hidden from a zero-GPU task): the probe's own
+        gib = None
+        echo(f"probing the GPU memory of {len(keys)} model/batch/size combination(s); note: the nodes' GPUs could "
+             f"not be listed, so shares are sized for the GPU the probe runs on")
     probe = ray.remote(num_gpus=1, max_calls=1)(probe_remote)
     try:
         shares, _ = ray.get(probe.remote(keys, gib))
@@ -101,3 +106,19 @@ def probe_cluster_shares(keys: list[MemoryKey], echo: Callable[[str], None]) -> 
         raise TunekitError(f"gpus_per_trial='auto': the GPU memory probe failed ({type(cause).__name__}: "
                            f"{first[:200]}); set gpus_per_trial to a number to skip it") from None
     return shares
+
+
+def cluster_nodes(address: str) -> tuple[list[dict], dict[str, float]]:
+    """The alive nodes of the cluster at ``address`` (Ray's node records) and its total resources;
+    joined for the question and left after, unless this process was already connected."""
+    from .plan import check_address
+
+    joined = not ray.is_initialized()
+    if joined:
+        check_address(address)
+        ray.init(address=address, log_to_driver=False, logging_level="WARNING")
+    try:
+        return [n for n in ray.nodes() if n.get("Alive")], ray.cluster_resources()
+    finally:
+        if joined:
+            ray.shutdown()
