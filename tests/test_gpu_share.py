@@ -148,3 +148,14 @@ def test_a_probe_that_runs_out_of_memory_keeps_what_was_probed_and_goes_on():
     assert shares[keys[1]].out_of_memory and shares[keys[1]].gpus == 1.0
     assert [json.loads(name)["model"] for name, _ in remembered] == ["small"]  # not the OOM, not the cached
     assert any("huge b4096 512px bf16 ran out of memory on a whole GPU" in line for line in lines)
+
+
+def test_the_plan_says_when_it_spread_the_share(tmp_path):
+    from tunekit.tuner.plan import make_plan
+
+    s = build_spec({"name": "p", "gpus_per_trial": 0.125, "num_samples": 12, "space": {"model": "test_resnet"}})
+    line = make_plan(s, tmp_path, total_cpus=64, total_gpus=4, restoring=False).lines(s)[4]
+    assert "per trial 1 CPU, 1/3 GPU (raised from 1/8: Ray would pack the trials that run at once onto the first " \
+           "GPUs); up to 12 at once on 64 CPU / 4 GPU" in line, line
+    one = make_plan(s, tmp_path, total_cpus=64, total_gpus=4, restoring=False)
+    assert one.gpu_text.startswith("1/3 GPU")

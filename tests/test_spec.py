@@ -119,7 +119,7 @@ def test_dry_run_plans_fractional_gpus(tmp_path):
     result = CliRunner().invoke(main, ["search", str(write(tmp_path, GOOD)), "--dry-run", "--gpus-per-trial", "0.25",
                                        "--cpus-per-trial", "0.5", "--num-gpus", "1", "--storage-path", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert "0.5 CPU, 0.25 GPU; up to 4 at once" in result.output
+    assert "0.5 CPU, 1/4 GPU; up to 4 at once" in result.output
 
 
 def test_the_study_sweep_plans_without_torch_or_timm(tmp_path):

@@ -51,6 +51,7 @@ class Plan:
     gpu_auto: bool = False
     finished: bool = False  # the run folder holds this search, finished
     capped: bool = False  # Ray runs at most ``concurrency`` trials at once (--num-gpus below what Ray counts)
+    asked_gpus: float | None = None  # the share asked for, before it was spread over the GPUs
 
     @property
     def max_concurrent(self) -> int | None:
@@ -60,8 +61,10 @@ class Plan:
     @property
     def gpu_text(self) -> str:
         if self.gpu_auto:
-            return f"auto GPU share (at least 1/{round(1 / self.gpus_per_trial)})"
-        return f"{self.gpus_per_trial:g} GPU"
+            return f"auto GPU share (at least {_fraction(self.gpus_per_trial)})"
+        spread = (f" (raised from {_fraction(self.asked_gpus)}: Ray would pack the trials that run at once onto the "
+                  f"first GPUs)" if self.asked_gpus is not None and self.asked_gpus != self.gpus_per_trial else "")
+        return f"{_fraction(self.gpus_per_trial)} GPU{spread}"
 
     @property
     def epoch_budget(self) -> int:
@@ -221,7 +224,7 @@ def make_plan(spec: SearchSpec, run_dir: Path, total_cpus: float, total_gpus: fl
     concurrency = max(1, min(by_cpu, by_gpu, spec.max_concurrent or by_cpu, spec.trial_count()))
     return Plan(spec.name, run_dir, spec.trial_count(), spec.total_epochs(), spec.cpus_per_trial,
                 spread(gpus, total_gpus, concurrency), total_cpus, total_gpus, concurrency, spec.searcher, spec.asha,
-                restoring, gpu_auto=spec.gpus_per_trial == "auto", capped=capped and gpus > 0)
+                restoring, gpu_auto=spec.gpus_per_trial == "auto", capped=capped and gpus > 0, asked_gpus=gpus)
 
 
 def auto_shares_here(spec: SearchSpec, echo: Callable[[str], None]) -> dict[MemoryKey, Share] | None:
@@ -247,7 +250,11 @@ def share_lines(shares: dict[MemoryKey, Share]) -> list[str]:
 
 
 def _fraction(share: float) -> str:
-    return "1" if share >= 1 else f"1/{round(1 / share)}"
+    """1, 1/3, 0.4: a share as a user reads it."""
+    if share <= 0 or share >= 1:
+        return f"{share:g}"
+    k = round(1 / share)
+    return f"1/{k}" if abs(1 / k - share) < 1e-9 else f"{share:g}"
 
 
 def save_spec(spec: SearchSpec, run_dir: Path) -> None:
