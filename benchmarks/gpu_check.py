@@ -77,12 +77,20 @@ def main() -> int:
     p.add_argument("--wheels", type=Path, help="wheels to install where Ray is missing (a bare GPU image)")
     p.add_argument("--only", help="comma-separated steps to run (default: all)")
     args = p.parse_args()
+    if args.wheels is not None and not args.wheels.is_dir():
+        print(f"error: --wheels {args.wheels}: no such folder", file=sys.stderr)
+        return 2
     out = args.out.expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     env = environment(out, args.wheels)
     kind = "cpu" if args.device == "cpu" else "cuda"
+    found = machine(env)
+    if kind == "cuda" and not found.get("gpu"):  # one clear line, before ten steps fail the same way
+        print(f"error: no CUDA GPU here (torch {found.get('torch', '?')}): run it with --device cpu for the CPU mode",
+              file=sys.stderr)
+        return 2
     steps = run_all(kind, args.device, out, env, set(args.only.split(",")) if args.only else None)
-    record = {"device": args.device, "machine": machine(env), "steps": [asdict(s) for s in steps]}
+    record = {"device": args.device, "machine": found, "steps": [asdict(s) for s in steps]}
     (out / "gpu_check.json").write_text(json.dumps(record, indent=2, default=str))
     print(table(steps, record["machine"]))
     print(f"wrote {out / 'gpu_check.json'}")

@@ -114,6 +114,13 @@ COMMANDS = [
             "--precision bf16 --pack 1,2,4 --json gpu.json", r"device 'cuda' requested, but CUDA is not available", 2),
     Command("python benchmarks/study_fit.py --device cuda --precision bf16",
             r"^error: device 'cuda' requested, but CUDA is not available here$", 2),
+    Command("python benchmarks/gpu_check.py --out /tmp/gpu_check-1",
+            r"^error: no CUDA GPU here \(torch [^)]*\): run it with --device cpu for the CPU mode$", 2,
+            run="python benchmarks/gpu_check.py --out gpu_check-1"),
+    Command("python benchmarks/gpu_check.py --wheels .whl --out /tmp/gpu_check-2",
+            r"^error: --wheels .whl: no such folder$", 2, run="python benchmarks/gpu_check.py --wheels .whl --out gc2"),
+    Command("python benchmarks/gpu_check.py --device cpu --out /tmp/gpu_check-3",
+            skip="tests/test_gpu_check.py runs the CPU mode and checks every step"),
 ]
 
 
