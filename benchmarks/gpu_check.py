@@ -98,8 +98,10 @@ def main() -> int:
 
 
 def environment(out: Path, wheels: Path | None) -> dict[str, str]:
-    """The steps' environment: this checkout (and the wheels' folder) on the path, data under OUT."""
-    env = dict(os.environ, TUNEKIT_DATA=str(out / "data"), PYTHONUNBUFFERED="1")
+    """The steps' environment: this checkout (and the wheels' folder) on the path, data under OUT unless
+    TUNEKIT_DATA says where (the suite shares its generated data and photo-like JPEGs with the run)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.setdefault("TUNEKIT_DATA", str(out / "data"))
     paths = [str(ROOT)]
     if wheels is not None and subprocess.run([sys.executable, "-c", "import ray, optuna, plotly"],
                                              capture_output=True).returncode != 0:
