@@ -16,7 +16,6 @@ from tunekit.device import (
     Amp,
     cuda_index,
     model_peak_gib,
-    packed_fraction,
     pick_device,
     pick_precision,
     resolve_device,
@@ -127,25 +126,13 @@ def test_precision_follows_the_gpu_compute_capability(device_type, capability, p
     assert pick_precision(device_type, capability) == precision
 
 
-def test_packed_trials_keep_to_their_share_and_report_the_model_memory_alone():
-    assert packed_fraction(0.125) == 0.125 and packed_fraction(0.5) == 0.5
-    assert packed_fraction(1.0) is None and packed_fraction(0.0) is None  # a whole GPU, or none: no limit
+def test_the_model_memory_leaves_out_the_resident_images():
     gib = 2**30
     # 3 GiB reserved at the peak, 1 GiB of it the resident images: the model's peak is 2 GiB
     assert model_peak_gib(3 * gib, gib) == pytest.approx(2.0)
     # the allocator reserves large blocks in 2 MiB steps: 1 byte over 1 GiB reserves 1 GiB + 2 MiB
     assert model_peak_gib(3 * gib, gib + 1) == pytest.approx(2.0 - 2 / 1024)
     assert model_peak_gib(gib, 0) == pytest.approx(1.0) and model_peak_gib(0, gib) == 0.0
-
-
-def test_the_resident_data_decision_counts_the_share_not_the_whole_gpu():
-    from tunekit.data.batches import PRELOAD_SHARE, keeps_resident
-
-    gpu = 80 * 2**30
-    data = int(3 * 2**30)  # 3 GiB of uint8 images
-    assert keeps_resident(data, gpu)  # a whole 80 GiB GPU: 3 <= 12 GiB
-    assert not keeps_resident(data, gpu // 8)  # one of 8 packed trials: 3 > 1.5 GiB
-    assert keeps_resident(int(PRELOAD_SHARE * gpu // 8), gpu // 8)
 
 
 # torch.cuda functions that fall back to the "current device" when given none, or refuse an

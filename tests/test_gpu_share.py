@@ -12,7 +12,7 @@ from ray import tune
 
 from tunekit.cli import main
 from tunekit.errors import TunekitError
-from tunekit.gpu_share import MemoryKey, share_for
+from tunekit.gpu_share import AutoShares, MemoryKey, share_for
 from tunekit.spec import build_spec
 from tunekit.tuner.assemble import Resources
 
@@ -24,7 +24,7 @@ from tunekit.tuner.assemble import Resources
     (70.0, 80.0, 1.0),  # does not fit twice (nor, quite, once): a whole GPU
 ])
 def test_share_is_the_smallest_even_split_that_holds_the_peak(peak, total, share):
-    from tunekit.data.batches import PRELOAD_SHARE
+    from tunekit.gpu_share import PRELOAD_SHARE
 
     result = share_for(peak, total)
     assert result.gpus == pytest.approx(share)
@@ -46,7 +46,7 @@ def test_memory_keys_cover_every_trial_and_resources_follow_the_config():
     assert [str(k) for k in keys] == ["test_resnet b32 64px auto", "test_resnet b64 64px auto",
                                       "test_vit b32 64px auto", "test_vit b64 64px auto"]  # shapes are 64px
     shares = {k: share_for(1.0 + i * 20, 80.0) for i, k in enumerate(keys)}
-    resources = Resources(shares, cpus=2.0, data="shapes")
+    resources = Resources(AutoShares(shares, "shapes"), cpus=2.0)
     bundle = resources({"model": "test_vit", "batch_size": 32, "pretrained": False}).bundles[0]
     assert bundle == {"CPU": 2.0, "GPU": shares[MemoryKey("test_vit", 32, 64, "auto")].gpus}
     assert resources({"model": "test_resnet", "batch_size": 32}).bundles[0]["GPU"] == 1 / 8
@@ -116,9 +116,11 @@ def test_the_plan_spreads_shares_and_caps_trials_at_the_gpus_asked_for(tmp_path)
 
 
 def test_auto_resources_never_go_below_the_spread_share():
+    from tunekit.gpu_share import AutoShares
+
     keys = [MemoryKey("test_resnet", 32, 64, "auto"), MemoryKey("test_vit", 32, 64, "auto")]
-    shares = {keys[0]: share_for(1.0, 80.0), keys[1]: share_for(30.0, 80.0)}
-    resources = Resources(shares, cpus=1.0, data="shapes", floor=1 / 3)
+    shares = AutoShares({keys[0]: share_for(1.0, 80.0), keys[1]: share_for(30.0, 80.0)}, "shapes")
+    resources = Resources(shares, cpus=1.0, floor=1 / 3)
     assert resources({"model": "test_resnet", "batch_size": 32}).bundles[0]["GPU"] == pytest.approx(1 / 3)
     assert resources({"model": "test_vit", "batch_size": 32}).bundles[0]["GPU"] == 1.0
 
@@ -159,3 +161,20 @@ def test_the_plan_says_when_it_spread_the_share(tmp_path):
            "GPUs); up to 12 at once on 64 CPU / 4 GPU" in line, line
     one = make_plan(s, tmp_path, total_cpus=64, total_gpus=4, restoring=False)
     assert one.gpu_text.startswith("1/3 GPU")
+
+
+def test_packed_trials_keep_to_their_share():
+    from tunekit.gpu_share import packed_fraction
+
+    assert packed_fraction(0.125) == 0.125 and packed_fraction(0.5) == 0.5
+    assert packed_fraction(1.0) is None and packed_fraction(0.0) is None  # a whole GPU, or none: no limit
+
+
+def test_the_resident_data_decision_counts_the_share_not_the_whole_gpu():
+    from tunekit.gpu_share import PRELOAD_SHARE, keeps_resident
+
+    gpu = 80 * 2**30
+    data = int(3 * 2**30)  # 3 GiB of uint8 images
+    assert keeps_resident(data, gpu)  # a whole 80 GiB GPU: 3 <= 12 GiB
+    assert not keeps_resident(data, gpu // 8)  # one of 8 packed trials: 3 > 1.5 GiB
+    assert keeps_resident(int(PRELOAD_SHARE * gpu // 8), gpu // 8)

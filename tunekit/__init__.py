@@ -37,8 +37,9 @@ def train(report: Reporter | None = None, **config: Any) -> FitResult:
 
 def search(space, **options):
     """Run a search (a space file, a dict of its settings, or a SearchSpec); options as
-    ``tunekit search``: num_gpus, gpus_per_trial, cpus_per_trial, num_samples, address,
-    storage_path, name, resume, dry_run, overrides. Returns a SearchResult (or the Plan)."""
+    ``tunekit search`` (``tuner.SearchOptions``: num_gpus, address, storage_path, resume, restart,
+    dry_run, verbose, strict, progress, echo) and the settings gpus_per_trial, cpus_per_trial,
+    num_samples, name, overrides. Returns a SearchResult (or, for a dry run, the Plan)."""
     from .tuner import search as run_search  # Ray is imported only when a search runs
 
     return run_search(space, **options)

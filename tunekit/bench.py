@@ -33,8 +33,7 @@ from .device import (
     Amp,
     channels_last,
     device_name,
-    peak_memory_gib,
-    reset_peak_memory,
+    random_steps,
     resolve_device,
     resolve_precision,
     synchronize,
@@ -65,27 +64,8 @@ class BenchRecord:
 
 def ceiling(model_name: str, device: torch.device, batch_size: int, img_size: int, precision: str,
             n_classes: int = 6, warmup: int = 5, steps: int = 50) -> tuple[float, float]:
-    """(images/s, peak GiB) of the loop's train step on random tensors."""
-    torch.manual_seed(0)
-    cfg = TrialConfig(model=model_name, pretrained=False, img_size=img_size, batch_size=batch_size)
-    model, _ = build_model(cfg, n_classes, img_size)
-    nhwc = channels_last(device, model.layout)
-    model.to(device, memory_format=torch.channels_last if nhwc else torch.preserve_format).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), eps=1e-5)
-    x = torch.randn(batch_size, 3, img_size, img_size, device=device)
-    if nhwc:
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, n_classes, (batch_size,), device=device)
-    amp, loss_fn = Amp.create(precision, device), torch.nn.CrossEntropyLoss()
-    reset_peak_memory(device)
-    for _ in range(warmup):
-        amp.step(model, x, y, loss_fn, opt)
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        amp.step(model, x, y, loss_fn, opt)
-    synchronize(device)
-    return batch_size * steps / (time.perf_counter() - start), peak_memory_gib(device)
+    """(images/s, peak GiB) of the loop's train step on random tensors (``device.random_steps``)."""
+    return random_steps(model_name, device, batch_size, img_size, precision, n_classes, warmup, steps)
 
 
 def loop(model_name: str, device: torch.device, batch_size: int, img_size: int, precision: str,

@@ -19,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .errors import TunekitError, did_you_mean
+from .paths import cache_root
 
 
 def _timm():
@@ -32,10 +33,14 @@ def _all_models() -> tuple[str, ...]:
     return tuple(_timm().list_models())
 
 
-def index_file(version: str | None = None) -> Path:
-    from .data.download import data_root
+@functools.lru_cache(maxsize=1)
+def _deprecated() -> dict[str, str | None]:
+    """timm's renamed models, old name -> new (its public accessor copies the table: once per process)."""
+    return _timm().models.get_deprecated_models()
 
-    return data_root().parent / f"timm-{version or metadata.version('timm')}.json"
+
+def index_file(version: str | None = None) -> Path:
+    return cache_root() / f"timm-{version or metadata.version('timm')}.json"
 
 
 @functools.lru_cache(maxsize=1)
@@ -73,7 +78,7 @@ def check_model_name(name: str) -> None:
         return
     timm = _timm()
     arch, _, tag = name.partition(".")
-    renamed = timm.models._registry._deprecated_models.get(name)
+    renamed = _deprecated().get(name)
     if renamed:
         raise TunekitError(f"timm model {name!r} was renamed: use {renamed!r}")
     if not timm.is_model(arch):

@@ -25,6 +25,7 @@ HEADS = ("fastai", "linear")
 RESIZES = ("crop", "squish", "pad")
 PROGRESS_DISPLAYS = ("auto", "summary", "events")  # a search's screen: see tuner.progress
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEFAULT_STORAGE = "~/ray_results"  # where searches put their run folders (--storage-path)
 
 # The keys a search space may sample over (the search dimensions); the rest are run settings.
 SEARCH_KEYS = (

@@ -23,6 +23,11 @@ from .errors import TunekitError
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA GPU here."""
+    return torch.cuda.is_available()
+
+
 def resolve_device(requested: str, *, ray_gpus: list[str] | None = None) -> torch.device:
     """The device every later call of a run uses: ``cpu``, ``mps`` or an indexed ``cuda:N``, never a
     bare ``cuda`` (torch's per-device queries refuse one). ``ray_gpus``: under Ray, the GPU ids Ray
@@ -169,26 +174,6 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def packed_fraction(share: float) -> float | None:
-    """The memory fraction a trial holding ``share`` of a GPU keeps to: the share when packed with
-    others (0 < share < 1), so its caching allocator cannot starve its neighbours; None (no limit) for
-    a whole GPU or none."""
-    return share if 0 < share < 1 else None
-
-
-def limit_memory(device: torch.device, share: float) -> None:
-    """Keep this process to ``share`` of ``device``'s memory (see :func:`packed_fraction`)."""
-    fraction = packed_fraction(share)
-    if device.type == "cuda" and fraction is not None:
-        torch.cuda.set_per_process_memory_fraction(fraction, device)
-
-
-def memory_budget(device: torch.device) -> int:
-    """Bytes this process may use on a CUDA ``device``: its memory times the per-process fraction."""
-    total = torch.cuda.get_device_properties(device).total_memory
-    return int(torch.cuda.get_per_process_memory_fraction(device) * total)
-
-
 def reset_peak_memory(device: torch.device) -> None:
     """Start measuring :func:`peak_memory_gib` afresh. The allocator's cached blocks go first: a
     reused worker (Ray's reuse_actors), or a benchmark's earlier run, still holds them, and
@@ -222,3 +207,35 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU {platform.processor() or platform.machine()}"
+
+
+def random_steps(model_name: str, device: torch.device, batch_size: int, img_size: int, precision: str,
+                 n_classes: int = 6, warmup: int = 5, steps: int = 50) -> tuple[float, float]:
+    """(images/s, peak GiB) of :meth:`Amp.step` on random tensors, for the network tunekit trains (timm
+    body + pool + head), as timm's benchmark.py measures it: ``tunekit bench``'s ceiling, and the GPU
+    share probe's peak memory (``gpu_share``)."""
+    import time
+
+    from .config import TrialConfig
+    from .model import build_model
+
+    torch.manual_seed(0)
+    cfg = TrialConfig(model=model_name, pretrained=False, img_size=img_size, batch_size=batch_size)
+    model, _ = build_model(cfg, n_classes, img_size)
+    nhwc = channels_last(device, model.layout)
+    model.to(device, memory_format=torch.channels_last if nhwc else torch.preserve_format).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), eps=1e-5)
+    x = torch.randn(batch_size, 3, img_size, img_size, device=device)
+    if nhwc:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, n_classes, (batch_size,), device=device)
+    amp, loss_fn = Amp.create(precision, device), torch.nn.CrossEntropyLoss()
+    reset_peak_memory(device)
+    for _ in range(warmup):
+        amp.step(model, x, y, loss_fn, opt)
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        amp.step(model, x, y, loss_fn, opt)
+    synchronize(device)
+    return batch_size * steps / (time.perf_counter() - start), peak_memory_gib(device)

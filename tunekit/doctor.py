@@ -106,7 +106,7 @@ def gpu_checks() -> list[Check]:
 
 
 def data_root_check() -> Check:
-    from .data.download import data_root
+    from .paths import data_root
 
     root = data_root()
     probe = root if root.exists() else next((p for p in root.parents if p.exists()), Path("/"))

@@ -1,14 +1,18 @@
-"""``gpus_per_trial = "auto"``: each trial's GPU share from its measured peak memory.
+"""A trial's share of a GPU, all of it in one place: the ``gpus_per_trial = "auto"`` probe and its
+cache, the fraction and how it spreads over the GPUs, a packed trial's memory limit, and whether its
+images stay on the GPU. No Ray here (a search's Ray tasks call into it: ``tuner.nodes``).
 
 For every (model, batch_size, img_size, precision) a search can run, a quick probe (a few bare
-train steps of the same network, as ``tunekit bench``'s ceiling) measures the peak memory the
-caching allocator reserves. The share is the smallest 1/k of the GPU (k <= MAX_PER_GPU) that holds
-that peak plus the CUDA context and a margin, so small models pack several to a GPU and big ones
-get what they need; Ray's per-trial resources (``tuner.assemble``) then place them. Probes are
-cached per machine (GPU name, torch version) in ``~/.cache/tunekit/gpu_memory.json`` (beside the
-data root). No Ray here: the probe runs wherever torch does.
+train steps of the same network: ``device.random_steps``, ``tunekit bench``'s ceiling) measures the
+peak memory the caching allocator reserves. The share is the smallest 1/k of the GPU (k <=
+MAX_PER_GPU) that holds that peak plus the CUDA context and a margin, beside the room its images
+may take (PRELOAD_SHARE), so small models pack several to a GPU and big ones get what they need.
+Probes are cached per machine (GPU name, torch version) in ``~/.cache/tunekit/gpu_memory.json``.
 
-    shares = probe_shares([MemoryKey("resnet18", 64, 224, "bf16")], torch.device("cuda"))
+    shares = probe_apart(memory_keys(spec))          # on this machine's GPUs, in a process that exits
+    shares.gpus_for(trial_config, floor=plan_share)  # Ray's per-trial GPU resource
+    limit_memory(device, 0.25)                        # in the trial: keep to a quarter of the GPU
+    keeps_resident(cache.images.nbytes, memory_budget(device))   # its images on the GPU, or not
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ if TYPE_CHECKING:  # torch loads only where a GPU is probed: a dry run plans wit
     import torch
 
 MAX_PER_GPU = 8  # the most trials auto packs onto one GPU
+# A trial keeps its dataset's uint8 images on the GPU when they take at most this share of the memory
+# it may use (share_for leaves this room beside the trial's peak).
+PRELOAD_SHARE = 0.15
 CONTEXT_GIB = 0.6  # CUDA context + cuDNN/cuBLAS handles: outside the allocator's count
 MARGIN = 1.15  # fragmentation over a long run, validation batches, a later larger cuDNN workspace
 
@@ -54,11 +61,38 @@ class Share:
     out_of_memory: bool = False  # the probe ran out of memory on a whole GPU: trials get one, and may fail
 
 
+@dataclass
+class AutoShares:
+    """The probed share of each MemoryKey a search's trials can have (``gpus_per_trial = "auto"``)."""
+
+    shares: dict[MemoryKey, Share]
+    data: str  # the search's data spec (a trial's image size can depend on it)
+
+    def smallest(self) -> float:
+        return min((s.gpus for s in self.shares.values()), default=1.0)
+
+    def gpus_for(self, config: dict, floor: float = 0.0) -> float:
+        """A trial's GPU share (its config as Ray passes it), at least ``floor`` (the plan's :func:`spread`)."""
+        return max(self.shares[key_of(config, self.data)].gpus, floor)
+
+    def lines(self) -> list[str]:
+        return [f"  gpu share {key}: ran out of memory on a whole GPU -> 1 GPU (its trials will likely fail: lower "
+                f"batch_size or img_size)" if share.out_of_memory else
+                f"  gpu share {key}: peak {share.peak_gib:.2f} GiB, room for {share.need_gib:.2f} GiB -> "
+                f"{fraction_text(share.gpus)} GPU" for key, share in self.shares.items()]
+
+
+def fraction_text(share: float) -> str:
+    """1, 1/3, 0.4: a share as a user reads it."""
+    if share <= 0 or share >= 1:
+        return f"{share:g}"
+    k = round(1 / share)
+    return f"1/{k}" if abs(1 / k - share) < 1e-9 else f"{share:g}"
+
+
 def share_for(peak_gib: float, total_gib: float) -> Share:
     """The smallest 1/k of a ``total_gib`` GPU that holds ``peak_gib`` with room to spare, and
     beside it the training data a trial keeps on the GPU (up to PRELOAD_SHARE of its share)."""
-    from .data.batches import PRELOAD_SHARE
-
     need = peak_gib * MARGIN + CONTEXT_GIB
     usable = total_gib * (1 - PRELOAD_SHARE)
     k = max(1, min(MAX_PER_GPU, math.floor(usable / need)))
@@ -83,10 +117,46 @@ def smallest_card(cards: list[tuple[str, float]]) -> tuple[str, float]:
     return min(cards, key=lambda card: card[1])
 
 
-def cache_file() -> Path:
-    from .data.download import data_root
+def packed_fraction(share: float) -> float | None:
+    """The memory fraction a trial holding ``share`` of a GPU keeps to: the share when packed with
+    others (0 < share < 1), so its caching allocator cannot starve its neighbours; None (no limit) for
+    a whole GPU or none."""
+    return share if 0 < share < 1 else None
 
-    return data_root().parent / "gpu_memory.json"
+
+def limit_memory(device: torch.device, share: float) -> None:
+    """Keep this process to ``share`` of ``device``'s memory (see :func:`packed_fraction`)."""
+    import torch
+
+    fraction = packed_fraction(share)
+    if device.type == "cuda" and fraction is not None:
+        torch.cuda.set_per_process_memory_fraction(fraction, device)
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes this process may use on a CUDA ``device``: its memory times the per-process fraction."""
+    import torch
+
+    total = torch.cuda.get_device_properties(device).total_memory
+    return int(torch.cuda.get_per_process_memory_fraction(device) * total)
+
+
+def keeps_resident(nbytes: int, budget: int) -> bool:
+    """Whether a dataset's ``nbytes`` of uint8 images stay on the GPU: when they are at most
+    PRELOAD_SHARE of ``budget``, the memory this process may use there (a packed trial's share)."""
+    return nbytes <= PRELOAD_SHARE * budget
+
+
+def resident_on(device: torch.device, nbytes: int) -> bool:
+    """:func:`keeps_resident` for this process on ``device`` (never on a CPU: the images are there already).
+    Decided on the whole cache (all splits), so training and validation together keep to the room."""
+    return device.type == "cuda" and keeps_resident(nbytes, memory_budget(device))
+
+
+def cache_file() -> Path:
+    from .paths import cache_root
+
+    return cache_root() / "gpu_memory.json"
 
 
 def machine_key(device: torch.device) -> str:
@@ -107,16 +177,15 @@ def probe_shares(keys: list[MemoryKey], device: torch.device, echo=lambda line: 
     trials do (its workspaces count in their peak)."""
     import torch
 
-    from .bench import ceiling
-    from .device import resolve_precision
+    from .device import random_steps, resolve_precision
 
     total = size_on_gib or torch.cuda.get_device_properties(device).total_memory / 2**30
     machine = machine_key(device)
 
     def measure(key: MemoryKey) -> float:
         try:
-            return ceiling(key.model, device, key.batch_size, key.img_size,
-                           resolve_precision(key.precision, device), warmup=2, steps=2)[1]
+            return random_steps(key.model, device, key.batch_size, key.img_size,
+                                resolve_precision(key.precision, device), warmup=2, steps=2)[1]
         finally:
             torch.cuda.empty_cache()
 
@@ -184,6 +253,39 @@ def probe_remote(keys: list[MemoryKey], size_on_gib: float | None = None) -> tup
     return probe_shares(keys, resolve_device("cuda"), size_on_gib=size_on_gib)
 
 
+def probe_apart(keys: list[MemoryKey], data: str, echo: Callable[[str], None] = print) -> AutoShares | None:
+    """The shares of ``keys`` probed on this machine's GPU in a process of its own that exits after it
+    (giving its GPU memory back before the trials start), sized for this machine's smallest GPU; None
+    where there is no GPU."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from .device import cuda_available
+
+    if not cuda_available():
+        return None
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        cards = pool.submit(gpu_cards).result()
+        gib = size_for(cards, len(keys), echo)
+        shares, _ = pool.submit(probe_remote, keys, gib).result()
+    return AutoShares(shares, data)
+
+
+def size_for(cards: list[tuple[str, float]], n_keys: int, echo: Callable[[str], None]) -> float | None:
+    """The memory (GiB) shares are sized for: the smallest of ``cards`` (every GPU of every node); None,
+    with a note, where none could be listed (the probe's own GPU then)."""
+    if not cards:
+        echo(f"probing the GPU memory of {n_keys} model/batch/size combination(s); note: the GPUs could not be "
+             f"listed, so shares are sized for the GPU the probe runs on")
+        return None
+    name, gib = smallest_card(cards)
+    kinds = sorted({c[0] for c in cards})
+    mixed = f"the smallest card, {name} ({gib:.0f} GiB) of {', '.join(kinds)}" if len(kinds) > 1 else \
+        f"{name} ({gib:.0f} GiB)"
+    echo(f"probing the GPU memory of {n_keys} model/batch/size combination(s); shares sized for {mixed}")
+    return gib
+
+
 def gpu_cards() -> list[tuple[str, float]]:
     """(name, GiB) of every GPU of this machine, for a task holding none: torch sees them all when Ray
     leaves CUDA_VISIBLE_DEVICES alone for zero-GPU workers (Ray 2.60); else nvidia-smi lists them."""
@@ -215,7 +317,7 @@ def parse_nvidia_smi(text: str) -> list[tuple[str, float]]:
 def memory_keys(spec) -> list[MemoryKey]:
     """Every MemoryKey a search's trials can have (its space must give finite choices for them)."""
     from .config import TrialConfig
-    from .loop import resolve_img_size
+    from .data.size import resolve_img_size
 
     values = {}
     for key in ("model", "batch_size", "img_size", "precision"):
@@ -236,7 +338,7 @@ def memory_keys(spec) -> list[MemoryKey]:
 def key_of(config: dict, data: str) -> MemoryKey:
     """The MemoryKey of one trial's config (as Ray passes it)."""
     from .config import TrialConfig
-    from .loop import resolve_img_size
+    from .data.size import resolve_img_size
 
     cfg = TrialConfig(data=data, model=config["model"], batch_size=config.get("batch_size", TrialConfig.batch_size),
                       img_size=config.get("img_size"), pretrained=False)

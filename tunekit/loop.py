@@ -22,8 +22,9 @@ import torch
 from torch import nn
 
 from . import data as tkdata
-from .catalog import check_model_name, timm_pretrained_cfg
+from .catalog import check_model_name
 from .config import TrialConfig
+from .data.size import img_size_rule, resolve_img_size  # noqa: F401 - also tunekit.loop's
 from .device import (
     Amp,
     channels_last,
@@ -34,6 +35,7 @@ from .device import (
     synchronize,
 )
 from .errors import TunekitError
+from .gpu_share import resident_on
 from .metrics import classification_metrics
 from .model import FineTuneModel, ModelInfo, build_model
 from .recipe import Phase, optimizer, plan, start_phase
@@ -44,27 +46,6 @@ log = logging.getLogger("tunekit")
 DIVERGENCE_CHECK_EVERY = 25  # steps between (syncing) checks of the running loss
 
 Reporter = Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None]
-
-
-def resolve_img_size(cfg: TrialConfig) -> int:
-    """The size a run trains at (see :func:`img_size_rule`)."""
-    return img_size_rule(cfg)[0]
-
-
-def img_size_rule(cfg: TrialConfig) -> tuple[int, str]:
-    """(size, why): ``img_size`` if set; for the generated shapes, their size; else the model's
-    pretrained input size, lowered to the data's median short side when its images are smaller
-    (no point decoding 64px images at 160px: slower, a bigger cache, nothing to learn from)."""
-    if cfg.img_size:
-        return cfg.img_size, "set"
-    natural = tkdata.natural_size(cfg.data)
-    if natural and tkdata.DataSpec.parse(cfg.data).kind.startswith("shapes"):
-        return natural, "the generated data's size"
-    pretrained_cfg = timm_pretrained_cfg(cfg.model)
-    model_size = int(pretrained_cfg.input_size[-1]) if pretrained_cfg else 224
-    if natural and natural < model_size:
-        return natural, f"the images' median short side; {cfg.model} was pretrained at {model_size}px"
-    return model_size, f"{cfg.model}'s pretrained input size"
 
 
 @dataclass
@@ -194,7 +175,7 @@ def _setup(cfg: TrialConfig) -> _Run:
         torch.backends.cudnn.benchmark = True
     reset_peak_memory(device)
     batch = {"batch_size": cfg.batch_size, "device": device, "mean": model_info.mean, "std": model_info.std,
-             "channels_last": nhwc, "seed": cfg.seed}
+             "channels_last": nhwc, "seed": cfg.seed, "resident": resident_on(device, ds.cache.images.nbytes)}
     train, valid = ds.batches("train", **batch), ds.batches("valid", **batch)
     if len(train) == 0:
         raise TunekitError(f"batch_size {cfg.batch_size} is larger than the {train.n_items} training images")

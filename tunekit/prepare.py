@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 def prepare_jobs(spec: SearchSpec) -> dict[str, list]:
     """What every node needs before a trial of ``spec``: a decode-once cache per (resize, image size)
     the space can ask for, and the pretrained weights of its models."""
-    from .loop import resolve_img_size
+    from .data.size import resolve_img_size
 
     models = spec.values_of("model") or []
     resizes = spec.values_of("resize") or []

@@ -24,10 +24,10 @@ import torch
 
 from . import data as tkdata
 from .config import TrialConfig
+from .data.size import img_size_rule
 from .device import Amp, peak_memory_gib, reset_peak_memory, resolve_device, resolve_precision, synchronize
 from .errors import TunekitError
 from .logme import logme
-from .loop import img_size_rule
 from .model import build_model
 from .weights import check_weights_available
 
@@ -98,7 +98,7 @@ def _rank_one(data: str, name: str, img_size: int | None, max_images: int | None
     model, info = build_model(cfg, max(len(ds.classes), 1), size)
     model.to(device).eval()
     batches = tkdata.Batches(ds.cache, index, ds.targets[index], train=False, batch_size=batch_size, device=device,
-                             mean=info.mean, std=info.std)
+                             mean=info.mean, std=info.std)  # one pass: the images are read from the host
     amp = Amp.create(precision, device)
     reset_peak_memory(device)
     start = time.perf_counter()

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ..config import HEADS, POOLS, PRECISIONS, PROGRESS_DISPLAYS, RESIZES, TrialConfig
+from ..config import DEFAULT_STORAGE, HEADS, POOLS, PRECISIONS, PROGRESS_DISPLAYS, RESIZES, TrialConfig
 from ..data.spec import kinds_help
 from .common import GpuShare, setup_logging, strict_option, strict_spec, user_errors
 
@@ -109,7 +109,7 @@ def _fmt(value: Any) -> str:
 @click.option("--cpus-per-trial", type=float, help="CPU cores per trial (also its torch threads).")
 @click.option("--num-samples", type=int, help="Samples of the space (times the grid size).")
 @click.option("--address", help="Join a Ray cluster started with 'ray start' (ADDR:PORT or 'auto').")
-@click.option("--storage-path", default="~/ray_results", show_default=True, help="Where run folders go.")
+@click.option("--storage-path", default=DEFAULT_STORAGE, show_default=True, help="Where run folders go.")
 @click.option("--name", help="Run folder name. [default: the space file's name]")
 @click.option("--resume", is_flag=True, help="Continue the interrupted search of this name.")
 @click.option("--restart", is_flag=True,
@@ -132,24 +132,13 @@ def search(space: Path, sets: tuple[str, ...], verbose: bool, **options: Any) ->
       tunekit search search_spaces/planet.py --address auto     # on the head of a 'ray start' cluster
       tunekit search search_spaces/demo.py --dry-run --set num_samples=4
     """
-    from ..spec import load_spec, parse_override
+    from ..spec import parse_override
+    from ..tuner import search as run_search  # checks every rule (an option and a --set that clash, ...)
 
     setup_logging(verbose=verbose)
     overrides = dict(parse_override(s) for s in sets)
-    for key in ("gpus_per_trial", "cpus_per_trial", "num_samples", "name"):
-        value = options.pop(key)
-        if key in overrides and value is not None and overrides[key] != value:
-            flag = "--" + key.replace("_", "-")
-            raise click.UsageError(f"{flag} {value} and --set {key}={overrides[key]} contradict each other; give one")
-        if value is not None:
-            overrides[key] = value
-    if options["resume"] and options["restart"]:
-        raise click.UsageError("--resume and --restart contradict each other: continue the search, or start it over")
-    spec = load_spec(space, overrides)  # bad input fails here, before Ray is imported
-    from ..tuner import search as run_search
-
     try:
-        result = run_search(spec, verbose=verbose, echo=click.echo, **options)
+        result = run_search(space, overrides=overrides, verbose=verbose, echo=click.echo, **options)
     except KeyboardInterrupt:
         sys.exit(130)
     if getattr(result, "interrupted", False):

@@ -3,8 +3,8 @@
 All per-epoch work runs as a handful of tensor ops on the training device: gather the
 batch's rows from the cache, crop (random for training, centre for validation; ``crop``
 resize only), random horizontal flip (training), convert and normalize with the
-backbone's mean and std. On a GPU the whole uint8 split is copied to the device once when
-it fits a small budget, so an epoch moves no data over PCIe at all.
+backbone's mean and std. On a GPU the whole uint8 split is copied to the device once when the
+caller says it fits (``resident``: ``gpu_share.resident_on``), so an epoch moves no data over PCIe.
 """
 
 from __future__ import annotations
@@ -16,19 +16,10 @@ import torch
 
 from .cache import ImageCache
 
-# Keep a dataset's uint8 images on a CUDA device when they take at most this share of the memory
-# this process may use (gpu_share.share_for leaves this room beside a trial's peak).
-PRELOAD_SHARE = 0.15
 # On a CPU, uint8 -> normalized float runs in chunks of this many output bytes, which stay in the
 # core's cache between the multiply and the add: 2x faster at 224px than the whole batch at once
 # (benchmarks/RESULTS.md); at 64px a chunk holds ~20 images.
 CPU_CHUNK_BYTES = 1 << 20
-
-
-def keeps_resident(nbytes: int, budget: int) -> bool:
-    """Whether a dataset's ``nbytes`` of uint8 images stay on the GPU: when they are at most
-    PRELOAD_SHARE of ``budget``, the memory this process may use there (a packed trial's share)."""
-    return nbytes <= PRELOAD_SHARE * budget
 
 
 class Batches:
@@ -37,7 +28,7 @@ class Batches:
     def __init__(
         self, cache: ImageCache, index: np.ndarray, targets: torch.Tensor, *, train: bool,
         batch_size: int, device: torch.device, mean: tuple[float, ...], std: tuple[float, ...],
-        channels_last: bool = False, seed: int = 0,
+        channels_last: bool = False, seed: int = 0, resident: bool = False,
     ) -> None:
         self.cache, self.train, self.batch_size, self.device = cache, train, batch_size, device
         self.index = np.asarray(index)
@@ -52,13 +43,8 @@ class Batches:
         self.scale = (1.0 / (255.0 * std_t)).view(1, 3, 1, 1).to(device)
         self.shift = (-torch.tensor(mean, dtype=torch.float32) / std_t).view(1, 3, 1, 1).to(device)
         self.resident: torch.Tensor | None = None
-        if device.type == "cuda":
-            from ..device import memory_budget
-
-            # decided on the whole cache (all splits), so training and validation together stay
-            # within the room gpu_share.share_for leaves for data
-            if keeps_resident(cache.images.nbytes, memory_budget(device)):
-                self.resident = torch.from_numpy(np.take(cache.images, self.index, axis=0)).to(device)
+        if resident and device.type != "cpu":  # the caller's decision: gpu_share.resident_on
+            self.resident = torch.from_numpy(np.take(cache.images, self.index, axis=0)).to(device)
 
     @property
     def resident_bytes(self) -> int:

@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from filelock import FileLock
 
 from ..errors import TunekitError
+from ..paths import data_root  # noqa: F401 - the data package's data_root
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,6 @@ REMOTES = {
         "imagenette2-160/train/<wnid>/*.JPEG and imagenette2-160/val/<wnid>/*.JPEG",
     ),
 }
-
-
-def data_root() -> Path:
-    """Where datasets, generated data and decode caches live: $TUNEKIT_DATA or ~/.cache/tunekit/data."""
-    return Path(os.environ.get("TUNEKIT_DATA") or Path.home() / ".cache" / "tunekit" / "data").expanduser()
 
 
 def ensure(remote: Remote, root: Path, progress: bool = True) -> Path:

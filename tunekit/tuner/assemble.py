@@ -15,7 +15,7 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from ..gpu_share import MemoryKey, Share, key_of
+from ..gpu_share import AutoShares
 from ..runfolder import EVENTS_FILE
 from ..spec import SearchSpec
 from .asha import PromotingASHA
@@ -27,8 +27,8 @@ from .trainable import CHECKPOINTS_KEY, run_trial
 
 
 def build_tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool, echo: Callable[[str], None],
-           plan: Plan, checkpoints: bool = True, shares: dict[MemoryKey, Share] | None = None,
-           display: str = "auto") -> tuple[tune.Tuner, ProgressCallback]:
+                plan: Plan, checkpoints: bool = True, shares: AutoShares | None = None,
+                display: str = "auto") -> tuple[tune.Tuner, ProgressCallback]:
     """The Tuner of ``spec`` (new, or restored from ``storage/name``) and its progress callback
     (``display``: progress.DISPLAYS). Build it and fit it inside ``ray_api.quiet_environment``."""
     if not verbose:
@@ -39,7 +39,7 @@ def build_tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool,
         for name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
     threads = max(1, int(spec.cpus_per_trial))
-    resources = (Resources(shares, spec.cpus_per_trial, spec.data, plan.gpus_per_trial) if shares is not None
+    resources = (Resources(shares, spec.cpus_per_trial, plan.gpus_per_trial) if shares is not None
                  else {"cpu": spec.cpus_per_trial, "gpu": plan.gpus_per_trial})
     trainable = tune.with_resources(run_trial, resources)
     param_space = {**spec.param_space(), "threads": threads, CHECKPOINTS_KEY: checkpoints}
@@ -88,13 +88,11 @@ def build_tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool,
 
 
 class Resources:
-    """Ray's per-trial resources under gpus_per_trial='auto': CPUs as set, the GPU share probed for
-    the trial's MemoryKey (model, batch size, image size, precision), at least ``floor`` (the plan's
-    share spread over the GPUs: ``gpu_share.spread``)."""
+    """Ray's per-trial resources under gpus_per_trial='auto': CPUs as set, the trial's probed GPU share
+    (``gpu_share.AutoShares.gpus_for``), at least ``floor`` (the plan's share, spread over the GPUs)."""
 
-    def __init__(self, shares: dict[MemoryKey, Share], cpus: float, data: str, floor: float = 0.0) -> None:
-        self.shares, self.cpus, self.data, self.floor = shares, cpus, data, floor
+    def __init__(self, shares: AutoShares, cpus: float, floor: float = 0.0) -> None:
+        self.shares, self.cpus, self.floor = shares, cpus, floor
 
     def __call__(self, config: dict) -> tune.PlacementGroupFactory:
-        gpus = max(self.shares[key_of(config, self.data)].gpus, self.floor)
-        return tune.PlacementGroupFactory([{"CPU": self.cpus, "GPU": gpus}])
+        return tune.PlacementGroupFactory([{"CPU": self.cpus, "GPU": self.shares.gpus_for(config, self.floor)}])

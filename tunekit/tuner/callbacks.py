@@ -105,12 +105,28 @@ class CheckpointCleanup(Callback):
         if not ready:
             return
         self.ended |= ready
-        self.kept = keep_weights(self.run_dir, self.finals, self.mode, self.keep_best, self.ended,
-                                 candidates=ready | self.kept)
-        for name in ready:
-            if not self.keep_checkpoints:
-                runfolder.remove_checkpoints(self.run_dir / name)
-            self.pending.discard(name)
+        self.kept = tidy(self.run_dir, self.finals, self.mode, self.keep_best, self.keep_checkpoints, self.ended,
+                         ready, ready | self.kept)
+        self.pending -= ready
+
+
+def tidy(run_dir: Path, finals: dict[str, float], mode: str, keep_best: int, keep_checkpoints: bool,
+         ended: set[str], tidied: set[str], candidates: set[str] | None = None) -> set[str]:
+    """The one rule for ended trials, as a search goes (``CheckpointCleanup``) and when it ends (``finish``):
+    the ``keep_best`` best of the ``ended`` (by ``finals``) hold their weights (``export.keep_weights``;
+    ``candidates``: the folders whose state can have changed), and the ``tidied`` lose their checkpoints
+    unless ``keep_checkpoints``. Returns the trials holding weights."""
+    kept = keep_weights(run_dir, finals, mode, keep_best, ended, candidates=candidates)
+    if not keep_checkpoints:
+        for name in tidied:
+            runfolder.remove_checkpoints(run_dir / name)
+    return kept
+
+
+def tidy_ended(run_dir: Path, finals: dict[str, float], spec: SearchSpec) -> set[str]:
+    """:func:`tidy` for every trial Ray's saved state records as ended (at the end of a search)."""
+    ended = {name for name, status in runfolder.ray_states(run_dir).items() if status == "TERMINATED"}
+    return tidy(run_dir, finals, spec.mode, spec.keep_best, spec.keep_checkpoints, ended, ended)
 
 
 def searched_keys(spec: SearchSpec) -> set[str]:

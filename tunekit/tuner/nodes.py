@@ -1,8 +1,11 @@
-"""Data and weights, once per node, before any trial: download, decode-once cache, pretrained weights.
+"""The prepare stage of a search, and the other work a search does on every node through Ray.
 
-On one machine (``prepare_local``) this runs in the driver before Ray starts, so bad data or
-missing weights fail in a second with one message; on a cluster (``prepare_nodes``) a Ray task
-on every node does it, and also checks that the run folder is storage all nodes share.
+``prepare``: data and weights, once per node, before any trial (download, decode-once cache,
+pretrained weights). On one machine (``prepare_local``) this runs in the driver before Ray starts,
+so bad data or missing weights fail in a second with one message; on a cluster (``prepare_nodes``)
+a Ray task on every node does it, and also checks that the run folder is storage all nodes share.
+``probe_cluster_shares``: the GPU share probe (``gpu_share``) on a cluster's GPU nodes.
+``cluster_nodes``: a cluster's nodes and resources (``tunekit doctor``).
 """
 
 from __future__ import annotations
@@ -16,9 +19,19 @@ import ray
 
 from ..data.spec import DataSpec
 from ..errors import TunekitError
-from ..gpu_share import MemoryKey, Share, gpu_cards, probe_remote, smallest_card
+from ..gpu_share import AutoShares, MemoryKey, gpu_cards, probe_remote, size_for
 from ..prepare import prepare_here, prepare_jobs
 from ..spec import SearchSpec
+from .flow import Search
+
+
+def prepare(state: Search) -> None:
+    """Every node ready before any trial; ``state.checkpoints`` False where the storage is not shared."""
+    if state.options.address is None and not ray.is_initialized():  # this machine alone, Ray not started yet
+        prepare_local(state.spec, state.echo)
+        return
+    state.run_dir.mkdir(parents=True, exist_ok=True)  # the shared-storage marker goes in it
+    state.checkpoints = prepare_nodes(state.spec, state.run_dir, state.echo)
 
 
 def check_local_data(spec: SearchSpec) -> None:
@@ -77,26 +90,17 @@ def prepare_nodes(spec: SearchSpec, run_dir: Path, echo: Callable[[str], None]) 
     return False
 
 
-def probe_cluster_shares(keys: list[MemoryKey], echo: Callable[[str], None]) -> dict[MemoryKey, Share]:
-    """gpus_per_trial='auto': every GPU node lists its cards (a task holding no GPU), then one task
-    holding a whole GPU probes each key's peak memory, the shares sized for the smallest card; each
-    task's process exits after it, giving its GPU memory back."""
+def probe_cluster_shares(keys: list[MemoryKey], data: str, echo: Callable[[str], None]) -> AutoShares:
+    """gpus_per_trial='auto' on a cluster: every GPU node lists its cards (a task holding no GPU), then
+    one task holding a whole GPU probes each key, the shares sized for the smallest card; each task's
+    process exits after it, giving its GPU memory back."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("GPU", 0) > 0]
     task = ray.remote(num_cpus=0, num_gpus=0, max_calls=1)(gpu_cards)
     cards = [card for found in ray.get([task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False))
                                         .remote() for n in nodes]) for card in found]
-    if cards:
-        name, gib = smallest_card(cards)
-        kinds = sorted({c[0] for c in cards})
-        echo(f"probing the GPU memory of {len(keys)} model/batch/size combination(s); shares sized for "
-             f"{'the smallest card, ' if len(kinds) > 1 else ''}{name} ({gib:.0f} GiB)"
-             + (f" of {', '.join(kinds)}" if len(kinds) > 1 else ""))
-    else:  # no node could list its cards (no nvidia-smi, GPUs hidden from a zero-GPU task): the probe's own
-        gib = None
-        echo(f"probing the GPU memory of {len(keys)} model/batch/size combination(s); note: the nodes' GPUs could "
-             f"not be listed, so shares are sized for the GPU the probe runs on")
+    gib = size_for(cards, len(keys), echo)
     probe = ray.remote(num_gpus=1, max_calls=1)(probe_remote)
     try:
         shares, _ = ray.get(probe.remote(keys, gib))
@@ -105,20 +109,17 @@ def probe_cluster_shares(keys: list[MemoryKey], echo: Callable[[str], None]) -> 
         first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         raise TunekitError(f"gpus_per_trial='auto': the GPU memory probe failed ({type(cause).__name__}: "
                            f"{first[:200]}); set gpus_per_trial to a number to skip it") from None
-    return shares
+    return AutoShares(shares, data)
 
 
 def cluster_nodes(address: str) -> tuple[list[dict], dict[str, float]]:
     """The alive nodes of the cluster at ``address`` (Ray's node records) and its total resources;
     joined for the question and left after, unless this process was already connected."""
-    from .plan import check_address
+    from .session import RaySession
 
-    joined = not ray.is_initialized()
-    if joined:
-        check_address(address)
-        ray.init(address=address, log_to_driver=False, logging_level="WARNING")
+    session = RaySession(verbose=False)
     try:
+        session.join(address, None)
         return [n for n in ray.nodes() if n.get("Alive")], ray.cluster_resources()
     finally:
-        if joined:
-            ray.shutdown()
+        session.close()

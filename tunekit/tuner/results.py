@@ -1,22 +1,23 @@
-"""A search's results: the trials read back from the run folder, the report written, the summary printed.
+"""The finish stage of a search: the trials read back from the run folder, the best trials' weights
+kept and the other checkpoints removed, the report written, the summary printed.
 
-    result = finish(run_dir, spec, print, storage)     # after tuner.fit(), or after a Ctrl-C
-    result.best(5)                                     # the best trials by the search's metric
+    finish(state)            # after tuner.fit(), or after a Ctrl-C: state.outcome is the SearchResult
+    state.outcome.best(5)    # the best trials by the search's metric
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from .. import runfolder
-from ..export import ENDED, keep_weights
+from ..export import ENDED
 from ..runfolder import Status
-from ..spec import SearchSpec
+from .callbacks import tidy_ended
+from .flow import Search
 
 
 @dataclass
@@ -68,20 +69,17 @@ class SearchResult:
         return ok.sort_values(self.metric, ascending=self.mode == "min").head(n)
 
 
-def finish(run_dir: Path, spec: SearchSpec, echo: Callable[[str], None], storage: Path) -> SearchResult:
-    """Read the trials back, write the report into the run folder, print the ranked summary
-    (and, for an interrupted search, how to continue it)."""
+def finish(state: Search) -> None:
+    """Read the trials back, keep the best trials' weights, write the report into the run folder, print
+    the ranked summary (and, for an interrupted search, how to continue it)."""
     from .. import report
 
+    spec, run_dir, echo = state.spec, state.run_dir, state.echo
     # Ray has saved its final state: finished trials are final
-    result = SearchResult(run_dir, report.load_run(run_dir), spec.metric, spec.mode)
+    result = SearchResult(run_dir, report.load_run(run_dir), spec.metric, spec.mode, state.trial_start_s)
     trials = result.trials
-    ended = {name for name, status in runfolder.ray_states(run_dir).items() if status == "TERMINATED"}
     ok = trials[trials["status"].isin(ENDED) & trials[spec.metric].notna()]
-    keep_weights(run_dir, dict(zip(ok["trial"], ok[spec.metric].astype(float))), spec.mode, spec.keep_best, ended)
-    if not spec.keep_checkpoints:
-        for name in ended:
-            runfolder.remove_checkpoints(run_dir / name)
+    tidy_ended(run_dir, dict(zip(ok["trial"], ok[spec.metric].astype(float))), spec)
     try:
         built = report.build(result.trials, screens=report.load_screens([run_dir]))
         report.write(built, run_dir, tensorboard_dir=run_dir / runfolder.REPORT_EVENTS_DIR)
@@ -92,8 +90,8 @@ def finish(run_dir: Path, spec: SearchSpec, echo: Callable[[str], None], storage
     if result.interrupted:
         echo(f"interrupted: {result.unfinished} trial(s) unfinished. Continue with:\n"
              f"  tunekit search {spec.path or 'SPACE.py'} "
-             f"--storage-path {storage} --name {spec.name} --resume")
-    return result
+             f"--storage-path {state.storage} --name {spec.name} --resume")
+    state.outcome = result
 
 
 def summary(result: SearchResult, n: int = 5) -> list[str]:

@@ -27,7 +27,8 @@ import torch
 from ray import tune
 
 from ..config import TrialConfig
-from ..device import limit_memory, resolve_device
+from ..device import resolve_device
+from ..gpu_share import limit_memory
 from ..loop import RunInfo, fit
 from ..runfolder import CHECKPOINT_FILE, RUN_INFO_FILE
 from ..spec import IMPORTS_KEY

@@ -1,0 +1,114 @@
+"""The second stage of a search: what its run folder already holds, and what to do with it.
+
+    decide(state)     # nothing there: a new search; unfinished: continue it; finished: report it and end;
+                      # made from another space: refuse (or, with --restart, move it aside and start over)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import runfolder
+from ..errors import TunekitError
+from ..prescreen import load_screen
+from ..runfolder import SPEC_FILE
+from ..spec import SearchSpec
+from .flow import Search
+
+
+def decide(state: Search) -> None:
+    """Sets ``state.previous`` (and, for a finished search, ``state.outcome``: its results, no Ray)."""
+    spec, run_dir, opts = state.spec, state.run_dir, state.options
+    previous = previous_search(spec, run_dir, opts.resume)
+    if previous.exists and opts.restart:
+        if opts.dry_run:
+            state.notes.append(f"  note     --restart would move {run_dir.name} aside to {run_dir.name}.old-DATE first")
+        else:
+            state.echo(f"moved the previous search aside: {move_aside(run_dir)}")
+        previous = dataclasses.replace(previous, exists=False)
+    elif previous.exists and not previous.same_space:
+        if not opts.dry_run:
+            raise TunekitError(previous.refusal())
+        state.notes.append(f"  note     a real run under this name is refused: {previous.refusal()}")
+        previous = dataclasses.replace(previous, exists=False)
+    elif previous.done(opts.resume):
+        if opts.dry_run:
+            state.notes += ["  note     " + line for line in previous.finished_lines()]
+        else:
+            state.outcome = report_finished(state, previous)
+    state.previous = previous
+
+
+def report_finished(state: Search, previous: Previous):
+    """Re-running a finished search: say so, show its results, say how to search again."""
+    from ..report import load_run
+    from .results import SearchResult, summary
+
+    result = SearchResult(state.run_dir, load_run(state.run_dir), state.spec.metric, state.spec.mode)
+    state.echo(previous.finished_lines()[0])
+    for line in summary(result):
+        state.echo(line)
+    state.echo(previous.finished_lines()[1])
+    return result
+
+
+@dataclass
+class Previous:
+    """What a run folder already holds for a search of this name."""
+
+    path: Path
+    exists: bool  # a search Ray can continue
+    same_space: bool = True
+    finished: bool = False  # every trial of the space ended (completed, stopped, errored)
+    trials: int = 0
+    errored: int = 0  # trials that failed (--resume retries them)
+    when: str = ""  # when its state was last saved
+
+    def done(self, resume: bool) -> bool:
+        """Finished, and not to be continued (``--resume`` of a finished search retries its errored trials)."""
+        return self.exists and self.finished and not (resume and self.errored)
+
+    def refusal(self) -> str:
+        return (f"{self.path} holds a search made from a different space; use another --name, or --restart to "
+                f"move that folder aside and start over")
+
+    def finished_lines(self) -> list[str]:
+        errored = f", {self.errored} errored (--resume retries them)" if self.errored else ""
+        return [f"search {self.path.name!r} already finished on {self.when}: {self.trials} trial(s){errored}; "
+                f"results in {self.path}",
+                f"to search again: --name NEW, or --restart (moves {self.path.name} aside to "
+                f"{self.path.name}.old-DATE and starts over)"]
+
+
+def previous_search(spec: SearchSpec, run_dir: Path, resume: bool) -> Previous:
+    """What ``run_dir`` holds: nothing, a search of another space, an unfinished or a finished one."""
+    from ray import tune
+
+    if not (run_dir.is_dir() and tune.Tuner.can_restore(str(run_dir))):
+        if resume:
+            raise TunekitError(f"--resume: there is no search named {spec.name!r} in {run_dir.parent}")
+        return Previous(run_dir, exists=False)
+    saved = runfolder.read_json(run_dir / SPEC_FILE) or {}
+    same = "fingerprint" not in saved or saved["fingerprint"] == spec.fingerprint()
+    states = runfolder.ray_states(run_dir)
+    screen = load_screen(run_dir) if spec.prescreen else None  # a pre-screened search runs the kept models only
+    expected = (spec.with_models(screen.kept) if screen else spec).trial_count()
+    finished = len(states) >= expected and all(s in ("TERMINATED", "ERROR") for s in states.values())
+    state_files = sorted(run_dir.glob(runfolder.EXPERIMENT_STATE_GLOB), key=lambda f: f.stat().st_mtime)
+    when = (time.strftime("%Y-%m-%d %H:%M", time.localtime(state_files[-1].stat().st_mtime))
+            if state_files else "?")
+    errored = sum(s == "ERROR" for s in states.values())
+    return Previous(run_dir, exists=True, same_space=same, finished=finished, trials=len(states), errored=errored,
+                    when=when)
+
+
+def move_aside(run_dir: Path) -> Path:
+    """Move an old run folder out of the way (``NAME.old-YYYYmmdd-HHMMSS``) so a search starts over."""
+    target = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir.rename(target)
+    return target
+
+

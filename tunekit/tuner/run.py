@@ -1,0 +1,41 @@
+"""The run stage of a search: the run folder written, Ray started (one machine), the Tuner built and fitted.
+
+    run(state)     # returns when every trial ended, or Ray stopped on Ctrl-C; a second Ctrl-C raises
+"""
+
+from __future__ import annotations
+
+import time
+
+from .flow import Search
+from .plan import save_spec
+from .ray_api import quiet_environment
+from .session import runtime_env
+
+
+def run(state: Search) -> None:
+    from .assemble import build_tuner
+    from .results import finish
+
+    spec, plan, opts = state.spec, state.plan, state.options
+    if opts.address is None:  # this machine only: its data was prepared before Ray starts
+        state.session.start_local(plan.total_cpus, plan.total_gpus, runtime_env(spec))
+    state.run_dir.mkdir(parents=True, exist_ok=True)
+    if state.screen is not None:
+        from ..prescreen import save_screen
+
+        save_screen(state.screen, state.run_dir)
+    save_spec(state.original or spec, state.run_dir)
+    start = time.perf_counter()
+    with quiet_environment(opts.verbose):  # Ray's switches for this search only, not the caller's later Tuners
+        tuner, progress = build_tuner(spec, state.storage, state.restoring, opts.verbose, state.echo, plan,
+                                      state.checkpoints, state.shares, display=opts.progress)
+        try:
+            tuner.fit()  # Ray stops gracefully on Ctrl-C and returns
+        except KeyboardInterrupt:  # a second Ctrl-C: what finished is reported, then the interrupt goes on
+            finish(state)
+            raise
+    state.echo(f"search ended after {time.perf_counter() - start:.0f}s")
+    if progress.start_summary():
+        state.echo(progress.start_summary())
+    state.trial_start_s = progress.start_seconds

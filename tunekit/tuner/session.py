@@ -1,0 +1,78 @@
+"""Ray for one search, started and stopped in one place: a cluster joined, or a local Ray started.
+
+    session = RaySession(verbose=False)
+    session.join("auto", runtime_env)          # --address: count the cluster's resources (the plan)
+    session.start_local(cpus=16, gpus=4)       # one machine: after its data is ready (a data error needs no Ray)
+    session.close()                            # Ray stopped, if this search started or joined it
+
+A Ray the caller had already started is used as it is and left running.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from typing import Any
+
+import ray
+
+from ..errors import TunekitError
+from .plan import check_address
+
+
+class RaySession:
+    def __init__(self, verbose: bool, echo: Callable[[str], None] = print) -> None:
+        self.verbose, self.echo = verbose, echo
+        self.owned = False  # this search started or joined Ray, and stops it
+        self.caller_started = ray.is_initialized()
+
+    @property
+    def _logging(self) -> dict[str, Any]:
+        return {"log_to_driver": self.verbose, "logging_level": "INFO" if self.verbose else "WARNING"}
+
+    def join(self, address: str, runtime_env: dict[str, Any] | None) -> None:
+        """Connect to the cluster at ``address`` (a ``ray start`` cluster), failing within seconds if none answers."""
+        if ray.is_initialized():
+            return
+        check_address(address)
+        try:
+            ray.init(address=address, runtime_env=runtime_env, **self._logging)
+        except (ConnectionError, RuntimeError) as e:  # no cluster there, or none running on this machine
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise TunekitError(f"--address {address}: no Ray cluster to join ({first[:160]}); start one with "
+                               f"'ray start --head' (on this machine, for --address auto) or leave --address out "
+                               f"for a local run") from None
+        self.owned = True
+
+    def start_local(self, cpus: float, gpus: float, runtime_env: dict[str, Any] | None) -> None:
+        """A new local Ray of the search's own (dashboard off), unless one is running in this process."""
+        if ray.is_initialized():
+            return
+        if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+            self.echo("warning: RAY_AUTH_MODE=disabled: the local Ray's ports listen on every interface, so anyone "
+                      "who can reach this machine can run code in it; unset it, or firewall the machine")
+        # address="local": a new Ray of its own, even where `ray start` left a cluster running or
+        # RAY_ADDRESS is set (without it ray.init joins those, and refuses num_cpus): --address joins
+        ray.init(address="local", num_cpus=int(cpus), num_gpus=int(math.ceil(gpus)), include_dashboard=False,
+                 configure_logging=True, runtime_env=runtime_env, **self._logging)
+        self.owned = True
+
+    def check_shipped(self, spec) -> None:
+        """A Ray the caller started must already ship the space's ``imports`` (the session's own does)."""
+        if spec.imports and self.caller_started and not ray.get_runtime_context().runtime_env.get("py_modules"):
+            raise TunekitError(f"imports {spec.imports}: Ray was started before the search, without them, so its "
+                               f"trials could not import them: start it with ray.init(runtime_env="
+                               f"{runtime_env(spec)!r}), or let the search start Ray")
+
+    def close(self) -> None:
+        if self.owned and ray.is_initialized():
+            ray.shutdown()
+        self.owned = False
+
+
+def runtime_env(spec) -> dict[str, Any] | None:
+    """What Ray ships to every worker of a search: the files of the space's ``imports`` (a user's models)."""
+    from ..spec import module_files
+
+    return {"py_modules": module_files(spec.imports)} if spec.imports else None
