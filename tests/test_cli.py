@@ -52,3 +52,14 @@ def test_data_shapes_and_prepare(tmp_path):
     assert "48 train / 12 valid images, 6 classes (single-label)" in result.output
     result = runner.invoke(main, ["data", "shapes", str(tmp_path / "ml"), "--n", "30", "--multilabel"])
     assert result.exit_code == 0 and (tmp_path / "ml" / "labels.csv").is_file()
+
+
+def test_the_command_line_imports_no_torch_ray_or_timm_until_a_command_runs():
+    """`tunekit --help` and bad input answer at once: the CLI's modules load none of the heavy libraries."""
+    import subprocess
+    import sys
+
+    code = ("import sys, tunekit.cli; heavy = sorted(m for m in ('torch', 'ray', 'timm', 'pandas') if m in sys.modules);"
+            " print(heavy)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -24,3 +24,48 @@ def test_setup_bounds_ray_to_the_tested_version():
     ray_line = next(line for line in setup["options"]["install_requires"].splitlines() if line.startswith("ray"))
     assert ray_line == f"ray[tune]>={ray_api.TESTED},<2.{int(ray_api.TESTED.split('.')[1]) + 1}"
     assert ray.__version__.startswith(ray_api.TESTED + ".")
+
+
+# Ray's internals tunekit uses, each behind a function of ray_api (its table says why): outside that module
+# no code names them.
+_FENCED = {"set_status", "is_saving", "stop_trial", "local_path", "has_reported_at_least_once", "_local_tuner",
+           "_mark_trial_to_checkpoint", "get_storage", "trial_working_directory"}
+
+
+def test_ray_internals_are_used_through_ray_api_only():
+    import ast
+
+    import tunekit
+
+    package = Path(tunekit.__file__).parent
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        if path.name == "ray_api.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in _FENCED:
+                found.append(f"{path.relative_to(package)}:{node.lineno} .{node.attr}")
+    assert found == []
+
+
+def test_timm_is_used_through_its_public_names():
+    """No timm._private name (timm.models._registry and the like): timm's public accessors only."""
+    import ast
+
+    import tunekit
+
+    package = Path(tunekit.__file__).parent
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute):
+                chain = ast.unparse(node)
+                parts = chain.split(".")
+                if parts[0] == "timm" or chain.startswith("_timm()"):
+                    private = [p for p in parts[1:] if p.startswith("_") and not p.startswith("__")]
+                    if private:
+                        found.append(f"{path.relative_to(package)}:{node.lineno} {chain}")
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("timm") and any(
+                    part.startswith("_") for part in (node.module or "").split(".")):
+                found.append(f"{path.relative_to(package)}:{node.lineno} from {node.module}")
+    assert found == []

@@ -18,14 +18,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import _compat  # noqa: F401  - first: guards torchvision's import (a hook; imports nothing heavy)
+from ._version import __version__
 from .config import TrialConfig
 from .errors import TunekitError
 
 if TYPE_CHECKING:
     from .loop import FitResult, Reporter
 
-__version__ = "0.1.0"
-__all__ = ["FitResult", "TrialConfig", "TunekitError", "fit", "load_model", "search", "train"]
+__all__ = ["FitResult", "TrialConfig", "TunekitError", "__version__", "fit", "load_model", "search", "train"]
 
 
 def train(report: Reporter | None = None, **config: Any) -> FitResult:

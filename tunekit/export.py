@@ -146,7 +146,7 @@ def manifest_of(trial: Path, row: pd.Series, rank: int) -> dict[str, Any]:
     import timm
     import torch
 
-    from . import __version__
+    from ._version import __version__
 
     info = runfolder.read_json(trial / runfolder.RUN_INFO_FILE)
     if not info:

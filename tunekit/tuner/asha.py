@@ -31,7 +31,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from .. import runfolder
-from .ray_api import mark_for_snapshot
+from .ray_api import file_as_paused, has_reported, is_saving, mark_for_snapshot, stop_trial
 
 CONTINUE, WAIT, STOP = "continue", "wait", "stop"
 
@@ -232,7 +232,7 @@ class PromotingASHA(FIFOScheduler):
         if self.ladder.trials[trial.trial_id].state == "waiting" and trial.status == Trial.PENDING:
             # Ray requeues a paused trial as PENDING and starts every PENDING trial by itself; a
             # trial waiting at a rung goes on only when promoted (Ray files it by this status next)
-            trial.set_status(Trial.PAUSED)
+            file_as_paused(trial)
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         if self.time_attr not in result:
@@ -297,9 +297,9 @@ class PromotingASHA(FIFOScheduler):
             if trial is None or trial is skip:
                 continue
             if self.ladder.hopeless(trial_id, self.ladder.trials[trial_id].epoch) and (
-                    trial.status in (Trial.PAUSED, Trial.PENDING) or trial.is_saving):
+                    trial.status in (Trial.PAUSED, Trial.PENDING) or is_saving(trial)):
                 self.ladder.finish(trial_id)
-                tune_controller.stop_trial(trial)
+                stop_trial(tune_controller, trial)
                 # Ray marks a stopped trial for its next state snapshot only when it had a worker; a
                 # paused one would stay PAUSED in the saved state (and look unfinished to a resume).
                 mark_for_snapshot(tune_controller, trial)
@@ -307,6 +307,6 @@ class PromotingASHA(FIFOScheduler):
 
 def _history(trial: Trial, metric: str | None) -> dict[int, float]:
     """epoch -> metric from the trial's progress.csv (empty for a new trial)."""
-    if not metric or not trial.has_reported_at_least_once:  # a new trial has no folder yet
+    if not metric or not has_reported(trial):  # a new trial has no folder yet
         return {}
     return runfolder.history(Path(str(trial.path)), metric)  # the run folder (a cloud URI is not a file)

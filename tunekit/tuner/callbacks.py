@@ -19,6 +19,7 @@ from .. import runfolder
 from ..config import METRICS, SEARCH_KEYS
 from ..export import keep_weights
 from ..spec import SearchSpec
+from .ray_api import trial_local_path
 
 
 class TensorBoardCallback(LoggerCallback):
@@ -31,7 +32,7 @@ class TensorBoardCallback(LoggerCallback):
         from torch.utils.tensorboard import SummaryWriter
 
         if trial.trial_id not in self._writers:
-            self._writers[trial.trial_id] = SummaryWriter(log_dir=trial.local_path, flush_secs=10)
+            self._writers[trial.trial_id] = SummaryWriter(log_dir=trial_local_path(trial), flush_secs=10)
         return self._writers[trial.trial_id]
 
     def log_trial_start(self, trial) -> None:

@@ -16,6 +16,14 @@ use                                    why
 ``checkpoint`` (private, Ray >= 2.5)   Ray would leave it PAUSED in its saved state
 ``TrialScheduler._supports_``          PromotingASHA decides on every epoch's result, so Ray must
 ``buffered_results`` (private)         not batch results (tuner.asha)
+``Trial.set_status``, ``Trial.is_``    PromotingASHA: a resumed trial waiting at a rung is filed as
+``saving`` (DeveloperAPI)              PAUSED (Ray requeues it PENDING and would start it); a waiting
+                                       trial whose checkpoint is being saved can still be stopped
+``TuneController.stop_trial``          PromotingASHA stops a waiting trial that can no longer make
+(DeveloperAPI)                         the cut, from inside the scheduler
+``Trial.local_path``, ``Trial.has_``   the trial's folder on the driver (TensorBoard files), and
+``reported_at_least_once``             whether it has one yet (a resumed trial's history)
+(DeveloperAPI)
 ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS`` tunekit adds its own TensorBoard logger (Ray's env vars)
 ``TUNE_WARN_EXCESSIVE_EXPERIMENT_``    per-epoch checkpoints snapshot the experiment often: expected
 ``CHECKPOINT_SYNC_THRESHOLD_S``
@@ -63,6 +71,33 @@ def mark_for_snapshot(tune_controller: Any, trial: Any) -> None:
         mark(trial)
 
 
+def file_as_paused(trial: Any) -> None:
+    """Set a trial's status to PAUSED without a worker to pause (Ray's scheduler-facing setter)."""
+    from ray.tune.experiment import Trial
+
+    trial.set_status(Trial.PAUSED)
+
+
+def is_saving(trial: Any) -> bool:
+    """Whether Ray is saving the trial's checkpoint (a trial pausing at a rung is, for a moment)."""
+    return bool(trial.is_saving)
+
+
+def stop_trial(tune_controller: Any, trial: Any) -> None:
+    """Stop ``trial`` from inside a scheduler (its checkpoints go with it)."""
+    tune_controller.stop_trial(trial)
+
+
+def trial_local_path(trial: Any) -> str:
+    """The trial's folder on the driver (where its TensorBoard files go)."""
+    return trial.local_path
+
+
+def has_reported(trial: Any) -> bool:
+    """Whether the trial has reported a result yet (before that it has no folder with a history)."""
+    return bool(trial.has_reported_at_least_once)
+
+
 ENV_SWITCHES = ("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S",
                 "RAY_AIR_NEW_OUTPUT")
 
@@ -94,6 +129,7 @@ def check() -> list[str]:
     from ray.train._internal.storage import StorageContext
     from ray.tune import TuneContext
     from ray.tune.execution.tune_controller import TuneController
+    from ray.tune.experiment import Trial
     from ray.tune.impl.tuner_internal import TunerInternal
     from ray.tune.schedulers import TrialScheduler
 
@@ -101,7 +137,9 @@ def check() -> list[str]:
     if not ray.__version__.startswith(TESTED + "."):
         problems.append(f"Ray {ray.__version__} installed; tunekit's uses of Ray internals were checked on {TESTED}")
     wanted = [(TuneContext, "get_storage"), (TunerInternal, "get_run_config"),
-              (TuneController, "_mark_trial_to_checkpoint"), (TrialScheduler, "_supports_buffered_results")]
+              (TuneController, "_mark_trial_to_checkpoint"), (TrialScheduler, "_supports_buffered_results"),
+              (TuneController, "stop_trial"), (Trial, "set_status"), (Trial, "is_saving"), (Trial, "local_path"),
+              (Trial, "has_reported_at_least_once")]
     problems += [f"{cls.__module__}.{cls.__name__}.{name} is gone" for cls, name in wanted if not hasattr(cls, name)]
     if "trial_working_directory" not in dir(StorageContext):
         problems.append("ray.train._internal.storage.StorageContext.trial_working_directory is gone")
