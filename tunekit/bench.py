@@ -5,7 +5,7 @@ For each model, at one batch size, image size and precision on one device:
 * ceiling: the loop's own train step (``device.Amp.step``: forward, loss, backward, AdamW step) of
   the same network tunekit trains (timm body + pool + head) on random tensors, as timm's
   benchmark.py measures it (50 steps after 5 of warm-up);
-* loop: tunekit's own training epochs (``train.fit``) on real cached images (the built-in shapes
+* loop: tunekit's own training epochs (``loop.fit``) on real cached images (the built-in shapes
   data, generated at the benchmark's image size; the faster of two epochs), and loop / ceiling.
   Ceiling and loop runs alternate (``rounds`` of each) and each keeps its best;
 * data: the input path alone on one core, images/s, on photo-like 500x375 JPEGs: the decode-once

@@ -39,6 +39,8 @@ METRICS = ("epoch", "train_loss", "valid_loss", "error_rate", "accuracy", "f2", 
            "images_per_s", "gpu_mem", "lr")
 # The metrics a search may optimize (its ``metric`` setting): the ones that measure a trial.
 SEARCH_METRICS = tuple(m for m in METRICS if m not in ("epoch", "lr"))
+# What a finished trial is remembered by (TensorBoard's hparams view, an exported model's manifest).
+FINAL_METRICS = ("error_rate", "accuracy", "f2", "valid_loss", "fit_time", "gpu_mem")
 
 
 @dataclass(frozen=True)

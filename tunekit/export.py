@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from . import runfolder
+from .config import FINAL_METRICS
 from .errors import TunekitError
 from .runfolder import Status
 
@@ -152,8 +153,7 @@ def manifest_of(trial: Path, row: pd.Series, rank: int) -> dict[str, Any]:
     if not info:
         raise TunekitError(f"{trial} has no {runfolder.RUN_INFO_FILE}: cannot tell its classes and image size")
     config = runfolder.trial_config(trial)
-    metrics = {k: _plain(row[k]) for k in ("error_rate", "accuracy", "f2", "valid_loss", "fit_time", "gpu_mem",
-                                          "epochs_run") if k in row and pd.notna(row[k])}
+    metrics = {k: _plain(row[k]) for k in (*FINAL_METRICS, "epochs_run") if k in row and pd.notna(row[k])}
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "model": config.get("model", info["model"]["name"]), "pool": config.get("pool", "concat"),

@@ -4,9 +4,10 @@
     write(report, Path("report/"))        # report.md, report.html, results.csv, ranking.csv, effects.csv, ...
 
 ``load`` reads run folders (through ``runfolder``, no Ray) and CSV files into one row per run;
-``study`` has the study's rules (families, ranking, Pareto fronts); ``effects`` estimates what each
-searched setting did and how much it matters, only where the runs support it; ``analysis`` builds
-the whole report; ``render`` writes its files (``charts``: the interactive ones in report.html).
+``study`` has the study's rules (families, ranking, Pareto fronts); ``estimates`` estimates what each
+searched setting did and how much it matters (its ``effects`` and ``importance``), only where the runs
+support it; ``analysis`` builds the whole report; ``render`` writes its files (``plots``: the PNGs,
+``charts``: the interactive ones in report.html).
 """
 
 from __future__ import annotations

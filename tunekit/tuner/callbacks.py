@@ -16,7 +16,7 @@ from ray.tune import Callback
 from ray.tune.logger import LoggerCallback
 
 from .. import runfolder
-from ..config import METRICS, SEARCH_KEYS
+from ..config import FINAL_METRICS, METRICS, SEARCH_KEYS
 from ..export import keep_weights
 from ..spec import SearchSpec
 from .ray_api import trial_local_path
@@ -57,8 +57,7 @@ class TensorBoardCallback(LoggerCallback):
             if value is not None:
                 hp[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
         last = trial.last_result or {}
-        final = {f"final/{k}": float(last[k]) for k in ("error_rate", "valid_loss", "accuracy", "f2", "fit_time",
-                                                          "gpu_mem") if isinstance(last.get(k), (int, float))}
+        final = {f"final/{k}": float(last[k]) for k in FINAL_METRICS if isinstance(last.get(k), (int, float))}
         final["final/epochs"] = float(last.get("epoch", 0) or 0)
         for summary_proto in hparams(hp, final):
             writer.file_writer.add_summary(summary_proto)

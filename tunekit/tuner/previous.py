@@ -23,23 +23,35 @@ def decide(state: Search) -> None:
     """Sets ``state.previous`` (and, for a finished search, ``state.outcome``: its results, no Ray)."""
     spec, run_dir, opts = state.spec, state.run_dir, state.options
     previous = previous_search(spec, run_dir, opts.resume)
-    if previous.exists and opts.restart:
+    action = action_for(previous, opts.resume, opts.restart)
+    if action == "restart":
         if opts.dry_run:
             state.notes.append(f"  note     --restart would move {run_dir.name} aside to {run_dir.name}.old-DATE first")
         else:
             state.echo(f"moved the previous search aside: {move_aside(run_dir)}")
-        previous = dataclasses.replace(previous, exists=False)
-    elif previous.exists and not previous.same_space:
+    elif action == "refuse":
         if not opts.dry_run:
             raise TunekitError(previous.refusal())
         state.notes.append(f"  note     a real run under this name is refused: {previous.refusal()}")
-        previous = dataclasses.replace(previous, exists=False)
-    elif previous.done(opts.resume):
+    elif action == "report":
         if opts.dry_run:
             state.notes += ["  note     " + line for line in previous.finished_lines()]
         else:
             state.outcome = report_finished(state, previous)
-    state.previous = previous
+    state.previous = previous if action in ("continue", "report") else dataclasses.replace(previous, exists=False)
+
+
+def action_for(previous: Previous, resume: bool, restart: bool) -> str:
+    """What a search does with what its run folder holds: ``new`` (nothing there), ``restart`` (move it
+    aside, start over), ``refuse`` (a search of another space), ``report`` (finished: show its
+    results), ``continue`` (unfinished, or --resume of a finished one with errored trials)."""
+    if not previous.exists:
+        return "new"
+    if restart:
+        return "restart"
+    if not previous.same_space:
+        return "refuse"
+    return "report" if previous.done(resume) else "continue"
 
 
 def report_finished(state: Search, previous: Previous):

@@ -1,7 +1,7 @@
-"""The Ray Tune trainable: a trial's config dict -> TrialConfig -> train.fit, reporting every epoch.
+"""The Ray Tune trainable: a trial's config dict -> TrialConfig -> loop.fit, reporting every epoch.
 
 Each report carries the epoch's metrics and a checkpoint (model, optimizer, schedule position,
-RNG) of which Tune keeps the latest; a retried or resumed trial continues after that epoch.
+RNG) of which Tune keeps the last two; a retried or resumed trial continues after the latest.
 Besides the metric contract, reports carry ``device`` (what the trial really ran on: a node
 may declare GPUs it cannot use), ``node`` (the Ray node id), ``ready_time`` (when this run of
 the trial was about to take its first training step, Unix seconds) and, on divergence, ``diverged``.

@@ -1,0 +1,43 @@
+"""The pre-screen's pieces (prescreen.py) without a search: its lines, its read-back, LogME against fine-tuning."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from tunekit.prescreen import Screen, agreement, load_screen, save_screen
+
+
+def screen() -> Screen:
+    rows = [{"model": m, "logme": v, "rank": r, "status": "scored", "images": 100, "seconds": 1.5}
+            for r, (m, v) in enumerate([("a", 1.2), ("b", 0.9), ("c", 0.4), ("d", 0.1)], 1)]
+    rows.append({"model": "e", "logme": None, "rank": None, "status": "no pretrained weights here", "images": 0,
+                 "seconds": 0.0})
+    return Screen(keep=3, rows=rows, kept=["a", "b", "c"])
+
+
+def test_lines_say_what_is_kept_and_why(tmp_path):
+    lines = screen().lines()
+    assert lines[0] == "  prescreen LogME on 100 training images per model: keeping 3 of 5 models"
+    assert lines[1].startswith("    keep  a: LogME   1.2000") and lines[4].startswith("    drop  d:")
+    assert lines[5] == "    drop  e: no pretrained weights here"
+    save_screen(screen(), tmp_path)
+    assert load_screen(tmp_path) == screen() and load_screen(tmp_path / "none") is None
+
+
+@pytest.mark.parametrize(("errors", "tau"), [
+    ({"a": 0.1, "b": 0.2, "c": 0.3}, 1.0),  # LogME's order is the fine-tuned order
+    ({"a": 0.3, "b": 0.2, "c": 0.1}, -1.0),
+])
+def test_agreement_is_kendalls_tau_over_the_models_fine_tuned(errors, tau):
+    trials = pd.DataFrame([{"model": m, "error_rate": e} for m, e in errors.items()]
+                          + [{"model": "a", "error_rate": 0.9}])  # a worse run of a: each model's best counts
+    out = agreement(screen(), trials, "error_rate", "min")
+    assert out["n"] == 3 and out["tau"] == pytest.approx(tau)
+    ranks = {r["model"]: r.get("tuned_rank") for r in out["rows"]}
+    assert ranks["d"] is None and ranks["e"] is None  # dropped, unscored: not fine-tuned
+
+
+def test_too_few_models_give_no_tau():
+    out = agreement(screen(), pd.DataFrame([{"model": "a", "error_rate": 0.1}]), "error_rate", "min")
+    assert out["n"] == 1 and out["tau"] is None
