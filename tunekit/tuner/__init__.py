@@ -24,8 +24,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .._lazy import lazy_exports
-from .flow import DEFAULT_STORAGE, Search, SearchOptions, search
-from .plan import Plan
+from ..config import DEFAULT_STORAGE
+from .flow import search
+from .state import Plan, Search, SearchOptions
 
 if TYPE_CHECKING:
     from .results import SearchResult

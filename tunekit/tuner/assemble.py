@@ -20,9 +20,9 @@ from ..runfolder import EVENTS_FILE
 from ..spec import SearchSpec
 from .asha import PromotingASHA
 from .callbacks import CheckpointCleanup, TensorBoardCallback, searched_keys
-from .plan import Plan
 from .progress import ProgressCallback
 from .ray_api import replace_callbacks
+from .state import Plan
 from .trainable import CHECKPOINTS_KEY, run_trial
 
 

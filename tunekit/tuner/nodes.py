@@ -22,7 +22,7 @@ from ..errors import TunekitError
 from ..gpu_share import AutoShares, MemoryKey, gpu_cards, probe_remote, size_for
 from ..prepare import prepare_here, prepare_jobs
 from ..spec import SearchSpec
-from .flow import Search
+from .state import Search
 
 
 def prepare(state: Search) -> None:

@@ -11,76 +11,17 @@ import json
 import math
 import os
 import shutil
-import socket
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..errors import TunekitError
-from ..gpu_share import MAX_PER_GPU, AutoShares, fraction_text, memory_keys, probe_apart, spread
+from ..gpu_share import MAX_PER_GPU, AutoShares, memory_keys, probe_apart, spread
 from ..runfolder import SPACE_COPY, SPEC_FILE
 from ..spec import SearchSpec
-
-if TYPE_CHECKING:
-    from .flow import Search
+from .state import Plan, Search
 
 # NVIDIA's driver, WSL2's GPU bridge (CUDA there has no /dev/nvidia*), AMD's ROCm driver
 GPU_DRIVER_FILES = ("/dev/nvidiactl", "/proc/driver/nvidia", "/dev/dxg", "/dev/kfd")
-
-
-@dataclass
-class Plan:
-    """What a search will do, computed without starting anything (``--dry-run`` prints it)."""
-
-    name: str
-    path: Path
-    trials: int
-    max_epochs: int
-    cpus_per_trial: float
-    gpus_per_trial: float
-    total_cpus: float
-    total_gpus: float
-    concurrency: int
-    searcher: str
-    asha: dict[str, int] | None
-    resume: bool
-
-    gpu_auto: bool = False
-    finished: bool = False  # the run folder holds this search, finished
-    capped: bool = False  # Ray runs at most ``concurrency`` trials at once (--num-gpus below what Ray counts)
-    asked_gpus: float | None = None  # the share asked for, before it was spread over the GPUs
-
-    @property
-    def max_concurrent(self) -> int | None:
-        """The limit on trials at once to hand to Ray: the plan's, where Ray would not keep to it."""
-        return self.concurrency if self.capped else None
-
-    @property
-    def gpu_text(self) -> str:
-        if self.gpu_auto:
-            return f"auto GPU share (at least {fraction_text(self.gpus_per_trial)})"
-        spread = (f" (raised from {fraction_text(self.asked_gpus)}: Ray would pack the trials that run at once onto "
-                  f"the first GPUs)" if self.asked_gpus is not None and self.asked_gpus != self.gpus_per_trial else "")
-        return f"{fraction_text(self.gpus_per_trial)} GPU{spread}"
-
-    @property
-    def epoch_budget(self) -> int:
-        return self.trials * self.max_epochs
-
-    def lines(self, spec: SearchSpec) -> list[str]:
-        asha = (f"ASHA on epochs (grace {self.asha['grace_period']}, reduction {self.asha['reduction_factor']}, "
-                f"max {self.max_epochs})" if self.asha else "no early stopping")
-        return [
-            f"search {self.name!r} -> {self.path}"
-            + (" (already finished)" if self.finished else " (resuming)" if self.resume else ""),
-            f"  space    {spec.path or '-'}: {self.trials} trial(s), searcher {self.searcher}, {asha}",
-            f"  data     {spec.data}",
-            f"  metric   {spec.metric} ({spec.mode})",
-            f"  per trial {self.cpus_per_trial:g} CPU, {self.gpu_text}; "
-            f"up to {self.concurrency} at once on {self.total_cpus:g} CPU / {self.total_gpus:g} GPU",
-            f"  budget   at most {self.epoch_budget} epochs ({self.trials} x {self.max_epochs})",
-        ]
 
 
 def plan(state: Search) -> None:
@@ -153,18 +94,6 @@ def _local_gpus() -> int:
     import torch
 
     return torch.cuda.device_count()
-
-
-def check_address(address: str, timeout: float = 5.0) -> None:
-    """Fail within seconds when a cluster address does not answer (instead of Ray's long retry)."""
-    if address == "auto":
-        return
-    host, _, port = address.replace("ray://", "").rpartition(":")
-    try:
-        socket.create_connection((host or address, int(port or 6379)), timeout=timeout).close()
-    except (OSError, ValueError) as e:
-        raise TunekitError(f"--address {address}: no Ray cluster answers there ({e}); start one with "
-                           f"'ray start --head' or leave --address out for a local run") from None
 
 
 def make_plan(spec: SearchSpec, run_dir: Path, total_cpus: float, total_gpus: float, restoring: bool,

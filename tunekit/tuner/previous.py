@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from .. import runfolder
@@ -16,7 +15,7 @@ from ..errors import TunekitError
 from ..prescreen import load_screen
 from ..runfolder import SPEC_FILE
 from ..spec import SearchSpec
-from .flow import Search
+from .state import Previous, Search
 
 
 def decide(state: Search) -> None:
@@ -65,34 +64,6 @@ def report_finished(state: Search, previous: Previous):
         state.echo(line)
     state.echo(previous.finished_lines()[1])
     return result
-
-
-@dataclass
-class Previous:
-    """What a run folder already holds for a search of this name."""
-
-    path: Path
-    exists: bool  # a search Ray can continue
-    same_space: bool = True
-    finished: bool = False  # every trial of the space ended (completed, stopped, errored)
-    trials: int = 0
-    errored: int = 0  # trials that failed (--resume retries them)
-    when: str = ""  # when its state was last saved
-
-    def done(self, resume: bool) -> bool:
-        """Finished, and not to be continued (``--resume`` of a finished search retries its errored trials)."""
-        return self.exists and self.finished and not (resume and self.errored)
-
-    def refusal(self) -> str:
-        return (f"{self.path} holds a search made from a different space; use another --name, or --restart to "
-                f"move that folder aside and start over")
-
-    def finished_lines(self) -> list[str]:
-        errored = f", {self.errored} errored (--resume retries them)" if self.errored else ""
-        return [f"search {self.path.name!r} already finished on {self.when}: {self.trials} trial(s){errored}; "
-                f"results in {self.path}",
-                f"to search again: --name NEW, or --restart (moves {self.path.name} aside to "
-                f"{self.path.name}.old-DATE and starts over)"]
 
 
 def previous_search(spec: SearchSpec, run_dir: Path, resume: bool) -> Previous:

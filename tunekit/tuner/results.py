@@ -17,7 +17,7 @@ from .. import runfolder
 from ..export import ENDED
 from ..runfolder import Status
 from .callbacks import tidy_ended
-from .flow import Search
+from .state import Search
 
 
 @dataclass

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import time
 
-from .flow import Search
 from .plan import save_spec
 from .ray_api import quiet_environment
 from .session import runtime_env
+from .state import Search
 
 
 def run(state: Search) -> None:

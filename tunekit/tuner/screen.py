@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from .flow import Search
+from .state import Search
 
 
 def prescreen(state: Search) -> None:

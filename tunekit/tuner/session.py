@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
 import ray
 
 from ..errors import TunekitError
-from .plan import check_address
 
 
 class RaySession:
@@ -76,3 +76,15 @@ def runtime_env(spec) -> dict[str, Any] | None:
     from ..spec import module_files
 
     return {"py_modules": module_files(spec.imports)} if spec.imports else None
+
+
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """Fail within seconds when a cluster address does not answer (instead of Ray's long retry)."""
+    if address == "auto":
+        return
+    host, _, port = address.replace("ray://", "").rpartition(":")
+    try:
+        socket.create_connection((host or address, int(port or 6379)), timeout=timeout).close()
+    except (OSError, ValueError) as e:
+        raise TunekitError(f"--address {address}: no Ray cluster answers there ({e}); start one with "
+                           f"'ray start --head' or leave --address out for a local run") from None

@@ -18,7 +18,7 @@ from ..config import PROGRESS_DISPLAYS
 from ..data.spec import DataSpec
 from ..errors import TunekitError, did_you_mean
 from ..spec import SearchSpec, build_spec, load_spec
-from .flow import Search, SearchOptions
+from .state import Search, SearchOptions
 
 # Settings of the space a search's options may give (as the CLI's --gpus-per-trial, ...), beside --set.
 SETTING_OPTIONS = ("gpus_per_trial", "cpus_per_trial", "num_samples", "name")
