@@ -49,11 +49,11 @@ SIZES = {
              "cnn": "resnet18", "vit": "vit_small_patch16_224", "size": 224, "n": 2000, "batch": 64,
              "bench": ["resnet18", "convnext_tiny", "vit_small_patch16_224"], "pack": "1,2,4",
              "study": ["--model", "convnext_tiny"], "gpus_per_trial": '"auto"', "epochs": 3, "rank_images": 500,
-             "lrs": [0.001, 0.003, 0.01]},
+             "lrs": [0.001, 0.003, 0.01], "rounds": 2},
     "cpu": {"models": ["test_resnet", "test_vit"], "cnn": "test_resnet", "vit": "test_vit", "size": 32,
             "n": 240, "batch": 32, "bench": ["test_resnet"], "pack": "1,2",
             "study": ["--model", "test_convnext", "--n", "300", "--img-size", "32", "--batch-size", "32"],
-            "gpus_per_trial": "0", "epochs": 2, "rank_images": 60, "lrs": [0.003, 0.01]},
+            "gpus_per_trial": "0", "epochs": 2, "rank_images": 60, "lrs": [0.003, 0.01], "rounds": 1},
 }
 # Each step's limit in seconds (GPU; the CPU run's are scaled by CPU_SLOWER): their sum is the run's bound
 LIMITS = {"doctor": 60, "train_cnn": 60, "train_vit": 60, "search": 180, "bench": 150, "study_fit": 90, "rank": 60,
@@ -141,7 +141,8 @@ def run_all(kind: str, device: str, out: Path, env: dict[str, str], only: set[st
                            "--json", *common],
         "search": tk + ["search", str(space), "--storage-path", str(runs), "--progress", "events"],
         "bench": tk + ["bench", "--models", ",".join(s["bench"]), "--device", device, "--img-size", str(s["size"]),
-                       "--n-images", str(s["n"]), "--pack", s["pack"], "--json", str(out / "bench.json")],
+                       "--n-images", str(s["n"]), "--pack", s["pack"], "--rounds", str(s["rounds"]),
+                       "--json", str(out / "bench.json")],
         "study_fit": [sys.executable, str(ROOT / "benchmarks" / "study_fit.py"), *s["study"], "--device", device,
                       "--json", str(out / "study_fit.json")],
         "rank": tk + ["rank", data, "--models", ",".join(s["models"]), "--no-pretrained", "--device", device,

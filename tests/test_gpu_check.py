@@ -24,7 +24,10 @@ def test_gpu_check_runs_every_step_on_the_cpu(tmp_path):
     search = steps["search"]["figures"]
     assert search["trials"] == 4 and search["devices"] == ["cpu"] and "errored" not in search["statuses"]
     assert steps["bench"]["figures"]["test_resnet"]["loop_over_ceiling"] > 0
-    assert set(steps["bench"]["figures"]["packing"]) == {"1", "2"}
+    # `tunekit bench --pack 1,2`: two trials trained at once, in their own processes, each measured
+    packing = steps["bench"]["figures"]["packing"]
+    assert set(packing) == {"1", "2"} and all(row["images_per_s"] > 0 for row in packing.values())
+    assert "packing 2 x test_resnet" in (out / "bench.log").read_text()
     assert steps["export"]["figures"]["trained_on"] == "cpu" and steps["predict"]["figures"]["images"] == 40
     assert 0 <= steps["evaluate"]["figures"]["error_rate"] <= 1
     assert record["machine"]["torch"] and "10 of 10 steps ok" in done.stdout
