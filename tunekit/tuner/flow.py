@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .results import SearchResult
     from .state import Plan
 
+
 def search(space: str | Path | SearchSpec | dict[str, Any], **options: Any) -> SearchResult | Plan:
     """Run (or, with ``dry_run``, plan) a search of a space file, a dict of its settings, or a SearchSpec.
 

@@ -39,7 +39,7 @@ def validate(space: str | Path | SearchSpec | dict[str, Any], options: dict[str,
     spec = load(space, merge_settings(settings, overrides))
     if opts.strict:
         spec = dataclasses.replace(spec, data=str(DataSpec.parse(spec.data).with_options(strict=True)))
-    from .session import RaySession  # Ray: once the input is known to be good
+    from .session import RaySession
 
     session = RaySession(opts.verbose, opts.echo)
     session.check_shipped(spec)
