@@ -19,7 +19,7 @@ A table at the end, and one JSON (OUT/gpu_check.json) with every step's status, 
 
     python benchmarks/gpu_check.py --out /tmp/gpu_check-$(date +%s)            # on a GPU machine
     python benchmarks/gpu_check.py --wheels .whl --out /tmp/gc1               # a bare image: torch, timm, no Ray
-    python benchmarks/gpu_check.py --device cpu --out /tmp/gc                 # anywhere, ~2 minutes
+    python benchmarks/gpu_check.py --device cpu --out /tmp/gc --jobs 2        # anywhere, about a minute
 
 ``--wheels DIR`` installs the wheels there (``tools/device_wheels.sh`` in the shared tools builds Ray,
 Optuna and plotly for such an image) into a folder of their own (``OUT/site``) when Ray cannot be
@@ -76,6 +76,9 @@ def main() -> int:
     p.add_argument("--out", type=Path, required=True, help="a new folder: logs, run folders, data, gpu_check.json")
     p.add_argument("--wheels", type=Path, help="wheels to install where Ray is missing (a bare GPU image)")
     p.add_argument("--only", help="comma-separated steps to run (default: all)")
+    p.add_argument("--jobs", type=int, choices=(1, 2), default=1,
+                   help="2: the search and its export/predict/evaluate beside the other steps (quicker; their "
+                        "timings then share the machine: keep 1 for figures)")
     args = p.parse_args()
     if args.wheels is not None and not args.wheels.is_dir():
         print(f"error: --wheels {args.wheels}: no such folder", file=sys.stderr)
@@ -89,7 +92,7 @@ def main() -> int:
         print(f"error: no CUDA GPU here (torch {found.get('torch', '?')}): run it with --device cpu for the CPU mode",
               file=sys.stderr)
         return 2
-    steps = run_all(kind, args.device, out, env, set(args.only.split(",")) if args.only else None)
+    steps = run_all(kind, args.device, out, env, set(args.only.split(",")) if args.only else None, args.jobs)
     record = {"device": args.device, "machine": found, "steps": [asdict(s) for s in steps]}
     (out / "gpu_check.json").write_text(json.dumps(record, indent=2, default=str))
     print(table(steps, record["machine"]))
@@ -124,7 +127,8 @@ def machine(env: dict[str, str]) -> dict:
     return json.loads(done.stdout) if done.returncode == 0 else {"error": done.stderr.strip()[-300:]}
 
 
-def run_all(kind: str, device: str, out: Path, env: dict[str, str], only: set[str] | None) -> list[Step]:
+def run_all(kind: str, device: str, out: Path, env: dict[str, str], only: set[str] | None,
+            jobs: int = 1) -> list[Step]:
     s = SIZES[kind]
     data = f"shapes?n={s['n']}&size={s['size']}"
     tk = [sys.executable, "-m", "tunekit.cli"]
@@ -151,30 +155,48 @@ def run_all(kind: str, device: str, out: Path, env: dict[str, str], only: set[st
         "predict": [*tk, "data", "shapes", str(images), "--n", "40", "--size", str(s["size"]), "--seed", "9"],
         "evaluate": tk + ["evaluate", str(model), "--data", data, "--split", "valid", "--device", device],
     }
-    steps = []
-    for name, argv in plan.items():
-        step = Step(name)
-        steps.append(step)
-        if only is not None and name not in only:
-            step.status = "skipped (--only)"
-            continue
-        if name in ("predict", "evaluate") and not (model / "tunekit_model.json").is_file():
-            step.status = "skipped (no exported model)"
-            continue
-        limit = LIMITS[name] * (CPU_SLOWER if kind == "cpu" else 1)
-        if name == "predict":  # images to label first, then the prediction itself
-            if not run(Step("images"), argv, limit, env, out).status == "ok":
-                step.status = "failed (could not write images)"
-                continue
-            argv = tk + ["predict", str(model), str(images), "--device", device, "--top", "2",
-                         "--csv", str(out / "predictions.csv")]
-        run(step, argv, limit, env, out)
-        if step.status == "ok":
-            try:
-                step.figures = FIGURES[name](step.log, out)
-            except Exception as e:  # noqa: BLE001 - a step that ran but left no figures is a failed check
-                step.status = f"failed (no figures: {type(e).__name__}: {e})"
-    return steps
+    steps = {name: Step(name) for name in plan}
+
+    def lane(names: list[str]) -> None:
+        for name in names:
+            run_step(steps[name], plan[name], kind, device, out, env, only, tk)
+
+    # the search and what uses its run folder, one after the other; the rest beside them (--jobs 2: at once)
+    chain = ["search", "export", "predict", "evaluate"]
+    rest = [name for name in plan if name not in chain]
+    if jobs > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(2) as pool:
+            for future in [pool.submit(lane, rest), pool.submit(lane, chain)]:
+                future.result()
+    else:
+        lane(list(plan))
+    return [steps[name] for name in plan]
+
+
+def run_step(step: Step, argv: list[str], kind: str, device: str, out: Path, env: dict[str, str],
+             only: set[str] | None, tk: list[str]) -> None:
+    model = out / "model"
+    if only is not None and step.name not in only:
+        step.status = "skipped (--only)"
+        return
+    if step.name in ("predict", "evaluate") and not (model / "tunekit_model.json").is_file():
+        step.status = "skipped (no exported model)"
+        return
+    limit = LIMITS[step.name] * (CPU_SLOWER if kind == "cpu" else 1)
+    if step.name == "predict":  # images to label first, then the prediction itself
+        if not run(Step("images"), argv, limit, env, out).status == "ok":
+            step.status = "failed (could not write images)"
+            return
+        argv = tk + ["predict", str(model), str(out / "images"), "--device", device, "--top", "2",
+                     "--csv", str(out / "predictions.csv")]
+    run(step, argv, limit, env, out)
+    if step.status == "ok":
+        try:
+            step.figures = FIGURES[step.name](step.log, out)
+        except Exception as e:  # noqa: BLE001 - a step that ran but left no figures is a failed check
+            step.status = f"failed (no figures: {type(e).__name__}: {e})"
 
 
 def write_space(out: Path, kind: str, data: str) -> Path:
