@@ -157,10 +157,11 @@ def test_the_plan_says_when_it_spread_the_share(tmp_path):
 
     s = build_spec({"name": "p", "gpus_per_trial": 0.125, "num_samples": 12, "space": {"model": "test_resnet"}})
     line = make_plan(s, tmp_path, total_cpus=64, total_gpus=4, restoring=False).lines(s)[4]
-    assert "per trial 1 CPU, 1/3 GPU (raised from 1/8: Ray would pack the trials that run at once onto the first " \
-           "GPUs); up to 12 at once on 64 CPU / 4 GPU" in line, line
-    one = make_plan(s, tmp_path, total_cpus=64, total_gpus=4, restoring=False)
-    assert one.gpu_text.startswith("1/3 GPU")
+    assert "per trial 1 CPU, 1/3 GPU (raised from 1/8: 12 trial(s) at once on 4 GPU(s)); up to 12 at once on " \
+           "64 CPU / 4 GPU" in line, line
+    # one GPU, two CPUs: two trials at once get half a GPU each, not an eighth
+    one = make_plan(s, tmp_path, total_cpus=2, total_gpus=1, restoring=False)
+    assert one.gpu_text == "1/2 GPU (raised from 1/8: 2 trial(s) at once on 1 GPU(s))"
 
 
 def test_packed_trials_keep_to_their_share():

@@ -99,8 +99,10 @@ class Plan:
     def gpu_text(self) -> str:
         if self.gpu_auto:
             return f"auto GPU share (at least {fraction_text(self.gpus_per_trial)})"
-        spread = (f" (raised from {fraction_text(self.asked_gpus)}: Ray would pack the trials that run at once onto "
-                  f"the first GPUs)" if self.asked_gpus is not None and self.asked_gpus != self.gpus_per_trial else "")
+        # Ray places fractions best-fit, filling one GPU before the next: the share is what spreads them
+        why = f"{self.concurrency} trial(s) at once on {self.total_gpus:g} GPU(s)"
+        spread = (f" (raised from {fraction_text(self.asked_gpus)}: {why})"
+                  if self.asked_gpus is not None and self.asked_gpus != self.gpus_per_trial else "")
         return f"{fraction_text(self.gpus_per_trial)} GPU{spread}"
 
     @property
