@@ -15,6 +15,7 @@ import os
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -26,6 +27,17 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 def cuda_available() -> bool:
     """Whether torch sees a CUDA GPU here."""
     return torch.cuda.is_available()
+
+
+def in_own_process(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` in a fresh (spawned) process that exits after it: GPU work done there
+    leaves the calling process with no CUDA context and no cached GPU memory (a search's driver keeps
+    none through the trials that need it). ``fn`` and its arguments must pickle."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args, **kwargs).result()
 
 
 def resolve_device(requested: str, *, ray_gpus: list[str] | None = None) -> torch.device:

@@ -257,32 +257,34 @@ def probe_apart(keys: list[MemoryKey], data: str, echo: Callable[[str], None] = 
     """The shares of ``keys`` probed on this machine's GPU in a process of its own that exits after it
     (giving its GPU memory back before the trials start), sized for this machine's smallest GPU; None
     where there is no GPU."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    from .device import cuda_available
+    from .device import cuda_available, in_own_process
 
     if not cuda_available():
         return None
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        cards = pool.submit(gpu_cards).result()
-        gib = size_for(cards, len(keys), echo)
-        shares, _ = pool.submit(probe_remote, keys, gib).result()
+    echo(f"probing the GPU memory of {len(keys)} model/batch/size combination(s) on this machine's GPU")
+    cards, shares = in_own_process(_probe_here, keys)
+    size_for(cards, echo)
     return AutoShares(shares, data)
 
 
-def size_for(cards: list[tuple[str, float]], n_keys: int, echo: Callable[[str], None]) -> float | None:
-    """The memory (GiB) shares are sized for: the smallest of ``cards`` (every GPU of every node); None,
-    with a note, where none could be listed (the probe's own GPU then)."""
+def _probe_here(keys: list[MemoryKey]) -> tuple[list[tuple[str, float]], dict[MemoryKey, Share]]:
+    """In a process of its own (``probe_apart``): this machine's GPUs, and the shares probed on one,
+    sized for the smallest."""
+    cards = gpu_cards()
+    return cards, probe_remote(keys, smallest_card(cards)[1] if cards else None)[0]
+
+
+def size_for(cards: list[tuple[str, float]], echo: Callable[[str], None]) -> float | None:
+    """The memory (GiB) shares are sized for: the smallest of ``cards`` (every GPU of every node), said;
+    None, with a note, where none could be listed (the probe's own GPU then)."""
     if not cards:
-        echo(f"probing the GPU memory of {n_keys} model/batch/size combination(s); note: the GPUs could not be "
-             f"listed, so shares are sized for the GPU the probe runs on")
+        echo("  note: the GPUs could not be listed, so shares are sized for the GPU the probe runs on")
         return None
     name, gib = smallest_card(cards)
     kinds = sorted({c[0] for c in cards})
     mixed = f"the smallest card, {name} ({gib:.0f} GiB) of {', '.join(kinds)}" if len(kinds) > 1 else \
         f"{name} ({gib:.0f} GiB)"
-    echo(f"probing the GPU memory of {n_keys} model/batch/size combination(s); shares sized for {mixed}")
+    echo(f"  shares sized for {mixed}")
     return gib
 
 

@@ -79,11 +79,9 @@ def rank_apart(data: str, models: list[str], on_row: Callable[[Any], None], isol
         isolate = torch.cuda.is_available()
     if not isolate:
         return rank_models(data, models, on_row=on_row, **options)
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from .device import in_own_process
 
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        rows = pool.submit(rank_models, data, models, **options).result()
+    rows = in_own_process(rank_models, data, models, **options)
     for row in sorted(rows, key=lambda r: models.index(r.model)):
         on_row(row)
     return rows

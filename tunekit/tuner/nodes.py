@@ -100,7 +100,8 @@ def probe_cluster_shares(keys: list[MemoryKey], data: str, echo: Callable[[str],
     task = ray.remote(num_cpus=0, num_gpus=0, max_calls=1)(gpu_cards)
     cards = [card for found in ray.get([task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False))
                                         .remote() for n in nodes]) for card in found]
-    gib = size_for(cards, len(keys), echo)
+    echo(f"probing the GPU memory of {len(keys)} model/batch/size combination(s) on a GPU node")
+    gib = size_for(cards, echo)
     probe = ray.remote(num_gpus=1, max_calls=1)(probe_remote)
     try:
         shares, _ = ray.get(probe.remote(keys, gib))
