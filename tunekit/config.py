@@ -116,6 +116,13 @@ def reported_epochs(epochs: int, freeze_epochs: int, pretrained: bool | str) -> 
     return int(epochs) + (int(freeze_epochs) if pretrained is not False else 0)
 
 
+def total_epochs(config: dict[str, Any]) -> int:
+    """:func:`reported_epochs` of a trial's config (its keys, else TrialConfig's defaults)."""
+    return reported_epochs(config.get("epochs", TrialConfig.epochs),
+                           config.get("freeze_epochs", TrialConfig.freeze_epochs),
+                           config.get("pretrained", TrialConfig.pretrained))
+
+
 def _at_least(name: str, value: int, low: int) -> None:
     if value < low:
         raise TunekitError(f"{name} must be at least {low}, got {value!r}")

@@ -36,6 +36,7 @@ from typing import Any
 from .config import SEARCH_KEYS, SEARCH_METRICS, TrialConfig, reported_epochs
 from .data.spec import DataSpec
 from .errors import TunekitError, did_you_mean, one_of
+from .tracking import check_trackers
 
 SEARCHERS = ("grid", "random", "optuna")
 IMPORTS_KEY = "_imports"  # a trial's config: the space's ``imports``, imported by the trial before it builds
@@ -65,6 +66,7 @@ class SearchSpec:
     keep_best: int = 3  # trials whose final weights are kept (model.safetensors) for `tunekit export`
     prescreen: dict[str, int] | None = None  # {"keep": N}: LogME-rank the model choices, search the top N
     imports: list[str] = field(default_factory=list)  # modules every trial imports first (a user's own models)
+    trackers: dict[str, dict[str, str]] = field(default_factory=dict)  # tracking.TRACKERS: where trials log too
 
     def param_space(self) -> dict[str, Any]:
         """The Ray param_space: the space plus the fixed settings every trial needs."""
@@ -314,6 +316,7 @@ def _check_settings(s: dict[str, Any], where: str) -> dict[str, Any]:
             isinstance(m, str) and all(part.isidentifier() for part in m.split(".")) for m in imports):
         raise TunekitError(f"{where}: imports must be a list of module names such as ['my_models'], got {imports!r}")
     s["imports"] = list(imports)
+    s["trackers"] = check_trackers(s["trackers"], where)
     try:
         DataSpec.parse(s["data"])
     except TunekitError as e:
@@ -407,9 +410,7 @@ def _finite_values(value: Any) -> list[Any] | None:
         return list(value["grid_search"])
     if isinstance(value, Categorical):
         return list(value.categories)
-    if isinstance(value, Domain):
-        return None
-    return [value]
+    return None if isinstance(value, Domain) else [value]
 
 
 def _describe(space: dict[str, Any]) -> dict[str, Any]:

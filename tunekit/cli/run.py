@@ -119,6 +119,10 @@ def _fmt(value: Any) -> str:
 @click.option("--progress", type=click.Choice(PROGRESS_DISPLAYS), default="auto", show_default=True,
               help="events: a line per trial event; summary: one live status (a periodic line when not a "
                    "terminal); auto: summary beyond 50 trials. Every event goes to the run folder's events.log.")
+@click.option("--wandb", metavar="PROJECT",
+              help="Log every trial to this Weights & Biases project too (pip install 'tunekit[wandb]').")
+@click.option("--mlflow", metavar="URI",
+              help="Log every trial to this MLflow tracking server too (pip install 'tunekit[mlflow]').")
 @click.option("--verbose", "-v", is_flag=True, help="Ray's own output too.")
 @strict_option
 @user_errors
@@ -131,6 +135,7 @@ def search(space: Path, sets: tuple[str, ...], verbose: bool, **options: Any) ->
       tunekit search search_spaces/planet.py --num-gpus 4 --gpus-per-trial 0.5
       tunekit search search_spaces/planet.py --address auto     # on the head of a 'ray start' cluster
       tunekit search search_spaces/demo.py --dry-run --set num_samples=4
+      tunekit search search_spaces/demo.py --mlflow http://127.0.0.1:5000 --wandb backbones
     """
     from ..spec import parse_override
     from ..tuner import search as run_search  # checks every rule (an option and a --set that clash, ...)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .. import runfolder
-from ..config import SEARCH_KEYS, SEARCH_METRICS, TrialConfig, reported_epochs
+from ..config import SEARCH_KEYS, SEARCH_METRICS, total_epochs
 from ..data.spec import DataSpec
 from ..errors import TunekitError
 from ..prescreen import Screen, load_screen
@@ -76,9 +76,7 @@ def trial_row(trial: Path, dataset: str, metric: str, mode: str, ray_trial: dict
     row: dict[str, Any] = {"dataset": dataset, "trial": trial.name}
     row.update({k: config[k] for k in SEARCH_KEYS if k in config})
     history = runfolder.read_progress(trial)
-    total = reported_epochs(config.get("epochs", TrialConfig.epochs),
-                            config.get("freeze_epochs", TrialConfig.freeze_epochs),
-                            config.get("pretrained", TrialConfig.pretrained))
+    total = total_epochs(config)
     row["epochs_run"] = 0
     if not history.empty:
         last = history.iloc[-1]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ray import tune
+from ray.tune import Callback
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -28,9 +29,10 @@ from .trainable import CHECKPOINTS_KEY, run_trial
 
 def build_tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool, echo: Callable[[str], None],
                 plan: Plan, checkpoints: bool = True, shares: AutoShares | None = None,
-                display: str = "auto") -> tuple[tune.Tuner, ProgressCallback]:
+                display: str = "auto", trackers: list[Callback] = ()) -> tuple[tune.Tuner, ProgressCallback]:
     """The Tuner of ``spec`` (new, or restored from ``storage/name``) and its progress callback
-    (``display``: progress.DISPLAYS). Build it and fit it inside ``ray_api.quiet_environment``."""
+    (``display``: progress.DISPLAYS; ``trackers``: tuner.trackers' callbacks). Build it and fit it inside
+    ``ray_api.quiet_environment``."""
     if not verbose:
         # After a Ctrl-C, Ray lists every never-started trial as a missing-results warning.
         logging.getLogger("ray.tune").setLevel(logging.ERROR)
@@ -48,6 +50,7 @@ def build_tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool,
     callbacks = [CSVLoggerCallback(), JsonLoggerCallback(), TensorBoardCallback(), progress]
     callbacks.append(CheckpointCleanup(storage / spec.name, spec.metric, spec.mode, spec.keep_best,
                                        spec.keep_checkpoints))
+    callbacks += list(trackers)
     run_config = tune.RunConfig(
         name=spec.name, storage_path=str(storage), callbacks=callbacks, verbose=2 if verbose else 0,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),

@@ -30,6 +30,12 @@ use                                    why
 ``RAY_AIR_NEW_OUTPUT=0``               the classic console output, which is quiet at verbose=0
 ``experiment_state-*.json`` layout     trial status and config without unpickling anything
 (runfolder.ray_trials)                 (``trial_data``: [trial JSON, metadata JSON] pairs)
+``WandbLoggerCallback._logger_actor_``  the W&B process of a trial also sets its status at the end
+``cls``, ``_WandbLoggingActor._handle``  (tuner.trackers.WandbRunActor); a stopped search's open runs
+``_result``, ``._trial_queues``, ``._``  get their END (Ray sends none and waits out its timeout)
+``signal_logging_actor_stop`` (private)
+``MLflowLoggerCallback.mlflow_util``,   the trial's MLflow run: logged per epoch, looked up on a resume,
+``._trial_runs`` (private)              tagged and ended (tuner.trackers.MlflowTracker)
 =====================================  ===========================================================
 """
 
@@ -143,4 +149,24 @@ def check() -> list[str]:
     problems += [f"{cls.__module__}.{cls.__name__}.{name} is gone" for cls, name in wanted if not hasattr(cls, name)]
     if "trial_working_directory" not in dir(StorageContext):
         problems.append("ray.train._internal.storage.StorageContext.trial_working_directory is gone")
+    return problems + _tracker_problems()
+
+
+def _tracker_problems() -> list[str]:
+    """What tuner.trackers relies on in Ray's W&B and MLflow callbacks (read from their source: the
+    callbacks import the trackers, which need not be installed)."""
+    import inspect
+
+    import ray.air.integrations.mlflow as mlflow_module
+    import ray.air.integrations.wandb as wandb_module
+
+    wanted = {wandb_module: ("_logger_actor_cls", "class _WandbLoggingActor", "def _handle_result",
+                             "self._trial_queues[trial]", "def _signal_logging_actor_stop", "self._wandb.log("),
+              mlflow_module: ("self.mlflow_util = ", "self._trial_runs[trial] = ", "def log_metrics")}
+    problems = []
+    for module, names in wanted.items():
+        source = inspect.getsource(module)
+        if module is mlflow_module:
+            source += inspect.getsource(mlflow_module._MLflowLoggerUtil)
+        problems += [f"{module.__name__} no longer has {name!r}" for name in names if name not in source]
     return problems

@@ -85,6 +85,10 @@ def finish(state: Search) -> None:
         report.write(built, run_dir, tensorboard_dir=run_dir / runfolder.REPORT_EVENTS_DIR)
     except Exception as e:  # noqa: BLE001 - the search's results are safe on disk; the report is extra
         echo(f"warning: could not write the report ({type(e).__name__}: {e}); run 'tunekit report {run_dir}'")
+    if state.trackers:
+        from .trackers import upload_reports
+
+        upload_reports(state.trackers, run_dir, result, echo)
     for line in summary(result):
         echo(line)
     if result.interrupted:

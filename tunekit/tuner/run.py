@@ -26,10 +26,15 @@ def run(state: Search) -> None:
 
         save_screen(state.screen, state.run_dir)
     save_spec(state.original or spec, state.run_dir)
+    if spec.trackers:
+        from .trackers import make_trackers
+
+        state.trackers = make_trackers(spec.trackers, spec.name, state.run_dir, state.echo)
     start = time.perf_counter()
     with quiet_environment(opts.verbose):  # Ray's switches for this search only, not the caller's later Tuners
         tuner, progress = build_tuner(spec, state.storage, state.restoring, opts.verbose, state.echo, plan,
-                                      state.checkpoints, state.shares, display=opts.progress)
+                                      state.checkpoints, state.shares, display=opts.progress,
+                                      trackers=state.trackers)
         try:
             tuner.fit()  # Ray stops gracefully on Ctrl-C and returns
         except KeyboardInterrupt:  # a second Ctrl-C: what finished is reported, then the interrupt goes on

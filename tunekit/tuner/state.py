@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import DEFAULT_STORAGE
 from ..gpu_share import fraction_text
 from ..spec import SearchSpec
+from ..tracking import describe
 
 if TYPE_CHECKING:
     from ..gpu_share import AutoShares
@@ -54,6 +55,7 @@ class Search:
     checkpoints: bool = True  # False: the storage is not shared by every node
     notes: list[str] = field(default_factory=list)  # what a dry run adds to the plan's lines
     trial_start_s: list[float] = field(default_factory=list)  # each trial: a free slot -> its first step
+    trackers: list = field(default_factory=list)  # tuner.trackers.Detached: W&B, MLflow (the report goes there too)
     outcome: Any = None  # set by the stage that ends the search: its SearchResult, or a dry run's Plan
 
     @property
@@ -121,7 +123,7 @@ class Plan:
             f"  per trial {self.cpus_per_trial:g} CPU, {self.gpu_text}; "
             f"up to {self.concurrency} at once on {self.total_cpus:g} CPU / {self.total_gpus:g} GPU",
             f"  budget   at most {self.epoch_budget} epochs ({self.trials} x {self.max_epochs})",
-        ]
+        ] + ([f"  trackers {describe(spec.trackers, self.name)}"] if spec.trackers else [])
 
 
 @dataclass

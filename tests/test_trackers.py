@@ -1,0 +1,169 @@
+"""A search logs to the real trackers, offline: a real MLflow tracking server on 127.0.0.1 (SQLite store in a
+temp folder), read back with ``mlflow.MlflowClient``; W&B in offline mode, its run files read back with
+W&B's own record type (tests/wandb_files.py). One ASHA search feeds both, through the CLI, as a user runs it;
+then the server goes away in the middle of a second search, which ends as if nothing happened."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from wandb_files import read_runs
+
+from tunekit.data.shapes import write_shapes
+
+pytest.importorskip("mlflow", reason="the trackers' extras: pip install -e '.[test]' installs them")
+
+ASHA = """
+epochs = 4
+searcher = "grid"
+asha = {"grace_period": 1, "reduction_factor": 2}
+space = {"model": "test_resnet", "lr": tune.grid_search([0.02, 0.01, 1e-7, 1e-8]), "pretrained": False,
+         "batch_size": 32, "img_size": 32}
+trackers = {"wandb": {"project": "from-the-file", "group": "pets", "mode": "offline"}}
+"""
+REPORT = {"report.html", "report.md", "ranking.csv", "effects.csv", "results.csv"}
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """``mlflow server`` on a free port of 127.0.0.1 with a SQLite store; yields (uri, process)."""
+    tmp = tmp_path_factory.mktemp("mlflow")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
+                             "--artifacts-destination", str(tmp / "artifacts")],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{uri}/health", timeout=2).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("mlflow server did not start: " + (tmp / "server.log").read_text()[-2000:])
+            time.sleep(0.5)
+    yield uri, proc
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return write_shapes(tmp_path_factory.mktemp("data") / "shapes", n=1200, size=32, seed=4)
+
+
+def run_search(tmp: Path, data: Path, *options: str, env: dict | None = None, **popen) -> subprocess.Popen:
+    space = tmp / "asha.py"
+    space.write_text(f"from ray import tune\ndata = 'folder:{data}'\n" + textwrap.dedent(ASHA))
+    args = [sys.executable, "-m", "tunekit.cli", "search", str(space), "--storage-path", str(tmp / "runs"),
+            "--progress", "events", *options]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **(env or {})}, **popen)
+
+
+@pytest.fixture(scope="module")
+def tracked(mlflow_server, data, tmp_path_factory):
+    """The 4-trial ASHA search (one trial waits at a rung and is promoted) with --mlflow and --wandb."""
+    uri, _ = mlflow_server
+    tmp = tmp_path_factory.mktemp("tracked")
+    proc = run_search(tmp, data, "--mlflow", uri, "--wandb", "backbones")
+    out = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, out
+    run = tmp / "runs" / "asha"
+    return run, out, pd.read_csv(run / "results.csv"), uri
+
+
+def expected_status(row) -> str:
+    return f"{row.status} at epoch {row.epochs_run}" if row.status == "stopped early" else row.status
+
+
+def params_of(trial: Path) -> dict:
+    return json.loads((trial / "params.json").read_text())
+
+
+def test_every_trial_is_one_mlflow_run_with_its_params_history_and_status(tracked):
+    from mlflow import MlflowClient
+
+    run, out, results, uri = tracked
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("asha")  # the search's name
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("tunekit.role") == "search"]
+    trials = [r for r in runs if r.data.tags.get("tunekit.role") == "trial"]
+    assert "promoted after epoch 1" in out  # a trial paused at the rung and went on: still one run
+    assert sorted(r.data.tags["trial_folder"] for r in trials) == sorted(results["trial"])
+    for row in results.itertuples():
+        (mine,) = [r for r in trials if r.data.tags["trial_folder"] == row.trial]
+        assert mine.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert mine.data.tags["status"] == expected_status(row) and mine.info.status == "FINISHED"
+        assert mine.data.params == {k: str(v) for k, v in params_of(Path(row.path)).items()}
+        progress = pd.read_csv(Path(row.path) / "progress.csv")
+        history = client.get_metric_history(mine.info.run_id, "error_rate")
+        assert [m.step for m in history] == progress["epoch"].tolist() == list(range(1, row.epochs_run + 1))
+        assert [m.value for m in history] == pytest.approx(progress["error_rate"].tolist(), rel=1e-12)
+        assert mine.data.metrics["fit_time"] == pytest.approx(row.fit_time, rel=1e-9)
+    # the report, as artifacts of the search's run
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == REPORT
+    best = results.loc[results["error_rate"].idxmin()]
+    assert parent.data.metrics["best_error_rate"] == pytest.approx(best["error_rate"])
+    assert parent.data.tags["best_trial"] == best["trial"] and parent.info.status == "FINISHED"
+    assert f"tracked: MLflow {uri}/#/experiments/{experiment.experiment_id}" in out
+    assert "View run" not in out  # MLflow's own line per run, kept off the search's output
+
+
+def test_every_trial_is_one_wandb_run_grouped_under_the_search(tracked):
+    run, out, results, _ = tracked
+    runs = read_runs(run / "wandb")
+    trials = [r for r in runs if r.job_type != "report"]
+    (report,) = [r for r in runs if r.job_type == "report"]
+    assert {r.project for r in runs} == {"backbones"}  # --wandb's project over the file's
+    assert {r.group for r in runs} == {"pets"}  # the file's group
+    assert len(trials) == len(results) == len({r.run_id for r in trials})  # the promoted trial: one run
+    for row in results.itertuples():
+        (mine,) = [r for r in trials if r.name.startswith("run_trial_") and row.trial.startswith(r.name + "_")]
+        params = params_of(Path(row.path))
+        assert {k: mine.config[k] for k in params} == params
+        progress = pd.read_csv(Path(row.path) / "progress.csv")
+        assert [h["epoch"] for h in mine.history] == progress["epoch"].tolist()
+        assert [h["error_rate"] for h in mine.history] == pytest.approx(progress["error_rate"].tolist(), rel=1e-12)
+        assert mine.tags == (expected_status(row),) and mine.summary["status"] == expected_status(row)
+    assert {Path(p).name for p in report.artifacts} == REPORT
+    assert report.summary["best_error_rate"] == pytest.approx(results["error_rate"].min())
+    assert f"upload: wandb sync {run / 'wandb'}/offline-run-*" in out
+
+
+def test_a_tracker_server_that_goes_away_mid_search_warns_once_and_the_search_ends(mlflow_server, data, tmp_path):
+    """Kill the MLflow server after the first epoch: one warning, every trial still ends, exit 0."""
+    uri, server = mlflow_server
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5", "WANDB_MODE": "offline"}
+    proc = run_search(tmp_path, data, "--mlflow", uri, "--name", "gone", env=quick)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "epoch 1/4" in line:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(30)
+            break
+    out = "".join(seen) + proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, out
+    warnings = [line for line in out.splitlines() if line.startswith("warning: MLflow")]
+    assert len(warnings) == 1 and "the search goes on without it" in warnings[0], out
+    results = pd.read_csv(tmp_path / "runs" / "gone" / "results.csv")
+    assert len(results) == 4 and results["status"].isin(["completed", "stopped early"]).all()

@@ -1,0 +1,339 @@
+"""A search's experiment trackers: Ray's W&B and MLflow logger callbacks, set up the way tunekit logs
+(one tracker run per trial, the config as params.json has it, each epoch's metrics under TensorBoard's
+names with the epoch as the step, the trial's status as a tag), each behind a ``Detached`` guard.
+
+    trackers = make_trackers(spec.trackers, spec.name, run_dir, echo)    # (tracking.check_ready first)
+    callbacks += [t.callback for t in trackers]
+    ...                                                                  # tuner.fit()
+    for t in trackers: t.upload_report(run_dir, interrupted)             # after the report is written
+
+Both callbacks run on the driver, so only the machine that runs ``tunekit search`` talks to the
+tracker (W&B: Ray's one logging process per trial, placed on the driver's node; MLflow: HTTP calls
+from the driver). A trial paused at an ASHA rung keeps its tracker run open, and a promoted trial
+logs on into it: Ray calls the callbacks' start again, not their end (and a resumed search finds its
+MLflow runs by their tags).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ray.air.integrations.mlflow import MLflowLoggerCallback
+from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor  # (ray_api's table: why)
+from ray.tune import Callback
+
+from ..config import METRICS, total_epochs
+from ..errors import TunekitError
+from ..runfolder import Status, ended_status
+from ..tracking import TRACKERS, wandb_mode
+from .ray_api import trial_local_path
+
+REPORT_FILES = ("report.html", "report.md", "ranking.csv", "effects.csv", "results.csv")
+STATUS_TAG = "status"  # the tag (MLflow) / summary key (W&B) of a trial's status
+
+
+def epoch_metrics(result: dict) -> dict[str, float]:
+    """What a trial logs per epoch: the numeric metrics of the metric contract, as TensorBoard has them."""
+    return {k: float(v) for k in METRICS
+            if isinstance(v := result.get(k), (int, float)) and not isinstance(v, bool)}
+
+
+def status_text(trial: Any, failed: bool) -> str:
+    """completed, stopped early at epoch k (ASHA), diverged, errored: as results.csv will say."""
+    if failed:
+        return Status.ERRORED.value
+    last = trial.last_result or {}
+    epochs = int(last.get("epoch", 0) or 0)
+    status = ended_status(epochs, total_epochs(trial.config), bool(last.get("diverged")))
+    return f"{status.value} at epoch {epochs}" if status is Status.STOPPED else status.value
+
+
+class Detached(Callback):
+    """Runs a tracker callback's hooks on a thread of their own, in order, so the search never waits for
+    a tracker (a slow server, a full queue): Ray's loop, and so every trial's next epoch, goes on. The
+    first hook that fails, or a backlog of ``backlog`` hooks, turns the tracker off with one warning; at
+    the end of the search its backlog gets ``drain_s`` to finish."""
+
+    def __init__(self, tracker: Callback, title: str, echo: Callable[[str], None], backlog: int = 10_000,
+                 drain_s: float = 120.0) -> None:
+        self.tracker, self.title, self.echo = tracker, title, echo
+        self.backlog, self.drain_s = backlog, drain_s
+        self.failed: str | None = None
+        self.calls: queue.Queue | None = None
+        self.thread: threading.Thread | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Ray pickles the Tuner's callbacks before the search starts: without the thread (made in setup)."""
+        return {**self.__dict__, "calls": None, "thread": None}
+
+    def _submit(self, hook: str, *args: Any, **kwargs: Any) -> None:
+        if self.failed is not None:
+            return
+        if self.calls is None:  # not set up: Ray did not start the search
+            return
+        if self.calls.qsize() >= self.backlog:
+            self._fail(f"{self.backlog} events behind")
+            return
+        self.calls.put((hook, args, kwargs))
+
+    def _work(self) -> None:
+        while (item := self.calls.get()) is not None:
+            hook, args, kwargs = item
+            if self.failed is None:
+                try:
+                    getattr(self.tracker, hook)(*args, **kwargs)
+                except Exception as e:  # noqa: BLE001 - any tracker failure: the search goes on without it
+                    self._fail(f"{type(e).__name__}: {e}")
+
+    def _fail(self, why: str) -> None:
+        if self.failed is None:
+            self.failed = why
+            self.echo(f"warning: {self.title}: {why}; the search goes on without it (the run folder has "
+                      f"every result)")
+
+    def setup(self, **info: Any) -> None:
+        self.calls = queue.Queue()
+        self.thread = threading.Thread(target=self._work, name=f"tunekit-{self.title}", daemon=True)
+        self.thread.start()
+        self._submit("setup", **info)
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self._submit("on_trial_start", iteration, [], trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self._submit("on_trial_result", iteration, [], trial, dict(result))
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._submit("on_trial_complete", iteration, [], trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._submit("on_trial_error", iteration, [], trial)
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self._submit("on_experiment_end", list(trials))
+        self.close()
+
+    def close(self) -> None:
+        """Wait for the backlog (at most ``drain_s``), then stop the thread."""
+        thread, self.thread = self.thread, None
+        if thread is None:
+            return
+        self.calls.put(None)
+        thread.join(self.drain_s)
+        if thread.is_alive():
+            self._fail(f"still busy after {self.drain_s:.0f}s at the end of the search")
+
+    def run(self, hook: Callable[[], None]) -> None:
+        """``hook`` now, on the caller's thread, unless the tracker failed (a failure warns)."""
+        if self.failed is None:
+            try:
+                hook()
+            except Exception as e:  # noqa: BLE001
+                self._fail(f"{type(e).__name__}: {e}")
+
+
+class WandbRunActor(_WandbLoggingActor):
+    """Ray's process that logs one trial to W&B, which also sets the trial's status when it ends."""
+
+    STATUS = "tunekit_status"  # a result carrying only this and the step: the status, as tag and summary
+
+    def _handle_result(self, result: dict) -> tuple[dict, dict]:
+        status = result.pop(self.STATUS, None)
+        if status is not None:
+            self._wandb.run.tags = (status,)
+            self._wandb.run.summary[STATUS_TAG] = status
+        return super()._handle_result(result)
+
+
+class WandbTracker(WandbLoggerCallback):
+    """Ray's W&B callback: a run per trial in ``project``, grouped by the search (or ``group``); offline
+    runs are written under the run folder's wandb/ (``wandb sync`` uploads them)."""
+
+    _logger_actor_cls = WandbRunActor
+
+    def __init__(self, settings: dict[str, str], search: str, run_dir: Path) -> None:
+        self.mode = wandb_mode(settings)
+        extra = {"entity": settings["entity"]} if "entity" in settings else {}
+        super().__init__(project=settings["project"], group=settings.get("group", search), upload_timeout=60,
+                         dir=str(run_dir), mode=self.mode, resume="allow", **extra)
+        self.open: set[Any] = set()
+
+    def setup(self, *args: Any, **kwargs: Any) -> None:
+        with _offline(self.mode):  # Ray's setup asks for an API key unless WANDB_MODE says offline
+            super().setup(*args, **kwargs)
+
+    def log_trial_start(self, trial) -> None:
+        self.open.add(trial)
+        super().log_trial_start(trial)
+
+    def log_trial_result(self, iteration: int, trial, result: dict) -> None:
+        metrics = epoch_metrics(result)
+        super().log_trial_result(iteration, trial, {**metrics, "training_iteration": int(metrics.get("epoch", 0))})
+
+    def log_trial_end(self, trial, failed: bool = False) -> None:
+        self._status(trial, status_text(trial, failed))
+        super().log_trial_end(trial, failed)
+
+    def _status(self, trial, status: str) -> None:
+        self.open.discard(trial)
+        if trial in self._trial_queues:
+            epoch = int((trial.last_result or {}).get("epoch", 0) or 0)
+            super().log_trial_result(0, trial, {WandbRunActor.STATUS: status, "training_iteration": epoch})
+
+    def on_experiment_end(self, trials, **info) -> None:
+        for trial in list(self.open):  # a stopped search: Ray ends no trial, so no run would finish
+            self._status(trial, Status.UNFINISHED.value)
+            self._signal_logging_actor_stop(trial)
+        super().on_experiment_end(trials, **info)
+
+    def upload_report(self, run_dir: Path, result: Any) -> str:
+        """The report as an artifact of one summary run in the search's group; returns where to look."""
+        import wandb
+
+        run = wandb.init(project=self.project, group=self.group, name=f"{run_dir.name} (report)", job_type="report",
+                         dir=str(run_dir), mode=self.mode, reinit="create_new", settings=wandb.Settings(silent=True),
+                         **_entity(self.kwargs))
+        artifact = wandb.Artifact(f"{run_dir.name}-report", type="report")
+        for name in REPORT_FILES:
+            if (run_dir / name).is_file():
+                artifact.add_file(str(run_dir / name))
+        run.log_artifact(artifact)
+        run.summary.update(best_of(result))
+        run.summary[STATUS_TAG] = "interrupted" if result.interrupted else "finished"
+        run.finish()
+        where = f"W&B project {self.project!r}, group {self.group!r}"
+        if self.mode == "offline":
+            return f"{where}: offline runs in {run_dir / 'wandb'}; upload: wandb sync {run_dir / 'wandb'}/offline-run-*"
+        return where
+
+
+class MlflowTracker(MLflowLoggerCallback):
+    """Ray's MLflow callback: the search as a parent run in ``experiment`` (default: the search's name),
+    each trial a run nested in it; the report goes to the parent run as artifacts."""
+
+    def __init__(self, settings: dict[str, str], search: str, run_dir: Path) -> None:
+        super().__init__(tracking_uri=settings["tracking_uri"], experiment_name=settings.get("experiment", search))
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a line per run otherwise
+        self.search, self.run_dir = search, run_dir
+        self.parent: str | None = None
+
+    def _client(self):
+        from mlflow import MlflowClient
+
+        return MlflowClient(self.tracking_uri)
+
+    def setup(self, *args: Any, **kwargs: Any) -> None:
+        super().setup(*args, **kwargs)
+        client = self._client()
+        experiment = client.get_experiment_by_name(self.experiment_name).experiment_id
+        self.experiment_id = experiment
+        mine = f"tags.`tunekit.run_folder` = '{self.run_dir}'"
+        found = client.search_runs([experiment], f"{mine} and tags.`tunekit.role` = 'search'", max_results=1)
+        if found:  # a resumed search: its parent run goes on
+            self.parent = found[0].info.run_id
+            client.update_run(self.parent, status="RUNNING")
+        else:
+            self.parent = client.create_run(experiment, run_name=self.search, tags={
+                "tunekit.role": "search", "tunekit.run_folder": str(self.run_dir)}).info.run_id
+        self.tags = {"mlflow.parentRunId": self.parent, "tunekit.role": "trial",
+                     "tunekit.run_folder": str(self.run_dir)}
+
+    def log_trial_start(self, trial) -> None:
+        if trial not in self._trial_runs:  # a resumed search: the trial's run from before, if any
+            found = self._client().search_runs(
+                [self.experiment_id], f"tags.`mlflow.parentRunId` = '{self.parent}' and "
+                                      f"tags.trial_name = '{trial}'", max_results=1)
+            if found:
+                self._trial_runs[trial] = found[0].info.run_id
+                self._client().update_run(found[0].info.run_id, status="RUNNING")
+        super().log_trial_start(trial)
+        self._client().set_tag(self._trial_runs[trial], "trial_folder", Path(trial_local_path(trial)).name)
+
+    def log_trial_result(self, iteration: int, trial, result: dict) -> None:
+        metrics = epoch_metrics(result)
+        self.mlflow_util.log_metrics(run_id=self._trial_runs[trial], metrics_to_log=metrics,
+                                     step=int(metrics.get("epoch", iteration)))
+
+    def log_trial_end(self, trial, failed: bool = False) -> None:
+        self._client().set_tag(self._trial_runs[trial], STATUS_TAG, status_text(trial, failed))
+        super().log_trial_end(trial, failed)
+        self._trial_runs.pop(trial)
+
+    def on_experiment_end(self, trials, **info) -> None:
+        for run_id in self._trial_runs.values():  # a stopped search: its open trials
+            self._client().set_tag(run_id, STATUS_TAG, Status.UNFINISHED.value)
+            self.mlflow_util.end_run(run_id=run_id, status="KILLED")
+        self._trial_runs.clear()
+
+    def upload_report(self, run_dir: Path, result: Any) -> str:
+        """The report as artifacts of the search's parent run; returns where to look."""
+        client = self._client()
+        for name in REPORT_FILES:
+            if (run_dir / name).is_file():
+                client.log_artifact(self.parent, str(run_dir / name))
+        for key, value in best_of(result).items():
+            (client.log_metric if isinstance(value, float) else client.set_tag)(self.parent, key, value)
+        client.set_terminated(self.parent, status="KILLED" if result.interrupted else "FINISHED")
+        return f"MLflow {self.tracking_uri}/#/experiments/{self.experiment_id} (experiment {self.experiment_name!r})"
+
+
+class _offline:
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def __enter__(self) -> None:
+        self.saved = os.environ.get("WANDB_MODE")
+        if self.mode == "offline":
+            os.environ["WANDB_MODE"] = "offline"
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.saved is None:
+            os.environ.pop("WANDB_MODE", None)
+        else:
+            os.environ["WANDB_MODE"] = self.saved
+
+
+def _entity(kwargs: dict) -> dict:
+    return {"entity": kwargs["entity"]} if "entity" in kwargs else {}
+
+
+def check_login(trackers: dict[str, dict[str, str]]) -> None:
+    """W&B online needs an API key: asked as Ray's callback asks for it, before the search starts."""
+    if "wandb" in trackers and wandb_mode(trackers["wandb"]) == "online":
+        try:
+            WandbLoggerCallback(project=trackers["wandb"]["project"]).setup()
+        except ValueError:
+            raise TunekitError("--wandb: W&B needs a login to log online: run 'wandb login' or set WANDB_API_KEY; "
+                               "or log offline (WANDB_MODE=offline, or trackers={'wandb': {'mode': 'offline'}}) "
+                               "and upload later with 'wandb sync'") from None
+
+
+KINDS = {"wandb": WandbTracker, "mlflow": MlflowTracker}
+
+
+def make_trackers(trackers: dict[str, dict[str, str]], search: str, run_dir: Path,
+                  echo: Callable[[str], None]) -> list[Detached]:
+    """The search's trackers, each guarded (``Detached``): give Ray ``[t for t in make_trackers(...)]``."""
+    return [Detached(KINDS[name](settings, search, run_dir), TRACKERS[name].title, echo)
+            for name, settings in trackers.items()]
+
+
+def best_of(result: Any) -> dict[str, float | str]:
+    """The search's best trial, for the summary run: its metric and folder."""
+    best = result.best(1)
+    if best.empty:
+        return {}
+    return {f"best_{result.metric}": float(best[result.metric].iloc[0]), "best_trial": str(best["trial"].iloc[0])}
+
+
+def upload_reports(trackers: list[Detached], run_dir: Path, result: Any, echo: Callable[[str], None]) -> None:
+    """The written report to every tracker still working (a failure warns, once); a line says where."""
+    for guard in trackers:
+        guard.close()  # (Ray closed it at the end of the search, unless it never started)
+        guard.run(lambda t=guard.tracker: echo(f"tracked: {t.upload_report(run_dir, result)}"))
+
