@@ -25,13 +25,12 @@ from tunekit.data.shapes import write_shapes
 pytest.importorskip("mlflow", reason="the trackers' extras: pip install -e '.[test]' installs them")
 
 ASHA = """
-epochs = 4
 searcher = "grid"
 asha = {"grace_period": 1, "reduction_factor": 2}
 space = {"model": "test_resnet", "lr": tune.grid_search([0.02, 0.01, 1e-7, 1e-8]), "pretrained": False,
          "batch_size": 32, "img_size": 32}
-trackers = {"wandb": {"project": "from-the-file", "group": "pets", "mode": "offline"}}
 """
+WANDB = """trackers = {"wandb": {"project": "from-the-file", "group": "pets", "mode": "offline"}}\n"""
 REPORT = {"report.html", "report.md", "ranking.csv", "effects.csv", "results.csv"}
 
 
@@ -55,7 +54,7 @@ def mlflow_server(tmp_path_factory):
             break
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("mlflow server did not start: " + (tmp / "server.log").read_text()[-2000:])
+                raise RuntimeError("mlflow server did not start: " + (tmp / "server.log").read_text()[-2000:]) from None
             time.sleep(0.5)
     yield uri, proc
     if proc.poll() is None:
@@ -69,13 +68,15 @@ def data(tmp_path_factory) -> Path:
     return write_shapes(tmp_path_factory.mktemp("data") / "shapes", n=1200, size=32, seed=4)
 
 
-def run_search(tmp: Path, data: Path, *options: str, env: dict | None = None, **popen) -> subprocess.Popen:
+def run_search(tmp: Path, data: Path, *options: str, env: dict | None = None, epochs: int = 4,
+               wandb: bool = True) -> subprocess.Popen:
     space = tmp / "asha.py"
-    space.write_text(f"from ray import tune\ndata = 'folder:{data}'\n" + textwrap.dedent(ASHA))
+    space.write_text(f"from ray import tune\ndata = 'folder:{data}'\nepochs = {epochs}\n" + textwrap.dedent(ASHA)
+                     + (WANDB if wandb else ""))
     args = [sys.executable, "-m", "tunekit.cli", "search", str(space), "--storage-path", str(tmp / "runs"),
             "--progress", "events", *options]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **(env or {})}, **popen)
+                            env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(scope="module")
@@ -152,12 +153,12 @@ def test_every_trial_is_one_wandb_run_grouped_under_the_search(tracked):
 def test_a_tracker_server_that_goes_away_mid_search_warns_once_and_the_search_ends(mlflow_server, data, tmp_path):
     """Kill the MLflow server after the first epoch: one warning, every trial still ends, exit 0."""
     uri, server = mlflow_server
-    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5", "WANDB_MODE": "offline"}
-    proc = run_search(tmp_path, data, "--mlflow", uri, "--name", "gone", env=quick)
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    proc = run_search(tmp_path, data, "--mlflow", uri, "--name", "gone", env=quick, epochs=2, wandb=False)
     seen = []
     for line in proc.stdout:
         seen.append(line)
-        if "epoch 1/4" in line:
+        if "epoch 1/2" in line:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(30)
             break

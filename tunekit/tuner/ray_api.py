@@ -32,10 +32,9 @@ use                                    why
 (runfolder.ray_trials)                 (``trial_data``: [trial JSON, metadata JSON] pairs)
 ``WandbLoggerCallback._logger_actor_``  the W&B process of a trial also sets its status at the end
 ``cls``, ``_WandbLoggingActor._handle``  (tuner.trackers.WandbRunActor); a stopped search's open runs
-``_result``, ``._trial_queues``, ``._``  get their END (Ray sends none and waits out its timeout)
-``signal_logging_actor_stop`` (private)
-``MLflowLoggerCallback.mlflow_util``,   the trial's MLflow run: logged per epoch, looked up on a resume,
-``._trial_runs`` (private)              tagged and ended (tuner.trackers.MlflowTracker)
+``_result``, ``._trial_queues``, ``._``  get their END (Ray sends none and waits out its timeout); the
+``signal_logging_actor_stop``,          processes are made without restarts (Ray's core logs an error
+``._remote_logger_class`` (private)     line for restartable ones)
 =====================================  ===========================================================
 """
 
@@ -153,20 +152,14 @@ def check() -> list[str]:
 
 
 def _tracker_problems() -> list[str]:
-    """What tuner.trackers relies on in Ray's W&B and MLflow callbacks (read from their source: the
-    callbacks import the trackers, which need not be installed)."""
+    """What tuner.trackers relies on in Ray's W&B callback (read from its source: the callback imports
+    W&B, which need not be installed)."""
     import inspect
 
-    import ray.air.integrations.mlflow as mlflow_module
     import ray.air.integrations.wandb as wandb_module
 
-    wanted = {wandb_module: ("_logger_actor_cls", "class _WandbLoggingActor", "def _handle_result",
-                             "self._trial_queues[trial]", "def _signal_logging_actor_stop", "self._wandb.log("),
-              mlflow_module: ("self.mlflow_util = ", "self._trial_runs[trial] = ", "def log_metrics")}
-    problems = []
-    for module, names in wanted.items():
-        source = inspect.getsource(module)
-        if module is mlflow_module:
-            source += inspect.getsource(mlflow_module._MLflowLoggerUtil)
-        problems += [f"{module.__name__} no longer has {name!r}" for name in names if name not in source]
-    return problems
+    source = inspect.getsource(wandb_module)
+    wanted = ("_logger_actor_cls", "class _WandbLoggingActor", "def _handle_result",
+              "if not self._remote_logger_class:", "self._trial_queues[trial]", "def _signal_logging_actor_stop",
+              "self._wandb.log(")
+    return [f"{wandb_module.__name__} no longer has {name!r}" for name in wanted if name not in source]

@@ -166,6 +166,16 @@ class WandbTracker(WandbLoggerCallback):
     def setup(self, *args: Any, **kwargs: Any) -> None:
         with _offline(self.mode):  # Ray's setup asks for an API key unless WANDB_MODE says offline
             super().setup(*args, **kwargs)
+        # Ray's own class makes restartable logging processes, and Ray's core then logs an error line at the
+        # first one ("constructor arguments in the object store and max_restarts > 0"): ours do not restart
+        # (a W&B process that dies ends that trial's W&B run; the run folder has every result)
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        env = {"WANDB_API_KEY": os.environ["WANDB_API_KEY"]} if "WANDB_API_KEY" in os.environ else {}
+        self._remote_logger_class = ray.remote(num_cpus=0, scheduling_strategy=here, max_restarts=0,
+                                               runtime_env={"env_vars": env})(self._logger_actor_cls)
 
     def log_trial_start(self, trial) -> None:
         self.open.add(trial)
@@ -214,61 +224,75 @@ class WandbTracker(WandbLoggerCallback):
 
 class MlflowTracker(MLflowLoggerCallback):
     """Ray's MLflow callback: the search as a parent run in ``experiment`` (default: the search's name),
-    each trial a run nested in it; the report goes to the parent run as artifacts."""
+    each trial a run nested in it; the report goes to the parent run as artifacts. Ray's callback sets up
+    the experiment; the runs are written here in batches (Ray's helper makes a request per key, and
+    after a failed lookup of the run logs to a new one), with ``MlflowClient``: one request per epoch."""
 
     def __init__(self, settings: dict[str, str], search: str, run_dir: Path) -> None:
         super().__init__(tracking_uri=settings["tracking_uri"], experiment_name=settings.get("experiment", search))
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a line per run otherwise
         self.search, self.run_dir = search, run_dir
         self.parent: str | None = None
+        self.runs: dict[Any, str] = {}  # trial -> its MLflow run id
 
     def _client(self):
         from mlflow import MlflowClient
 
         return MlflowClient(self.tracking_uri)
 
+    def _find(self, tags: dict[str, str]) -> str | None:
+        """The run of this experiment with these tags (a resumed search's), made by an earlier run of it."""
+        query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        found = self._client().search_runs([self.experiment_id], query, max_results=1)
+        if not found:
+            return None
+        self._client().update_run(found[0].info.run_id, status="RUNNING")
+        return found[0].info.run_id
+
     def setup(self, *args: Any, **kwargs: Any) -> None:
         super().setup(*args, **kwargs)
         client = self._client()
-        experiment = client.get_experiment_by_name(self.experiment_name).experiment_id
-        self.experiment_id = experiment
-        mine = f"tags.`tunekit.run_folder` = '{self.run_dir}'"
-        found = client.search_runs([experiment], f"{mine} and tags.`tunekit.role` = 'search'", max_results=1)
-        if found:  # a resumed search: its parent run goes on
-            self.parent = found[0].info.run_id
-            client.update_run(self.parent, status="RUNNING")
-        else:
-            self.parent = client.create_run(experiment, run_name=self.search, tags={
-                "tunekit.role": "search", "tunekit.run_folder": str(self.run_dir)}).info.run_id
-        self.tags = {"mlflow.parentRunId": self.parent, "tunekit.role": "trial",
-                     "tunekit.run_folder": str(self.run_dir)}
+        self.experiment_id = client.get_experiment_by_name(self.experiment_name).experiment_id
+        mine = {"tunekit.run_folder": str(self.run_dir), "tunekit.role": "search"}
+        self.parent = self._find(mine) or client.create_run(self.experiment_id, run_name=self.search,
+                                                            tags=mine).info.run_id
 
     def log_trial_start(self, trial) -> None:
-        if trial not in self._trial_runs:  # a resumed search: the trial's run from before, if any
-            found = self._client().search_runs(
-                [self.experiment_id], f"tags.`mlflow.parentRunId` = '{self.parent}' and "
-                                      f"tags.trial_name = '{trial}'", max_results=1)
-            if found:
-                self._trial_runs[trial] = found[0].info.run_id
-                self._client().update_run(found[0].info.run_id, status="RUNNING")
-        super().log_trial_start(trial)
-        self._client().set_tag(self._trial_runs[trial], "trial_folder", Path(trial_local_path(trial)).name)
+        from mlflow.entities import Param, RunTag
+        from ray.tune.utils import flatten_dict
+
+        if trial in self.runs:  # promoted from an ASHA rung: its run goes on
+            return
+        tags = {"mlflow.parentRunId": self.parent, "trial_name": str(trial)}
+        run_id = self._find(tags)
+        if run_id is None:
+            tags.update({"tunekit.role": "trial", "trial_folder": Path(trial_local_path(trial)).name})
+            run_id = self._client().create_run(self.experiment_id, run_name=str(trial), tags=tags).info.run_id
+            params = [Param(k, str(v)) for k, v in flatten_dict(dict(trial.config)).items()]
+            self._client().log_batch(run_id, params=params, tags=[RunTag("tunekit.search", self.search)])
+        self.runs[trial] = run_id
 
     def log_trial_result(self, iteration: int, trial, result: dict) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
         metrics = epoch_metrics(result)
-        self.mlflow_util.log_metrics(run_id=self._trial_runs[trial], metrics_to_log=metrics,
-                                     step=int(metrics.get("epoch", iteration)))
+        step, now = int(metrics.get("epoch", iteration)), int(time.time() * 1000)
+        self._client().log_batch(self.runs[trial], metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+
+    def _end(self, trial, status: str, state: str) -> None:
+        run_id = self.runs.pop(trial)
+        self._client().set_tag(run_id, STATUS_TAG, status)
+        self._client().set_terminated(run_id, status=state)
 
     def log_trial_end(self, trial, failed: bool = False) -> None:
-        self._client().set_tag(self._trial_runs[trial], STATUS_TAG, status_text(trial, failed))
-        super().log_trial_end(trial, failed)
-        self._trial_runs.pop(trial)
+        if trial in self.runs:
+            self._end(trial, status_text(trial, failed), "FAILED" if failed else "FINISHED")
 
     def on_experiment_end(self, trials, **info) -> None:
-        for run_id in self._trial_runs.values():  # a stopped search: its open trials
-            self._client().set_tag(run_id, STATUS_TAG, Status.UNFINISHED.value)
-            self.mlflow_util.end_run(run_id=run_id, status="KILLED")
-        self._trial_runs.clear()
+        for trial in list(self.runs):  # a stopped search: its open trials
+            self._end(trial, Status.UNFINISHED.value, "KILLED")
 
     def upload_report(self, run_dir: Path, result: Any) -> str:
         """The report as artifacts of the search's parent run; returns where to look."""
