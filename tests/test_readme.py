@@ -75,6 +75,14 @@ COMMANDS = [
     Command("ray start --address=HEAD_IP:6379", skip="HEAD_IP is a placeholder for another machine"),
     Command("tunekit search search_spaces/seed_sweep.py --address auto --storage-path /mnt/shared/ray_results",
             r"--address auto: no Ray cluster to join", 2),
+    # Experiment trackers (tests/test_trackers.py logs a real search to both)
+    Command('pip install "tunekit[wandb,mlflow]"', skip="the test extra installs both"),
+    Command("tunekit search search_spaces/demo.py --wandb backbones", r"--wandb: W&B needs a login to log online", 2),
+    Command("WANDB_MODE=offline tunekit search search_spaces/demo.py --wandb backbones",
+            r"trackers W&B project 'backbones' \(group 'demo', offline\)",
+            run="WANDB_MODE=offline " + demo("--wandb backbones --dry-run")),
+    Command("tunekit search search_spaces/demo.py --mlflow http://127.0.0.1:5000",
+            r"--mlflow http://127.0.0.1:5000: no MLflow server answers there", 2),
     # Report
     Command("tunekit report ~/ray_results/demo", r"shapes: top \d+ by score(.*\n)*wrote \d+ files"),
     Command("tunekit report ~/ray_results/pets ~/ray_results/planet --out report/", r"nothing to report: ", 2),
@@ -147,7 +155,7 @@ def user(tmp_path_factory):
     work = tmp_path_factory.mktemp("work")
     for name in ("search_spaces", "benchmarks"):
         (work / name).symlink_to(ROOT / name)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TUNEKIT_", "RAY_", "HF_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TUNEKIT_", "RAY_", "HF_", "WANDB_", "MLFLOW_"))}
     env.update(HOME=str(home), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return {"home": home, "work": work, "env": env}

@@ -16,6 +16,7 @@ A search's run folder ``<storage>/<name>/`` holds::
         error.txt              the traceback of a failed attempt   (Ray)
         checkpoint_*/checkpoint.pt   the latest epoch's checkpoint, and the one before while it runs (CHECKPOINT_FILE)
     results.csv, ranking.csv, report.md, report.html, *.png, tunekit_report/   (the report)
+    wandb/offline-run-*/       W&B's offline runs, if the search logs to W&B offline (tuner.trackers)
 
 Everything here reads files (no Ray, nothing unpickled), so a run folder can be read on any
 machine. Ray's own file layouts (params/progress/result, the experiment state's ``trial_data``)
