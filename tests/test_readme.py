@@ -182,7 +182,12 @@ def test_readme_commands_in_order(user):
 def test_python_blocks_run(user):
     """The README's Python: the space-file example plans, the API example trains (on small data)."""
     text = README.read_text()
-    space, api = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    space, trackers, api = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    from tunekit.tracking import check_trackers
+
+    settings: dict = {}
+    exec(trackers, settings)  # the trackers setting a space file can hold: valid as the README writes it
+    assert set(check_trackers(settings["trackers"], "README")) == {"wandb", "mlflow"}
     (user["work"] / "my_space.py").write_text(space)
     proc = run("tunekit search my_space.py --dry-run", user)
     assert proc.returncode == 0 and "16 trial(s), searcher random" in proc.stdout, proc.stdout + proc.stderr
