@@ -7,7 +7,9 @@ hang does not hide the rest), its output kept in OUT/<step>.log:
   train_cnn   tunekit train resnet18 (from scratch, generated 224 px data, bf16 where the GPU has it)
   train_vit   tunekit train vit_small_patch16_224
   search      tunekit search: 12 trials (4 backbones x 3 lr), gpus_per_trial="auto", ASHA
-  bench       tunekit bench resnet18, convnext_tiny, vit_small_patch16_224 (loop / ceiling), packing 1/2/4
+  bench       tunekit bench resnet18, convnext_tiny, vit_small_patch16_224 (loop / ceiling), packing 1/2/4,
+              eager and compiled steps and the compile time (--compile; GPU only: the CPU's is tests/test_compiled.py)
+  sweep       benchmarks/gpu_sweep.py: a 12-trial study-shaped search against the bare sequential loop
   study_fit   benchmarks/study_fit.py: the study's convnext_tiny fit against the bare steps
   rank        tunekit rank (LogME, random weights: offline)
   export      tunekit export the search's best trial
@@ -56,8 +58,8 @@ SIZES = {
             "gpus_per_trial": "0", "epochs": 2, "rank_images": 60, "lrs": [0.003, 0.01], "rounds": 1},
 }
 # Each step's limit in seconds (GPU; the CPU run's are scaled by CPU_SLOWER): their sum is the run's bound
-LIMITS = {"doctor": 60, "train_cnn": 60, "train_vit": 60, "search": 180, "bench": 150, "study_fit": 90, "rank": 60,
-          "export": 40, "predict": 40, "evaluate": 40}
+LIMITS = {"doctor": 60, "train_cnn": 60, "train_vit": 60, "search": 180, "bench": 240, "study_fit": 90, "rank": 60,
+          "sweep": 300, "export": 40, "predict": 40, "evaluate": 40}
 CPU_SLOWER = 2
 
 
@@ -146,9 +148,11 @@ def run_all(kind: str, device: str, out: Path, env: dict[str, str], only: set[st
         "search": tk + ["search", str(space), "--storage-path", str(runs), "--progress", "events"],
         "bench": tk + ["bench", "--models", ",".join(s["bench"]), "--device", device, "--img-size", str(s["size"]),
                        "--n-images", str(s["n"]), "--pack", s["pack"], "--rounds", str(s["rounds"]),
-                       "--json", str(out / "bench.json")],
+                       "--json", str(out / "bench.json"), *(["--compile"] if kind == "cuda" else [])],
         "study_fit": [sys.executable, str(ROOT / "benchmarks" / "study_fit.py"), *s["study"], "--device", device,
                       "--json", str(out / "study_fit.json")],
+        "sweep": [sys.executable, str(ROOT / "benchmarks" / "gpu_sweep.py"), "--device", kind, "--out",
+                  str(out / "sweep")],
         "rank": tk + ["rank", data, "--models", ",".join(s["models"]), "--no-pretrained", "--device", device,
                       "--max-images", str(s["rank_images"]), "--json"],
         "export": tk + ["export", str(runs / "gpu_check"), str(model)],
@@ -258,11 +262,15 @@ def _search(log: str, out: Path) -> dict:
         raise RuntimeError(f"{statuses['errored']} trial(s) errored: {results['error'].dropna().iloc[0]}")
     wall = re.search(r"search ended after (\d+)s", log)
     start = re.search(r"trial start: median ([\d.]+)s \(min ([\d.]+)s, max ([\d.]+)s\)", log)
+    phases = re.search(r"trial start phases, median s over \d+: (.+)", log)
     shares = re.findall(r"gpu share (.+?): peak ([\d.]+) GiB, room for [\d.]+ GiB -> (\S+) GPU", log)
     return {"trials": len(results), "statuses": statuses, "devices": sorted({i["device"] for i in infos}),
             "search_s": int(wall.group(1)) if wall else None,
             "trial_start_median_s": float(start.group(1)) if start else None,
             "trial_start_max_s": float(start.group(3)) if start else None,
+            "start_phases": {k.replace(" ", "_"): float(v)
+                             for k, v in (part.rsplit(" ", 1) for part in phases.group(1).split(", "))}
+            if phases else None,
             "best_error_rate": float(results["error_rate"].min()),
             "shares": {key: {"peak_gib": float(peak), "share": share} for key, peak, share in shares}}
 
@@ -270,7 +278,10 @@ def _search(log: str, out: Path) -> dict:
 def _bench(log: str, out: Path) -> dict:
     records = json.loads((out / "bench.json").read_text())
     figures = {r["model"]: {"ceiling": round(r["ceiling_images_per_s"]), "loop": round(r["loop_images_per_s"]),
-                            "loop_over_ceiling": round(r["loop_ratio"], 3), "peak_gib": round(r["peak_mem_gib"], 2)}
+                            "loop_over_ceiling": round(r["loop_ratio"], 3), "peak_gib": round(r["peak_mem_gib"], 2),
+                            **({"compiled": round(r["compiled_images_per_s"]),
+                                "loop_compiled": round(r["loop_compiled_images_per_s"]),
+                                "compile_s": round(r["compile_s"], 1)} if r.get("compile_s") is not None else {})}
                for r in records}
     packing = records[0].get("packing") or []
     if packing:
@@ -278,6 +289,12 @@ def _bench(log: str, out: Path) -> dict:
         figures["packing"] = {str(r["trials"]): {"images_per_s": round(r["images_per_s"]),
                                                  "speedup": round(r["images_per_s"] / base, 2)} for r in packing}
     return figures
+
+
+def _sweep(log: str, out: Path) -> dict:
+    record = json.loads((out / "sweep" / "gpu_sweep.json").read_text())
+    return {k: round(record[k], 2) if isinstance(record[k], float) else record[k]
+            for k in ("trials", "pretrained", "tunekit_s", "bare_sum_s", "ratio")}
 
 
 def _study_fit(log: str, out: Path) -> dict:
@@ -307,6 +324,7 @@ def _evaluate(log: str, out: Path) -> dict:
 
 FIGURES = {"doctor": lambda log, out: {"lines": [line for line in log.splitlines() if line.strip()][-12:]},
            "train_cnn": _train, "train_vit": _train, "search": _search, "bench": _bench, "study_fit": _study_fit,
+           "sweep": _sweep,
            "rank": _rank, "export": _export, "predict": _predict, "evaluate": _evaluate}
 
 

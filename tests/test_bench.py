@@ -19,7 +19,9 @@ def test_bench_prints_and_records(tmp_path):
     (record,) = json.loads(out.read_text())
     assert set(record) == {"model", "device", "batch_size", "img_size", "precision", "ceiling_images_per_s",
                            "loop_images_per_s", "loop_ratio", "peak_mem_gib", "data_cache_images_per_s_per_core",
-                           "data_pil_images_per_s_per_core", "packing", "trial_start_s"}
+                           "data_pil_images_per_s_per_core", "packing", "trial_start_s", "compiled_images_per_s",
+                           "loop_compiled_images_per_s", "compile_s"}
+    assert record["compile_s"] is None  # measured with --compile (tests/test_compiled.py)
     assert record["model"] == "test_resnet" and record["device"] == "cpu" and record["precision"] == "fp32"
     for key in ("ceiling_images_per_s", "loop_images_per_s", "data_cache_images_per_s_per_core",
                 "data_pil_images_per_s_per_core"):

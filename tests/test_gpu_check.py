@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -18,12 +20,17 @@ def test_gpu_check_runs_every_step_on_the_cpu(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     record = json.loads((out / "gpu_check.json").read_text())
     steps = {s["name"]: s for s in record["steps"]}
-    assert list(steps) == ["doctor", "train_cnn", "train_vit", "search", "bench", "study_fit", "rank", "export",
-                           "predict", "evaluate"]
+    assert list(steps) == ["doctor", "train_cnn", "train_vit", "search", "bench", "study_fit", "sweep", "rank",
+                           "export", "predict", "evaluate"]
     assert {s["status"] for s in steps.values()} == {"ok"}, {n: s["status"] for n, s in steps.items()}
     assert steps["train_cnn"]["figures"]["device"] == "cpu" and steps["train_vit"]["figures"]["epochs"] == 2
     search = steps["search"]["figures"]
     assert search["trials"] == 4 and search["devices"] == ["cpu"] and "errored" not in search["statuses"]
+    assert set(search["start_phases"]) == {"worker", "setup", "device", "data", "model", "first_step"}
+    # benchmarks/gpu_sweep.py's tiny mode: 12 trials through tunekit search, and the same 12 bare, timed
+    sweep = steps["sweep"]["figures"]
+    assert sweep["trials"] == 12 and sweep["tunekit_s"] > 0 and sweep["bare_sum_s"] > 0
+    assert sweep["ratio"] == pytest.approx(sweep["tunekit_s"] / sweep["bare_sum_s"], abs=0.01)
     assert steps["bench"]["figures"]["test_resnet"]["loop_over_ceiling"] > 0
     # `tunekit bench --pack 1,2`: two trials trained at once, in their own processes, each measured
     packing = steps["bench"]["figures"]["packing"]
@@ -31,4 +38,4 @@ def test_gpu_check_runs_every_step_on_the_cpu(tmp_path):
     assert "packing 2 x test_resnet" in (out / "bench.log").read_text()
     assert steps["export"]["figures"]["trained_on"] == "cpu" and steps["predict"]["figures"]["images"] == 40
     assert 0 <= steps["evaluate"]["figures"]["error_rate"] <= 1
-    assert record["machine"]["torch"] and "10 of 10 steps ok" in done.stdout
+    assert record["machine"]["torch"] and "11 of 11 steps ok" in done.stdout

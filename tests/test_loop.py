@@ -67,6 +67,24 @@ def test_reports_follow_the_metric_contract(small_shapes):
     assert reports[1]["fit_time"] > reports[0]["fit_time"] > 0
     assert result.info.device == "cpu" and result.info.precision == "fp32"
     assert result.info.n_train + result.info.n_valid == 240
+    # the run's start, phase by phase, the first training step's once it ran
+    assert list(result.info.start_phases) == ["setup", "device", "data", "model", "first_step"]
+    assert all(v >= 0 for v in result.info.start_phases.values())
+
+
+def test_the_start_clock_adds_up_each_phase():
+    import time
+
+    from tunekit.loop import StartClock
+
+    clock = StartClock(start=time.time() - 1.0)  # the trial entered a second ago
+    clock.mark("setup")
+    clock.mark("data")
+    time.sleep(0.01)
+    clock.mark("setup")  # a phase that comes back adds to its time
+    assert list(clock.phases) == ["setup", "data"]
+    assert clock.phases["setup"] >= 1.0 and clock.phases["data"] < clock.phases["setup"]
+    assert sum(clock.phases.values()) == pytest.approx(time.time() - clock.start, abs=0.05)
 
 
 def test_multilabel_reports_f2(small_shapes_multilabel):

@@ -85,6 +85,12 @@ def test_search_runs_every_trial_and_summarizes(grid_run):
         assert not list(Path(trial).glob("checkpoint_*"))  # removed when the trial ended
         info = json.loads((Path(trial) / "tunekit_run.json").read_text())
         assert info["device"] == "cpu" and info["resources"]["CPU"] == 1.0
+        assert list(info["start_phases"]) == ["setup", "device", "data", "model", "first_step"]
+    # where the trials' start went, each phase's median over the trials (the worker's: the driver's view)
+    (phases,) = [line for line in grid_run.lines if line.startswith("trial start phases")]
+    runs = len(grid_run.start_phases)  # a trial promoted from a rung starts again
+    assert runs >= 4 and all(p["worker"] >= 0 for p in grid_run.start_phases)
+    assert phases.startswith(f"trial start phases, median s over {runs}: worker ") and "first step" in phases
 
 
 def test_tensorboard_files_hold_metrics_and_hparams(grid_run):

@@ -56,6 +56,11 @@ class BenchRecord:
     data_cache_images_per_s_per_core: float
     data_pil_images_per_s_per_core: float
     packing: list[dict] | None = None  # 1, 2, 4 trials sharing the device (first model only)
+    # --compile: the ceiling and the loop through torch.compile, the compile's seconds (first step less a
+    # steady one; a warm cache makes it small); loop_ratio is then against the faster of the two ceilings
+    compiled_images_per_s: float | None = None
+    loop_compiled_images_per_s: float | None = None
+    compile_s: float | None = None
     trial_start_s: float | None = None  # a free trial slot -> the trial's first training step (median)
 
     def as_dict(self) -> dict:
@@ -63,17 +68,19 @@ class BenchRecord:
 
 
 def ceiling(model_name: str, device: torch.device, batch_size: int, img_size: int, precision: str,
-            n_classes: int = 6, warmup: int = 5, steps: int = 50) -> tuple[float, float]:
+            n_classes: int = 6, warmup: int = 5, steps: int = 50, compiled: bool = False,
+            timings: dict | None = None) -> tuple[float, float]:
     """(images/s, peak GiB) of the loop's train step on random tensors (``device.random_steps``)."""
-    return random_steps(model_name, device, batch_size, img_size, precision, n_classes, warmup, steps)
+    return random_steps(model_name, device, batch_size, img_size, precision, n_classes, warmup, steps,
+                        compiled=compiled, timings=timings)
 
 
 def loop(model_name: str, device: torch.device, batch_size: int, img_size: int, precision: str,
-         n_images: int, epochs: int = 2, threads: int | None = None) -> float:
+         n_images: int, epochs: int = 2, threads: int | None = None, compile: str = "off") -> float:
     """Training images/s of tunekit's own loop (best epoch; the first one includes warm-up)."""
     cfg = TrialConfig(data=f"shapes?n={n_images}&size={img_size}", model=model_name, pretrained=False,
                       epochs=epochs, batch_size=batch_size, img_size=img_size, precision=precision,
-                      device=str(device), threads=threads)
+                      device=str(device), threads=threads, compile=compile)
     result = fit(cfg)
     return max(h["images_per_s"] for h in result.history)
 
@@ -147,7 +154,7 @@ def _pil_item(path: Path, size: int) -> torch.Tensor:
 
 def bench(models: list[str], device: str = "auto", batch_size: int = 64, img_size: int = 64,
           precision: str = "auto", n_images: int = 4500, threads: int | None = None,
-          pack: list[int] | None = None, rounds: int = 2,
+          pack: list[int] | None = None, rounds: int = 2, compile: bool = False,
           echo=print) -> list[BenchRecord]:
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
@@ -173,10 +180,36 @@ def bench(models: list[str], device: str = "auto", batch_size: int = 64, img_siz
         record = BenchRecord(name, str(dev), batch_size, img_size, prec, ceil_rate, loop_rate,
                              loop_rate / ceil_rate, peak, cache_rate, pil_rate)
         echo(f"{name:24s}{ceil_rate:14.0f}{loop_rate:12.0f}{record.loop_ratio:14.2f}{peak:10.2f}")
+        if compile:
+            compiled_step(record, dev, n_images, threads, rounds, echo)
         records.append(record)
     if pack and records:
         records[0].packing = packing(models[0], pack, str(dev), batch_size, img_size, prec, n_images, echo)
     return records
+
+
+def compiled_step(record: BenchRecord, device: torch.device, n_images: int, threads: int | None, rounds: int,
+                  echo) -> None:
+    """``record``'s network through torch.compile: the compiled ceiling, the compile time, the loop compiled;
+    the times go to ``compiled.ledger()``, where ``compile=auto`` reads them."""
+    from .compiled import ledger, step_key
+
+    r = record
+    timings: dict = {}
+    rate, _ = ceiling(r.model, device, r.batch_size, r.img_size, r.precision, compiled=True, timings=timings)
+    compile_s = max(0.0, timings["first_step_s"] - r.batch_size / rate)
+    loop_rate = 0.0
+    for _ in range(rounds):
+        rate = max(rate, ceiling(r.model, device, r.batch_size, r.img_size, r.precision, compiled=True)[0])
+        loop_rate = max(loop_rate, loop(r.model, device, r.batch_size, r.img_size, r.precision, n_images,
+                                        threads=threads, compile="on"))
+    r.compiled_images_per_s, r.loop_compiled_images_per_s, r.compile_s = rate, loop_rate, compile_s
+    r.loop_ratio = max(r.loop_images_per_s, loop_rate) / max(r.ceiling_images_per_s, rate)
+    ledger().record(step_key(r.model, r.img_size, r.batch_size, r.precision, device),
+                    eager_step_s=r.batch_size / r.ceiling_images_per_s, compiled_step_s=r.batch_size / rate,
+                    compile_s=compile_s)
+    echo(f"{'  compiled':24s}{rate:14.0f}{loop_rate:12.0f}{loop_rate / rate:14.2f}   compile {compile_s:.0f}s "
+         f"({rate / r.ceiling_images_per_s:.2f}x eager); loop / fastest step {r.loop_ratio:.2f}")
 
 
 def inference_ceiling(model_name: str, device: torch.device, batch_size: int, img_size: int, precision: str,

@@ -25,12 +25,13 @@ HEADS = ("fastai", "linear")
 RESIZES = ("crop", "squish", "pad")
 PROGRESS_DISPLAYS = ("auto", "summary", "events")  # a search's screen: see tuner.progress
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+COMPILES = ("off", "on", "auto")  # torch.compile of the step (tunekit.compiled; auto: when it pays, measured)
 DEFAULT_STORAGE = "~/ray_results"  # where searches put their run folders (--storage-path)
 
 # The keys a search space may sample over (the search dimensions); the rest are run settings.
 SEARCH_KEYS = (
     "model", "pool", "head", "resize", "lr", "zero_init", "pretrained", "epochs",
-    "freeze_epochs", "batch_size", "img_size", "precision", "seed",
+    "freeze_epochs", "batch_size", "img_size", "precision", "seed", "compile",
 )
 
 # The per-epoch metrics every run reports, in this order (flat keys: TensorBoard tags, progress.csv and
@@ -60,6 +61,7 @@ class TrialConfig:
     batch_size: int = 64
     img_size: int | None = None  # None: the dataset's natural size, else the model's input size
     precision: str = "auto"
+    compile: str = "off"  # COMPILES
     seed: int = 42
     device: str = "auto"
     threads: int | None = None  # torch intra-op threads; a Ray trial sets its CPU share
@@ -73,6 +75,8 @@ class TrialConfig:
             raise one_of("resize", self.resize, RESIZES)
         if self.precision not in PRECISIONS:
             raise one_of("precision", self.precision, PRECISIONS)
+        if self.compile not in COMPILES:
+            raise one_of("compile", self.compile, COMPILES)
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise TunekitError(f"lr must be a positive number, got {self.lr!r}")
         _at_least("epochs", self.epochs, 1)

@@ -222,12 +222,16 @@ def device_name(device: torch.device) -> str:
 
 
 def random_steps(model_name: str, device: torch.device, batch_size: int, img_size: int, precision: str,
-                 n_classes: int = 6, warmup: int = 5, steps: int = 50) -> tuple[float, float]:
+                 n_classes: int = 6, warmup: int = 5, steps: int = 50, compiled: bool = False,
+                 timings: dict | None = None, frozen: bool = False, train: bool = True) -> tuple[float, float]:
     """(images/s, peak GiB) of :meth:`Amp.step` on random tensors, for the network tunekit trains (timm
     body + pool + head), as timm's benchmark.py measures it: ``tunekit bench``'s ceiling, and the GPU
-    share probe's peak memory (``gpu_share``)."""
+    share probe's peak memory (``gpu_share``). ``compiled``: through ``torch.compile`` (the compile in
+    the first step, whose seconds go to ``timings["first_step_s"]``); ``frozen``: the body frozen (a
+    fine-tune's first epoch); ``train=False``: validation's forward passes (``unshared.alone_times``)."""
     import time
 
+    from .compiled import compile_model
     from .config import TrialConfig
     from .model import build_model
 
@@ -236,18 +240,33 @@ def random_steps(model_name: str, device: torch.device, batch_size: int, img_siz
     model, _ = build_model(cfg, n_classes, img_size)
     nhwc = channels_last(device, model.layout)
     model.to(device, memory_format=torch.channels_last if nhwc else torch.preserve_format).train()
+    if compiled:
+        compile_model(model)
+    model.freeze_body(frozen)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), eps=1e-5)
     x = torch.randn(batch_size, 3, img_size, img_size, device=device)
     if nhwc:
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, n_classes, (batch_size,), device=device)
     amp, loss_fn = Amp.create(precision, device), torch.nn.CrossEntropyLoss()
+    if not train:
+        model.eval()
+
+        def step(*args) -> None:
+            with torch.inference_mode(), amp.autocast():
+                model(x)
+    else:
+        step = amp.step
     reset_peak_memory(device)
-    for _ in range(warmup):
-        amp.step(model, x, y, loss_fn, opt)
+    first = time.perf_counter()
+    for i in range(warmup):
+        step(model, x, y, loss_fn, opt)
+        if i == 0 and timings is not None:
+            synchronize(device)
+            timings["first_step_s"] = time.perf_counter() - first
     synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
-        amp.step(model, x, y, loss_fn, opt)
+        step(model, x, y, loss_fn, opt)
     synchronize(device)
     return batch_size * steps / (time.perf_counter() - start), peak_memory_gib(device)

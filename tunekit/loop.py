@@ -23,6 +23,7 @@ from torch import nn
 
 from . import data as tkdata
 from .catalog import check_model_name
+from .compiled import StepKey, compile_model, decide, ledger, step_key
 from .config import TrialConfig
 from .data.size import img_size_rule, resolve_img_size  # noqa: F401 - also tunekit.loop's
 from .device import (
@@ -48,6 +49,26 @@ DIVERGENCE_CHECK_EVERY = 25  # steps between (syncing) checks of the running los
 Reporter = Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None]
 
 
+class StartClock:
+    """How long a run takes to start, phase by phase: ``mark(name)`` ends the phase that began at the last
+    mark (or at the clock's start). Phases, in order: ``setup`` (the trial's config, a user's model
+    modules, its checkpoint read), ``device`` (the device resolved, CUDA's context made), ``data`` (opened
+    from the decode cache, moved to the device when it stays there), ``model`` (built, its weights loaded,
+    moved to the device), ``first_step`` (the first training step, to its end)."""
+
+    PHASES = ("setup", "device", "data", "model", "first_step")
+
+    def __init__(self, start: float | None = None) -> None:
+        self.start = time.time() if start is None else start  # Unix time: the trial's entry, for the driver
+        self.last = time.perf_counter() - (time.time() - self.start)
+        self.phases: dict[str, float] = {}
+
+    def mark(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.phases[phase] = self.phases.get(phase, 0.0) + now - self.last
+        self.last = now
+
+
 @dataclass
 class RunInfo:
     """What a run really used (shown to the user, saved with trial results)."""
@@ -64,6 +85,9 @@ class RunInfo:
     # GiB of training and validation images kept on the GPU (0: read from the host every batch); the
     # per-epoch gpu_mem leaves them out, as they depend on the trial's share, not on the model
     resident_gib: float = 0.0
+    compiled: bool = False  # the step ran through torch.compile (config key compile; compiled.decide)
+    compile_why: str = "off"
+    start_phases: dict[str, float] = field(default_factory=dict)  # StartClock's: seconds per start phase
 
 
 @dataclass
@@ -87,6 +111,8 @@ class _Run:
     loss_fn: nn.Module
     opt: torch.optim.Optimizer
     amp: Amp
+    clock: StartClock | None = None
+    step_key: StepKey | None = None  # for compiled.ledger(): what this run's steps measured
 
     @property
     def resident_bytes(self) -> int:
@@ -94,10 +120,13 @@ class _Run:
 
 
 def fit(cfg: TrialConfig, report: Reporter | None = None, *, resume: dict[str, Any] | None = None,
-        on_setup: Callable[[RunInfo], None] | None = None) -> FitResult:
+        on_setup: Callable[[RunInfo], None] | None = None, clock: StartClock | None = None) -> FitResult:
     """Train ``cfg`` to the end (or divergence); ``report`` after every epoch; ``on_setup`` once
-    data and model are ready, with what the run really uses."""
-    run = _setup(cfg)
+    data and model are ready, with what the run really uses; ``clock``: its start phases (in
+    ``RunInfo.start_phases``, the first step's once the first epoch reports)."""
+    clock = clock or StartClock()
+    run = _setup(cfg, clock)
+    run.clock = clock
     if on_setup is not None:
         on_setup(run.info)
     phases = plan(cfg)
@@ -155,7 +184,7 @@ def _to_cpu(obj: Any) -> Any:
     return obj
 
 
-def _setup(cfg: TrialConfig) -> _Run:
+def _setup(cfg: TrialConfig, clock: StartClock) -> _Run:
     # before any data work, cheapest and likeliest first: a missing folder, a typo, unavailable weights
     tkdata.DataSpec.parse(cfg.data).check_path()
     check_model_name(cfg.model)
@@ -163,39 +192,51 @@ def _setup(cfg: TrialConfig) -> _Run:
         check_weights_available(cfg.model)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    clock.mark("setup")
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.empty(1, device=device)  # CUDA's context: made here, so that its time is its own phase
+    clock.mark("device")
     img_size, why = img_size_rule(cfg)
     ds = tkdata.load(cfg.data, cfg.resize, img_size, threads=cfg.threads)
+    clock.mark("data")
     torch.manual_seed(cfg.seed)
     model, model_info = build_model(cfg, len(ds.classes), img_size)
     nhwc = channels_last(device, model.layout)
     model.to(device, memory_format=torch.channels_last if nhwc else torch.preserve_format)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    clock.mark("model")
     reset_peak_memory(device)
     batch = {"batch_size": cfg.batch_size, "device": device, "mean": model_info.mean, "std": model_info.std,
              "channels_last": nhwc, "seed": cfg.seed, "resident": resident_on(device, ds.cache.images.nbytes)}
     train, valid = ds.batches("train", **batch), ds.batches("valid", **batch)
+    synchronize(device)
+    clock.mark("data")
     if len(train) == 0:
         raise TunekitError(f"batch_size {cfg.batch_size} is larger than the {train.n_items} training images")
+    key = step_key(cfg.model, img_size, cfg.batch_size, precision, device)
+    decision = decide(cfg.compile, key, steps=len(train) * cfg.total_epochs)
+    if decision.compile:
+        compile_model(model)
     info = RunInfo(
         device=str(device), precision=precision, img_size=img_size, n_train=train.n_items,
         n_valid=valid.n_items, classes=ds.classes, multilabel=ds.multilabel,
         skipped=list(ds.cache.skipped), model=model_info,
-        resident_gib=(train.resident_bytes + valid.resident_bytes) / 2**30,
+        resident_gib=(train.resident_bytes + valid.resident_bytes) / 2**30, start_phases=clock.phases,
+        compiled=decision.compile, compile_why=decision.why,
     )
     log.info(
         "%s on %s (%s): %d train / %d valid images, %d classes%s, %dpx (%s) %s; %.2fM params, "
-        "pool %s, head %s, weights: %s, zero_init: %s",
+        "pool %s, head %s, weights: %s, zero_init: %s, compile: %s",
         cfg.model, device, precision, info.n_train, info.n_valid, len(ds.classes),
         " (multi-label)" if ds.multilabel else "", img_size, why, cfg.resize, model_info.params / 1e6,
-        cfg.pool, cfg.head, model_info.weights, model_info.zero_init,
+        cfg.pool, cfg.head, model_info.weights, model_info.zero_init, decision.why,
     )
     return _Run(
         cfg=cfg, info=info, device=device, model=model, train=train, valid=valid,
         loss_fn=nn.BCEWithLogitsLoss() if ds.multilabel else nn.CrossEntropyLoss(),
-        opt=optimizer(model, cfg.lr), amp=Amp.create(precision, device),
+        opt=optimizer(model, cfg.lr), amp=Amp.create(precision, device), step_key=key,
     )
 
 
@@ -209,9 +250,15 @@ def _epoch(run: _Run, phase: Phase, phase_epoch: int, epoch: int) -> dict[str, A
     loss_sum = torch.zeros((), device=device)
     seen = 0
     diverged = False
+    timing = run.clock is not None and "first_step" not in run.clock.phases  # this run's first epoch
+    first_s = 0.0
     for i, (x, y) in enumerate(run.train.epoch(epoch)):
         phase.apply(opt, (phase_epoch * steps + i) / total_steps)
         loss = run.amp.step(model, x, y, run.loss_fn, opt)
+        if timing and i == 0:
+            synchronize(device)
+            run.clock.mark("first_step")
+            first_s = time.perf_counter() - start
         loss_sum += loss * len(x)
         seen += len(x)
         if (i + 1) % DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
@@ -228,18 +275,41 @@ def _epoch(run: _Run, phase: Phase, phase_epoch: int, epoch: int) -> dict[str, A
     if diverged:
         bad = {"error_rate": 1.0, "accuracy": 0.0, **({"f2": 0.0} if run.info.multilabel else {})}
         return {**common, "train_loss": None, "valid_loss": None, **bad, "diverged": True, "seconds": train_seconds}
-    valid_loss, quality = _validate(run)
+    valid_start = time.perf_counter()
+    valid_loss, quality, first_valid_s = _validate(run)
     seconds = time.perf_counter() - start
+    if timing and i > 0 and run.step_key is not None:  # what this run's steps cost, for compile=auto
+        step_s = (train_seconds - first_s) / i
+        valid_rest = (time.perf_counter() - valid_start - first_valid_s) / max(1, len(run.valid) - 1)
+        extra_s = max(0.0, first_s - step_s) + max(0.0, first_valid_s - valid_rest)
+        _record_step_times(run, step_s, extra_s)
     return {**common, "train_loss": loss_sum.item() / seen, "valid_loss": valid_loss, **quality, "seconds": seconds}
 
 
-def _validate(run: _Run) -> tuple[float, dict[str, float]]:
+def _validate(run: _Run) -> tuple[float, dict[str, float], float]:
+    """(loss, quality metrics, seconds of the first batch: a compiled network compiles its eval there)."""
     run.model.eval()
     outs, ys = [], []
+    start, first_s = time.perf_counter(), 0.0
     with torch.inference_mode(), run.amp.autocast():
         for x, y in run.valid.epoch(0):
             outs.append(run.model(x).float())
             ys.append(y)
+            if len(outs) == 1:
+                synchronize(run.device)
+                first_s = time.perf_counter() - start
     logits, target = torch.cat(outs), torch.cat(ys)
     loss = run.loss_fn(logits, target).item()
-    return loss, classification_metrics(logits.cpu(), target.cpu(), run.info.multilabel)
+    return loss, classification_metrics(logits.cpu(), target.cpu(), run.info.multilabel), first_s
+
+
+def _record_step_times(run: _Run, step_s: float, extra_s: float) -> None:
+    """The first epoch's steady train step, and (compiled) what its first train step and eval batch took
+    beyond a steady one: the compile. Kept per network and machine (compiled.ledger) for compile=auto."""
+    try:
+        if run.info.compiled:
+            ledger().record(run.step_key, compiled_step_s=step_s, compile_s=extra_s)
+        else:
+            ledger().record(run.step_key, eager_step_s=step_s)
+    except OSError as e:  # a read-only cache: auto only loses a measurement
+        log.warning("could not record step times for compile=auto: %s", e)

@@ -6,6 +6,7 @@ A search's run folder ``<storage>/<name>/`` holds::
     tunekit_spec.json          the resolved spec, with a fingerprint (SPEC_FILE)
     events.log                 every trial event of the search, one line each (EVENTS_FILE, tuner.progress)
     prescreen.json             the LogME ranking of the model choices, if the space pre-screens (PRESCREEN_FILE)
+    step_times.json            packed trials: each network's steps timed alone (STEP_TIMES_FILE, unshared)
     experiment_state-*.json    Ray's saved experiment state (trial status and config, plain JSON)
     <trial folder>/            one per trial, named by Ray:
         params.json            the trial's config                  (Ray)
@@ -37,6 +38,7 @@ import pandas as pd
 SPACE_COPY = "search_space.py"
 SPEC_FILE = "tunekit_spec.json"
 PRESCREEN_FILE = "prescreen.json"
+STEP_TIMES_FILE = "step_times.json"
 EVENTS_FILE = "events.log"
 RUN_INFO_FILE = "tunekit_run.json"
 CHECKPOINT_FILE = "checkpoint.pt"

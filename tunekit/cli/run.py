@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ..config import DEFAULT_STORAGE, HEADS, POOLS, PRECISIONS, PROGRESS_DISPLAYS, RESIZES, TrialConfig
+from ..config import COMPILES, DEFAULT_STORAGE, HEADS, POOLS, PRECISIONS, PROGRESS_DISPLAYS, RESIZES, TrialConfig
 from ..data.spec import kinds_help
 from .common import GpuShare, setup_logging, strict_option, strict_spec, user_errors
 
@@ -37,6 +37,8 @@ D = TrialConfig  # the defaults every option shows are TrialConfig's
 @click.option("--batch-size", type=int, default=D.batch_size, show_default=True)
 @click.option("--img-size", type=int, help="Image size. [default: the dataset's, else the model's]")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=D.precision, show_default=True)
+@click.option("--compile", "compile", type=click.Choice(COMPILES), default=D.compile, show_default=True,
+              help="torch.compile the step; auto: when the run's steps amortize the compile measured here.")
 @click.option("--device", default=D.device, show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--seed", type=int, default=D.seed, show_default=True)
 @click.option("--threads", type=int, help="torch CPU threads. [default: torch's]")

@@ -28,6 +28,8 @@ D = TrialConfig
 @click.option("--trial-start", type=click.IntRange(min=3), is_flag=False, flag_value=8, default=None,
               metavar="[N]", help="Also measure a trial's start over N small trials (default 8; the first "
                                   "two start new workers): a free slot -> its first training step (needs Ray).")
+@click.option("--compile", "compile", is_flag=True,
+              help="Also through torch.compile: compiled step and loop, compile time (kept for compile=auto).")
 @click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True,
               help="Ceiling and loop runs per model, alternated, each keeping its best (1: a quick look).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the records here.")

@@ -16,7 +16,7 @@ import pandas as pd
 from ..prescreen import Screen, agreement
 from ..runfolder import Status
 from .estimates import AXES, effects, importance
-from .study import SCORE_CONSTANT, pareto, ranking
+from .study import SCORE_CONSTANT, UNSHARED, pareto, ranking
 
 COMPLETED, STOPPED = Status.COMPLETED.value, Status.STOPPED.value
 MIN_MODELS_FOR_AGREEMENT = 5  # fewer models: the rank correlation's interval would span almost everything
@@ -34,6 +34,11 @@ class Report:
     rank_agreement: pd.DataFrame = field(default_factory=pd.DataFrame)
     prescreen: dict[str, dict[str, Any]] = field(default_factory=dict)  # run -> prescreen.agreement(...)
 
+    @property
+    def time_basis(self) -> str:
+        """The fit time the score ranks by (``study.time_basis``): fit_time, or fit_time_unshared."""
+        return UNSHARED if UNSHARED in self.ranking else "fit_time"
+
 
 def build(runs: pd.DataFrame, constant: float = SCORE_CONSTANT, screens: dict[str, Screen] | None = None) -> Report:
     """The report of ``runs``; ``screens`` (run name -> its pre-screen) adds LogME's ranks beside the
@@ -45,10 +50,11 @@ def build(runs: pd.DataFrame, constant: float = SCORE_CONSTANT, screens: dict[st
         report.prescreen[name] = agreement(screen, done, "error_rate", "min")
     for dataset, pt in rank.groupby("dataset", sort=True):
         pt = pt.sort_values("score").reset_index(drop=True)
-        pt["pareto_time"] = pareto(pt, "fit_time")
+        t = report.time_basis
+        pt["pareto_time"] = pareto(pt, t)
         pt["pareto_mem"] = pareto(pt, "gpu_mem")
-        lean = pt[(pt["fit_time"] <= pt["fit_time"].median()) & (pt["gpu_mem"] <= pt["gpu_mem"].median())]
-        quarter = (pt["fit_time"] <= pt["fit_time"].quantile(0.25)) & (pt["gpu_mem"] <= pt["gpu_mem"].quantile(0.25))
+        lean = pt[(pt[t] <= pt[t].median()) & (pt["gpu_mem"] <= pt["gpu_mem"].median())]
+        quarter = (pt[t] <= pt[t].quantile(0.25)) & (pt["gpu_mem"] <= pt["gpu_mem"].quantile(0.25))
         leanest = pt[quarter]
         sub = runs[runs["dataset"] == dataset]
         report.sections[str(dataset)] = {

@@ -15,7 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-COST_LABELS = {"fit_time": "fit time (s)", "gpu_mem": "peak GPU memory (GiB)"}
+COST_LABELS = {"fit_time": "fit time (s)", "fit_time_unshared": "fit time unshared (s)",
+               "gpu_mem": "peak GPU memory (GiB)"}
 CONFIG_KEYS = ("pool", "head", "resize", "lr", "zero_init", "img_size", "batch_size")
 
 

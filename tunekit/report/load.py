@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import runfolder
-from ..config import SEARCH_KEYS, SEARCH_METRICS, total_epochs
+from .. import runfolder, unshared
+from ..config import SEARCH_KEYS, SEARCH_METRICS, TrialConfig, total_epochs
 from ..data.spec import DataSpec
 from ..errors import TunekitError
+from ..gpu_share import MemoryKey
 from ..prescreen import Screen, load_screen
 from ..runfolder import Status
 
@@ -60,7 +61,8 @@ def load_run(run: Path) -> pd.DataFrame:
     metric, mode = spec.get("metric", "error_rate"), spec.get("mode", "min")
     rung = (spec.get("asha") or {}).get("grace_period")  # ASHA's first comparison: every trial gets there
     ray_trials = runfolder.ray_trials(run)
-    rows = [trial_row(trial, dataset, metric, mode, ray_trials.get(trial.name, {}), rung)
+    step_times = unshared.load(run / runfolder.STEP_TIMES_FILE)
+    rows = [trial_row(trial, dataset, metric, mode, ray_trials.get(trial.name, {}), rung, step_times)
             for trial in runfolder.trial_dirs(run)]
     if not rows:
         raise TunekitError(f"{run} holds no trial folders (params.json): is it a tunekit search's run folder?")
@@ -70,7 +72,7 @@ def load_run(run: Path) -> pd.DataFrame:
 
 
 def trial_row(trial: Path, dataset: str, metric: str, mode: str, ray_trial: dict[str, Any],
-              rung: int | None = None) -> dict[str, Any]:
+              rung: int | None = None, step_times: dict | None = None) -> dict[str, Any]:
     """One trial folder as a row: its config keys, last-epoch metrics, best epoch, status."""
     config = runfolder.trial_config(trial, ray_trial)
     row: dict[str, Any] = {"dataset": dataset, "trial": trial.name}
@@ -100,8 +102,24 @@ def trial_row(trial: Path, dataset: str, metric: str, mode: str, ray_trial: dict
     row["retried"] = runfolder.retried(trial) and status is not Status.ERRORED
     info = runfolder.read_json(trial / runfolder.RUN_INFO_FILE) or {}
     row["device"] = info.get("device")
+    row["fit_time_unshared"] = _unshared(row, config, info, step_times or {})
     row["path"] = str(trial)
     return row
+
+
+def _unshared(row: dict[str, Any], config: dict[str, Any], info: dict[str, Any], step_times: dict) -> float:
+    """The trial's fit time unshared (``tunekit.unshared``): its work at its network's speed alone where the
+    search timed it; its fit_time where it had its device to itself; else unknown (NaN)."""
+    gpu = float((info.get("resources") or {}).get("GPU", 0.0) or 0.0)
+    fit_time = row.get("fit_time", float("nan"))
+    key = MemoryKey(config.get("model", ""), int(config.get("batch_size", TrialConfig.batch_size)),
+                    int(info.get("img_size") or 0), str(config.get("precision", TrialConfig.precision)))
+    times = step_times.get(unshared.key_text(key))
+    if times and info.get("n_train") and row["epochs_run"]:
+        frozen = config.get("freeze_epochs", TrialConfig.freeze_epochs) \
+            if config.get("pretrained", TrialConfig.pretrained) is not False else 0
+        return unshared.unshared_fit_time(times, info["n_train"], info.get("n_valid", 0), frozen, row["epochs_run"])
+    return fit_time if not 0 < gpu < 1 else float("nan")
 
 
 def load_csv(path: Path) -> pd.DataFrame:

@@ -14,7 +14,8 @@ import pandas as pd
 from .. import runfolder
 from .estimates import LOG_AXES, label
 
-COST_LABELS = {"fit_time": "fit time (s)", "gpu_mem": "peak GPU memory (GiB)"}
+COST_LABELS = {"fit_time": "fit time (s)", "fit_time_unshared": "fit time unshared (s)",
+               "gpu_mem": "peak GPU memory (GiB)"}
 
 
 def _plt():

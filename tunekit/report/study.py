@@ -29,18 +29,36 @@ def family(model: str) -> str:
     return "swin" if name == "swinv2" else name
 
 
+UNSHARED = "fit_time_unshared"
+
+
+def time_basis(runs: pd.DataFrame) -> str:
+    """The fit time the score uses: ``fit_time_unshared`` where trials shared GPUs and every run has it
+    (``tunekit.unshared``: its work at its network's speed alone), else the measured ``fit_time``."""
+    if UNSHARED in runs and len(runs) and runs[UNSHARED].notna().all() and not np.allclose(
+            runs[UNSHARED].astype(float), runs["fit_time"].astype(float), equal_nan=True):
+        return UNSHARED
+    return "fit_time"
+
+
 def ranking(runs: pd.DataFrame, constant: float = SCORE_CONSTANT) -> pd.DataFrame:
-    """Per (dataset, family, model): min error_rate, fit_time, gpu_mem over its runs; score; rank."""
+    """Per (dataset, family, model): min error_rate, fit_time, gpu_mem over its runs; score; rank. Where
+    trials shared GPUs, also fit_time_unshared, which the score then uses (``time_basis``)."""
     ok = runs[runs["status"].isin([COMPLETED, DIVERGED]) | runs["status"].isna()].copy()
     if ok.empty:
         return pd.DataFrame(columns=RANKING_COLUMNS)
     ok["family"] = ok["model"].map(family)
+    basis = time_basis(ok)
+    costs = ["error_rate", "fit_time", "gpu_mem"] + ([basis] if basis == UNSHARED else [])
     # the study's pivot_table(aggfunc=min), over the (dataset, family, model) groups that occur
-    pt = ok.groupby(["dataset", "family", "model"])[["error_rate", "fit_time", "gpu_mem"]].min().reset_index()
-    pt["score"] = pt["error_rate"] * (pt["fit_time"] + constant)
+    pt = ok.groupby(["dataset", "family", "model"])[costs].min().reset_index()
+    pt["score"] = pt["error_rate"] * (pt[basis] + constant)
     pt = pt.sort_values(["dataset", "score"]).reset_index(drop=True)
     pt["rank"] = pt.groupby("dataset")["score"].rank(method="min").astype(int)
-    return pt[RANKING_COLUMNS]
+    columns = list(RANKING_COLUMNS)
+    if basis == UNSHARED:
+        columns.insert(columns.index("fit_time") + 1, UNSHARED)
+    return pt[columns]
 
 
 def pareto(df: pd.DataFrame, x: str, y: str = "error_rate") -> pd.Series:

@@ -49,6 +49,8 @@ def plan(state: Search) -> None:
     share = state.shares.smallest() if state.shares else 1 / MAX_PER_GPU if auto else None
     state.plan = dataclasses.replace(make_plan(spec, state.run_dir, cpus, gpus, state.restoring, share, capped),
                                      finished=state.previous.done(opts.resume))
+    if not opts.dry_run and not state.plan.finished and packs(state.plan):
+        state.step_times = time_alone(state)
     lines = state.plan.lines(spec) + (state.shares.lines() if state.shares else [])
     if opts.dry_run:
         from .nodes import check_local_data
@@ -61,6 +63,29 @@ def plan(state: Search) -> None:
         lines += state.notes
     for line in lines:
         state.echo(line)
+
+
+def packs(plan: Plan) -> bool:
+    """Whether trials can share a GPU: their fit_time then holds their neighbours' time (``unshared``)."""
+    return plan.total_gpus > 0 and (plan.gpu_auto or 0 < plan.gpus_per_trial < 1)
+
+
+def time_alone(state: Search) -> dict[str, dict[str, float]] | None:
+    """The steps of every network of a packed search, timed alone on this machine's GPU before any trial
+    (``unshared.probe_alone``): each trial's fit_time_unshared. None, said, where it cannot be done."""
+    from ..device import cuda_available
+    from ..unshared import probe_alone
+
+    if state.options.address is not None or not cuda_available():
+        state.echo("  note     fit_time_unshared: the networks' steps are timed alone on this machine's GPU, and "
+                   "this search runs elsewhere: the report ranks by the measured fit_time")
+        return None
+    try:
+        keys = memory_keys(state.spec)
+    except TunekitError as e:
+        state.echo(f"  note     fit_time_unshared: not timed ({e}); the report ranks by the measured fit_time")
+        return None
+    return probe_alone(keys, state.echo)
 
 
 def probe(state: Search) -> AutoShares | None:

@@ -18,6 +18,7 @@ trials ASHA pauses are found among the running ones, never by a scan of every tr
 from __future__ import annotations
 
 import math
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -61,6 +62,7 @@ class ProgressCallback(Callback):
         self.waiting: set[str] = set()  # trials paused by ASHA at a rung, waiting for promotion
         self.started_at: dict[str, float] = {}
         self.start_seconds: list[float] = []  # a free slot -> the trial's first training step
+        self.start_phases: list[dict[str, float]] = []  # each trial run's start: worker + loop.StartClock's phases
         self._log: TextIO | None = None
         self._last_render = 0.0
         self._drawn = 0  # lines of the live block on screen
@@ -91,6 +93,9 @@ class ProgressCallback(Callback):
         started = self.started_at.pop(trial.trial_id, None)
         if started is not None and isinstance(result.get("ready_time"), float):
             self.start_seconds.append(result["ready_time"] - started)
+            phases = start_phases_of(result)
+            if phases and isinstance(result.get("started_time"), float):
+                self.start_phases.append({"worker": max(0.0, result["started_time"] - started), **phases})
         value = result.get(self.metric)
         if not isinstance(value, (int, float)):
             return
@@ -169,6 +174,15 @@ class ProgressCallback(Callback):
         return (f"trial start: median {s[len(s) // 2]:.1f}s (min {s[0]:.1f}s, max {s[-1]:.1f}s) from a free "
                 f"trial slot to the trial's first training step, over {len(s)} trial(s)")
 
+    def phase_summary(self) -> str | None:
+        """The median of each start phase (where the start's time goes), over the trial runs that reported them."""
+        if not self.start_phases:
+            return None
+        names = list(dict.fromkeys(k for phases in self.start_phases for k in phases))
+        medians = {k: statistics.median(p.get(k, 0.0) for p in self.start_phases) for k in names}
+        return (f"trial start phases, median s over {len(self.start_phases)}: "
+                + ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in medians.items()))
+
     def _time_left(self, elapsed: float, done: int) -> str:
         """Remaining epochs (trials not ended x the ended ones' average epochs, less what the unended
         have run) at the rate so far; none before a trial has ended."""
@@ -228,3 +242,12 @@ def _clock(seconds: float) -> str:
 
 def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def start_phases_of(result: dict) -> dict[str, float]:
+    """A result's ``start_phases`` (nested, or flattened as Ray's loggers write it: ``start_phases/data``)."""
+    nested = result.get("start_phases")
+    if isinstance(nested, dict):
+        return {k: float(v) for k, v in nested.items()}
+    prefix = "start_phases/"
+    return {k[len(prefix):]: float(v) for k, v in result.items() if k.startswith(prefix)}

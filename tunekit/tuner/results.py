@@ -27,6 +27,7 @@ class SearchResult:
     metric: str
     mode: str
     trial_start_s: list[float] = dataclasses.field(default_factory=list)  # a free slot -> first step, seconds
+    start_phases: list[dict[str, float]] = dataclasses.field(default_factory=list)  # each start, by phase
 
     def __post_init__(self) -> None:
         if self.metric not in self.trials:  # no trial finished an epoch (all failed at their first batch)
@@ -76,7 +77,8 @@ def finish(state: Search) -> None:
 
     spec, run_dir, echo = state.spec, state.run_dir, state.echo
     # Ray has saved its final state: finished trials are final
-    result = SearchResult(run_dir, report.load_run(run_dir), spec.metric, spec.mode, state.trial_start_s)
+    result = SearchResult(run_dir, report.load_run(run_dir), spec.metric, spec.mode, state.trial_start_s,
+                          state.start_phases)
     trials = result.trials
     ok = trials[trials["status"].isin(ENDED) & trials[spec.metric].notna()]
     tidy_ended(run_dir, dict(zip(ok["trial"], ok[spec.metric].astype(float))), spec)

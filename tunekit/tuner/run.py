@@ -26,6 +26,11 @@ def run(state: Search) -> None:
 
         save_screen(state.screen, state.run_dir)
     save_spec(state.original or spec, state.run_dir)
+    if state.step_times:
+        from ..runfolder import STEP_TIMES_FILE
+        from ..unshared import save
+
+        save(state.step_times, state.run_dir / STEP_TIMES_FILE)
     if spec.trackers:
         from .trackers import make_trackers
 
@@ -41,6 +46,8 @@ def run(state: Search) -> None:
             finish(state)
             raise
     state.echo(f"search ended after {time.perf_counter() - start:.0f}s")
-    if progress.start_summary():
-        state.echo(progress.start_summary())
+    for line in (progress.start_summary(), progress.phase_summary()):
+        if line:
+            state.echo(line)
     state.trial_start_s = progress.start_seconds
+    state.start_phases = progress.start_phases

@@ -52,9 +52,11 @@ class Search:
     screen: Screen | None = None
     plan: Plan | None = None
     shares: AutoShares | None = None  # gpus_per_trial='auto': the probed share of each model
+    step_times: dict | None = None  # packed trials: each network's steps timed alone (unshared.probe_alone)
     checkpoints: bool = True  # False: the storage is not shared by every node
     notes: list[str] = field(default_factory=list)  # what a dry run adds to the plan's lines
     trial_start_s: list[float] = field(default_factory=list)  # each trial: a free slot -> its first step
+    start_phases: list[dict[str, float]] = field(default_factory=list)  # each trial run's start, by phase
     trackers: list = field(default_factory=list)  # tuner.trackers.Detached: W&B, MLflow (the report goes there too)
     outcome: Any = None  # set by the stage that ends the search: its SearchResult, or a dry run's Plan
 

@@ -3,10 +3,12 @@
 Each report carries the epoch's metrics and a checkpoint (model, optimizer, schedule position,
 RNG) of which Tune keeps the last two; a retried or resumed trial continues after the latest.
 Besides the metric contract, reports carry ``device`` (what the trial really ran on: a node
-may declare GPUs it cannot use), ``node`` (the Ray node id), ``ready_time`` (when this run of
-the trial was about to take its first training step, Unix seconds) and, on divergence, ``diverged``.
-``tunekit_run.json`` in the trial folder records what the trial really used (device,
-precision, image counts, zero-init status, Ray resources and GPU ids).
+may declare GPUs it cannot use), ``node`` (the Ray node id), ``started_time`` and ``ready_time``
+(when this run of the trial entered this function, and when it was about to take its first
+training step, Unix seconds), on its first report ``start_phases`` (``loop.StartClock``: seconds
+per phase of its start) and, on divergence, ``diverged``. ``tunekit_run.json`` in the trial
+folder records what the trial really used (device, precision, image counts, zero-init status,
+Ray resources and GPU ids) and its ``start_phases``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from ray import tune
 from ..config import TrialConfig
 from ..device import resolve_device
 from ..gpu_share import limit_memory
-from ..loop import RunInfo, fit
+from ..loop import RunInfo, StartClock, fit
 from ..runfolder import CHECKPOINT_FILE, RUN_INFO_FILE
 from ..spec import IMPORTS_KEY
 from .ray_api import trial_working_directory
@@ -44,6 +46,7 @@ _CONFIG_KEYS = {f.name for f in fields(TrialConfig)}
 
 def run_trial(config: dict[str, Any]) -> None:
     """Ray Tune function trainable."""
+    clock = StartClock()  # the trial's start, phase by phase (tunekit_run.json's start_phases)
     for module in config.get(IMPORTS_KEY, []):  # the space's own models register here (Ray shipped the files)
         importlib.import_module(module)
     cfg = TrialConfig.from_dict({k: v for k, v in config.items() if k in _CONFIG_KEYS})
@@ -53,17 +56,19 @@ def run_trial(config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as d:
             # weights_only: a checkpoint is data (tensors, numbers, strings), never code
             resume = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    clock.mark("setup")
     node = ray.get_runtime_context().get_node_id()
     share = ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0)
     # the GPU Ray assigned (indexed), or the CPU for a trial Ray gave none: every later CUDA call gets it
     device = resolve_device(cfg.device, ray_gpus=[str(g) for g in ray.get_gpu_ids()])
     limit_memory(device, share)
     cfg = dataclasses.replace(cfg, device=str(device))
+    clock.mark("device")
 
-    extra = {"node": node}  # reported with every epoch's metrics
+    extra = {"node": node, "started_time": clock.start}  # reported with every epoch's metrics
     resolved: dict[str, Any] = {}
 
-    started = time.time()
+    record: dict[str, Any] = {}
 
     def on_setup(info: RunInfo) -> None:
         ready = time.time()
@@ -71,24 +76,35 @@ def run_trial(config: dict[str, Any]) -> None:
         resolved["img_size"] = info.img_size
         context = ray.get_runtime_context()
         # started: the trial function's entry; ready: its first training step is next
-        record = {**asdict(info), "node": node, "started": started, "ready": ready,
-                  "resources": context.get_assigned_resources(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
+        record.update(**asdict(info), node=node, started=clock.start, ready=ready,
+                      resources=context.get_assigned_resources(), gpu_ids=[str(g) for g in ray.get_gpu_ids()])
+        write_record()
+
+    def write_record() -> None:
         # synced to the run folder from whichever node ran it (SyncConfig(sync_artifacts=True))
         trial_dir = trial_working_directory()
         trial_dir.mkdir(parents=True, exist_ok=True)
         (trial_dir / RUN_INFO_FILE).write_text(json.dumps(record, indent=2, default=str))
 
+    reported: list[int] = []
+
     def report(metrics: dict[str, Any], state) -> None:
+        out = {**_finite(metrics), **extra}
+        if not reported:  # this run's first report: its start, the first step's time included
+            reported.append(metrics["epoch"])
+            record["start_phases"] = dict(clock.phases)
+            write_record()
+            out["start_phases"] = dict(clock.phases)  # for the driver's summary (tuner.progress)
         if not config.get(CHECKPOINTS_KEY, True):
-            tune.report({**_finite(metrics), **extra})
+            tune.report(out)
             return
         with tempfile.TemporaryDirectory() as d:
             torch.save(state(), os.path.join(d, CHECKPOINT_FILE))
-            tune.report({**_finite(metrics), **extra}, checkpoint=tune.Checkpoint.from_directory(d))
+            tune.report(out, checkpoint=tune.Checkpoint.from_directory(d))
         _maybe_fault(config.get(FAULT_KEY), metrics["epoch"])
 
     try:
-        fit(cfg, report, resume=resume, on_setup=on_setup)
+        fit(cfg, report, resume=resume, on_setup=on_setup, clock=clock)
     except Exception as e:
         if not is_out_of_memory(e):
             raise

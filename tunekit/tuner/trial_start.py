@@ -28,4 +28,9 @@ def measure_trial_start(model_name: str, echo: Callable[[str], None] = print, tr
     seconds = statistics.median(starts)
     echo(f"trial start: median {seconds:.2f}s from a free trial slot to the trial's first training step "
          f"({len(starts)} trials, in the order they began training: " + ", ".join(f"{t:.2f}" for t in starts) + ")")
+    later = result.start_phases[2:]  # the first trials start new workers; the later ones reuse them
+    for name, runs in (("every trial", result.start_phases), ("from the third", later)):
+        if runs:
+            medians = {k: statistics.median(p.get(k, 0.0) for p in runs) for k in runs[0]}
+            echo(f"  phases, median s, {name} ({len(runs)}): " + ", ".join(f"{k} {v:.2f}" for k, v in medians.items()))
     return seconds

@@ -1,0 +1,93 @@
+"""fit_time_unshared: the arithmetic, the alone timing on this CPU, a run folder read with its step times,
+and the report ranking by it (saying so) when trials shared GPUs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tunekit import report
+from tunekit.gpu_share import MemoryKey
+from tunekit.runfolder import RUN_INFO_FILE, STEP_TIMES_FILE
+from tunekit.unshared import TIMES, alone_times, key_text, unshared_fit_time
+
+REAL_RUN = Path(__file__).parent / "fixtures" / "real_run"
+TIMES_OF = {"train_s": 0.002, "frozen_s": 0.001, "eval_s": 0.0005}
+
+
+@pytest.mark.parametrize("frozen, epochs, expected", [
+    (1, 3, 1000 * (0.001 + 2 * 0.002) + 200 * 3 * 0.0005),  # fine_tune: 1 frozen + 2
+    (0, 3, 1000 * 3 * 0.002 + 200 * 3 * 0.0005),  # from scratch
+    (1, 1, 1000 * 0.001 + 200 * 0.0005),  # stopped by ASHA after the frozen epoch
+    (2, 1, 1000 * 0.001 + 200 * 0.0005),  # frozen epochs beyond those it ran do not count
+])
+def test_a_trials_work_at_its_networks_speed_alone(frozen, epochs, expected):
+    assert unshared_fit_time(TIMES_OF, n_train=1000, n_valid=200, frozen_epochs=frozen, epochs=epochs) == \
+        pytest.approx(expected)
+
+
+def test_alone_times_measure_the_three_steps_here():
+    import torch
+
+    times = alone_times(MemoryKey("test_resnet", 16, 32, "fp32"), torch.device("cpu"), steps=3)
+    assert set(times) == set(TIMES) and all(0 < v < 1 for v in times.values())
+    assert times["eval_s"] < times["train_s"]  # a forward pass costs less than forward, backward and step
+
+
+def real_run_with_times(tmp_path: Path, shared: float) -> Path:
+    """The captured real run, as if its trials had run at ``shared`` of a GPU, with step times for them."""
+    run = tmp_path / "run"
+    shutil.copytree(REAL_RUN, run)
+    for trial in run.glob("run_trial_*"):
+        info = json.loads((trial / RUN_INFO_FILE).read_text())
+        info["resources"]["GPU"] = shared
+        (trial / RUN_INFO_FILE).write_text(json.dumps(info))
+    key = key_text(MemoryKey("test_resnet", 32, 32, "auto"))
+    (run / STEP_TIMES_FILE).write_text(json.dumps({key: TIMES_OF}))
+    return run
+
+
+def test_a_packed_runs_folder_gives_each_trial_its_unshared_time(tmp_path):
+    run = real_run_with_times(tmp_path, shared=0.25)
+    df = report.load_run(run)
+    for row in df.itertuples():
+        if row.epochs_run:
+            assert row.fit_time_unshared == pytest.approx(unshared_fit_time(TIMES_OF, 192, 48, 0, row.epochs_run))
+    # without the step times, a packed trial's unshared time is unknown, a trial alone on its device keeps its own
+    (run / STEP_TIMES_FILE).unlink()
+    assert report.load_run(run)["fit_time_unshared"].isna().all()
+    plain = report.load_run(REAL_RUN)
+    assert plain["fit_time_unshared"].equals(plain["fit_time"])
+
+
+def runs_frame() -> pd.DataFrame:
+    """Two models on one dataset: b is faster when measured packed, a when timed alone."""
+    return pd.DataFrame({"run": "r", "dataset": "pets", "model": ["a", "a", "b", "b"], "status": "completed",
+                         "error_rate": [0.10, 0.11, 0.10, 0.12], "fit_time": [50.0, 52.0, 20.0, 21.0],
+                         "fit_time_unshared": [10.0, 11.0, 19.0, 20.0], "gpu_mem": 1.0})
+
+
+def test_the_report_ranks_by_the_unshared_time_where_trials_shared_gpus_and_says_so(tmp_path):
+    built = report.build(runs_frame())
+    assert built.time_basis == "fit_time_unshared"
+    ranked = built.ranking.set_index("model")
+    assert list(built.ranking["model"]) == ["a", "b"]  # by fit_time, b would win: 0.10 * 100 < 0.10 * 130
+    assert ranked.loc["a", "score"] == pytest.approx(0.10 * (10.0 + 80))
+    assert ranked.loc["a", "fit_time"] == 50.0  # the measured time, shown beside
+    report.write(built, tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    assert "Score = error_rate * (fit_time_unshared + 80)" in text and "shared GPUs" in text
+    assert "fit_time_unshared" in pd.read_csv(tmp_path / "ranking.csv")
+    summary = "\n".join(report.terminal_summary(built))
+    assert "by score = error_rate * (fit_time_unshared + 80)" in summary
+
+
+def test_where_every_trial_had_its_device_the_report_ranks_by_fit_time():
+    runs = runs_frame().assign(fit_time_unshared=lambda d: d["fit_time"])
+    built = report.build(runs)
+    assert built.time_basis == "fit_time" and "fit_time_unshared" not in built.ranking
+    assert list(built.ranking["model"]) == ["b", "a"]

@@ -1,0 +1,116 @@
+"""A compiled step: ``torch.compile`` of the network a run trains (its train and eval forward, and with it
+the backward), whether it pays, and the compile cache the runs of a machine share.
+
+    decision = decide("auto", key, steps=1_200)        # Decision(compile=False, why="auto: ... ")
+    compile_model(model)                                # in place: state_dict keys unchanged
+    ledger().record(key, compile_s=31.0, compiled_step_s=0.021)
+
+``auto`` compiles when the run's expected train steps amortize the compile time measured for the same
+network on this machine (``tunekit bench`` measures eager and compiled steps and the compile; a run with
+``compile=on`` records its own): steps x (eager step - compiled step) > compile time. Without both
+measurements it runs eager and says why. Inductor's cache (``TORCHINDUCTOR_CACHE_DIR``) is set to one
+folder under tunekit's cache, so the trials of a machine share it: only the first trial of a network
+pays the full compile; the next ones load its kernels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .paths import cache_root
+
+COMPILE_MODES = ("off", "on", "auto")
+
+
+@dataclass(frozen=True)
+class StepKey:
+    """What a step's speed depends on: the network, its input, its precision, the device, torch."""
+
+    model: str
+    img_size: int
+    batch_size: int
+    precision: str
+    device: str  # "cpu", or the GPU's name
+
+    def text(self) -> str:
+        return "|".join(map(str, (self.model, self.img_size, self.batch_size, self.precision, self.device,
+                                  f"torch {torch.__version__}")))
+
+
+def step_key(model: str, img_size: int, batch_size: int, precision: str, device: torch.device) -> StepKey:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    return StepKey(model, img_size, batch_size, precision, name)
+
+
+@dataclass(frozen=True)
+class Decision:
+    compile: bool
+    why: str
+
+
+def decide(mode: str, key: StepKey, steps: int, known: dict | None = None) -> Decision:
+    """Whether a run of ``steps`` train steps compiles (``mode``: COMPILE_MODES); ``known``: the ledger's
+    entry for ``key`` (read when not given)."""
+    if mode in ("off", "on"):
+        return Decision(mode == "on", mode)
+    known = ledger().get(key) if known is None else known
+    needed = ("compile_s", "compiled_step_s", "eager_step_s")
+    if not all(isinstance(known.get(k), (int, float)) for k in needed):
+        missing = [k for k in needed if k not in known]
+        return Decision(False, f"auto: eager (no {', '.join(missing)} measured for this network here yet: "
+                               f"tunekit bench --compile, or a run with compile=on)")
+    saved = steps * (known["eager_step_s"] - known["compiled_step_s"])
+    verdict = saved > known["compile_s"]
+    return Decision(verdict, f"auto: {'compiled' if verdict else 'eager'} ({steps} steps would save {saved:.0f}s "
+                             f"against {known['compile_s']:.0f}s to compile)")
+
+
+def use_shared_cache() -> Path:
+    """Point Inductor's cache at tunekit's (unless the user set one): shared by the runs of this machine."""
+    folder = Path(os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "torch_compile")))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def compile_model(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` compiled in place (``nn.Module.compile``: its state_dict and methods stay as they are)."""
+    use_shared_cache()
+    model.compile()
+    return model
+
+
+class Ledger:
+    """Measured step and compile times per StepKey, in one JSON file per machine (the latest wins)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _read(self) -> dict:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def get(self, key: StepKey) -> dict:
+        return dict(self._read().get(key.text(), {}))
+
+    def record(self, key: StepKey, **times: float) -> None:
+        from filelock import FileLock
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.path) + ".lock"):
+            entries = self._read()
+            entries[key.text()] = {**entries.get(key.text(), {}), **{k: float(v) for k, v in times.items()},
+                                   "key": asdict(key)}
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(entries, indent=1, sort_keys=True))
+            tmp.replace(self.path)
+
+
+def ledger() -> Ledger:
+    return Ledger(cache_root() / "torch_compile" / "steps.json")
