@@ -74,3 +74,19 @@ def test_batches_cover_split_once_per_epoch(small_shapes):
     assert sum(len(y) for _, y in valid.epoch(0)) == len(ds.valid_index)
     ys = torch.cat([y for _, y in valid.epoch(0)])
     assert torch.equal(ys, ds.targets[ds.valid_index])
+
+
+def test_the_gpus_batch_wide_crops_equal_the_per_item_ones():
+    """On a GPU the crops, transposes and flips of a batch run as a few batch-wide kernels
+    (``batches.crops``); they give the per-item path's pixels exactly (checked here on the CPU)."""
+    from tunekit.data.batches import crops, crops_per_item
+
+    gen = torch.Generator().manual_seed(0)
+    raw = torch.randint(0, 256, (16, 6, 11, 3), dtype=torch.uint8, generator=gen)  # stored 6 x 11, crop 6
+    offsets = torch.randint(0, 6, (16,), generator=gen)
+    transposed = torch.rand(16, generator=gen) < 0.3
+    flips = torch.rand(16, generator=gen) < 0.5
+    assert transposed.any() and flips.any() and (~flips).any()
+    expected = crops_per_item(raw, offsets, transposed, flips, 6)
+    assert torch.equal(crops(raw, offsets, transposed, flips, 6), expected)
+    assert expected.shape == (16, 3, 6, 6) and expected.is_contiguous()

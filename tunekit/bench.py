@@ -234,18 +234,25 @@ def inference_ceiling(model_name: str, device: torch.device, batch_size: int, im
 def packing(model_name: str, counts: list[int], device: str, batch_size: int, img_size: int, precision: str,
             n_images: int, echo=print) -> list[dict]:
     """Aggregate training images/s of 1, 2, 4... concurrent trials (processes) sharing one device,
-    and each one's peak memory: what packing several small trials on a GPU buys."""
+    and each one's peak memory: what packing several small trials on a GPU buys. As a search packs
+    them: each worker keeps to 1/k of the GPU's memory (``gpu_share.limit_memory``, which also decides
+    whether its images stay on the GPU), and this process gives back the memory its own runs cached."""
+    import gc
     import multiprocessing as mp
     import os
 
     ctx = mp.get_context("spawn")
     tkdata.load(f"shapes?n={n_images}&size={img_size}", "crop", img_size)  # made once, before the workers
+    gc.collect()
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
     rows = []
     for k in counts:
         threads = max(1, (os.cpu_count() or 1) // k)
         with ctx.Manager() as manager:
             barrier = manager.Barrier(k)
-            args = (model_name, device, batch_size, img_size, precision, n_images, threads, barrier)
+            args = (model_name, device, batch_size, img_size, precision, n_images, threads, barrier, 1 / k)
             with ctx.Pool(k) as pool:
                 results = pool.starmap(_pack_worker, [args] * k)
         rows.append({"trials": k, "images_per_s": sum(r[0] for r in results),
@@ -256,9 +263,11 @@ def packing(model_name: str, counts: list[int], device: str, batch_size: int, im
     return rows
 
 
-def _pack_worker(model_name, device, batch_size, img_size, precision, n_images, threads, barrier) -> tuple:
+def _pack_worker(model_name, device, batch_size, img_size, precision, n_images, threads, barrier, share) -> tuple:
     from . import _compat  # noqa: F401 - a spawned process imports timm through tunekit
+    from .gpu_share import limit_memory
 
+    limit_memory(resolve_device(device), share)  # as a trial at this share of the GPU does
     cfg = TrialConfig(data=f"shapes?n={n_images}&size={img_size}", model=model_name, pretrained=False,
                       epochs=3, batch_size=batch_size, img_size=img_size, precision=precision, device=device,
                       threads=threads)

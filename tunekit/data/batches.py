@@ -62,25 +62,34 @@ class Batches:
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of one epoch; training order and augmentation are seeded by (seed, epoch)."""
-        for pos, gen in self._positions(epoch):
-            yield self._batch(pos, gen), self.targets[pos.to(self.device)]
+        for pos, on_device, gen in self._positions(epoch):
+            yield self._batch(pos, on_device, gen), self.targets[on_device]
 
-    def _positions(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Generator]]:
+    def _positions(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Generator]]:
+        """Each batch's positions in this split, on the host and on the device. The epoch's positions go
+        to a GPU in one copy that does not wait (a copy per batch from pageable memory made the host wait
+        for the previous step's kernels: no overlap of the next batch's preparation with the step)."""
         n = len(self.index)
         gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         order = torch.randperm(n, generator=gen) if self.train else torch.arange(n)
-        for b in range(len(self)):
-            # Sorted positions read the memory map sequentially (``index`` is ascending); the
-            # order of items within a batch does not change a training step.
-            yield order[b * self.batch_size: (b + 1) * self.batch_size].sort().values, gen
+        # Sorted positions read the memory map sequentially (``index`` is ascending); the order of
+        # items within a batch does not change a training step.
+        batches = [order[b * self.batch_size: (b + 1) * self.batch_size].sort().values for b in range(len(self))]
+        if self.device.type == "cuda" and batches:
+            flat = torch.cat(batches).pin_memory().to(self.device, non_blocking=True)
+            on_device = list(flat.split([len(b) for b in batches]))
+        else:
+            on_device = batches
+        for pos, dev in zip(batches, on_device):
+            yield pos, dev, gen
 
     def pixel_epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """As :meth:`epoch`, but the uint8 crops: the host's whole share when training on a GPU."""
-        for pos, gen in self._positions(epoch):
-            yield self.pixels(pos, gen), self.targets[pos.to(self.device)]
+        for pos, on_device, gen in self._positions(epoch):
+            yield self.pixels(pos, gen, on_device), self.targets[on_device]
 
-    def _batch(self, pos: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        pixels = self.pixels(pos, gen)
+    def _batch(self, pos: torch.Tensor, on_device: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        pixels = self.pixels(pos, gen, on_device)
         if self.device.type != "cpu":
             # one float multiply-add on the training device: the host only ever moves uint8
             x = torch.addcmul(self.shift, pixels.float(), self.scale)
@@ -91,10 +100,11 @@ class Batches:
                 torch.mul(pixels[i:i + step], self.scale, out=x[i:i + step]).add_(self.shift)
         return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
 
-    def pixels(self, pos: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """The uint8 NCHW crops of the items at ``pos`` (positions in this split), on the device."""
+    def pixels(self, pos: torch.Tensor, gen: torch.Generator, on_device: torch.Tensor | None = None) -> torch.Tensor:
+        """The uint8 NCHW crops of the items at ``pos`` (positions in this split; ``on_device``: the same
+        on the device), on the device."""
         if self.resident is not None:
-            raw = self.resident[pos.to(self.device)]
+            raw = self.resident[pos.to(self.device) if on_device is None else on_device]
         else:
             # np.take copies the rows out of the read-only memory map into a fresh, writable array
             raw = torch.from_numpy(np.take(self.cache.images, self.index[pos.numpy()], axis=0))
@@ -110,15 +120,39 @@ class Batches:
             offsets = torch.zeros(B, dtype=torch.long)
         flips = (torch.rand(B, generator=gen) < 0.5) if self.train else torch.zeros(B, dtype=torch.bool)
         transposed = self.transposed[pos]
-        # Per item: a view of its window (HWC), transposed back and/or flipped; one copy for all.
-        items = []
-        for i, (o, t, f) in enumerate(zip(offsets.tolist(), transposed.tolist(), flips.tolist())):
-            w = raw[i, :, o:o + S]
-            if t:
-                w = w.transpose(0, 1)
-            if f:
-                w = w.flip(1)
-            items.append(w)
-        # uint8 NHWC -> contiguous NCHW while still 1 byte per value (converting to float and
-        # permuting at once was 1.5x slower on a CPU at 224px)
-        return torch.stack(items).permute(0, 3, 1, 2).contiguous()
+        if raw.device.type == "cuda":  # a few kernels for the batch, not one per flipped item
+            return crops(raw, offsets, transposed, flips, S)
+        return crops_per_item(raw, offsets, transposed, flips, S)
+
+
+def crops_per_item(raw: torch.Tensor, offsets: torch.Tensor, transposed: torch.Tensor, flips: torch.Tensor,
+                   size: int) -> torch.Tensor:
+    """Per item: a view of its window (HWC), transposed back and/or flipped; one copy for all (on a CPU,
+    cheaper than batch-wide ops that each write the whole batch)."""
+    items = []
+    for i, (o, t, f) in enumerate(zip(offsets.tolist(), transposed.tolist(), flips.tolist())):
+        w = raw[i, :, o:o + size]
+        if t:
+            w = w.transpose(0, 1)
+        if f:
+            w = w.flip(1)
+        items.append(w)
+    # uint8 NHWC -> contiguous NCHW while still 1 byte per value (converting to float and
+    # permuting at once was 1.5x slower on a CPU at 224px)
+    return torch.stack(items).permute(0, 3, 1, 2).contiguous()
+
+
+def crops(raw: torch.Tensor, offsets: torch.Tensor, transposed: torch.Tensor, flips: torch.Tensor,
+          size: int) -> torch.Tensor:
+    """:meth:`Batches.pixels`' crops as batch-wide ops (on a GPU: a handful of kernels whatever the batch
+    size): item i's ``size``-wide window of its stored width from ``offsets[i]`` (a gather), transposed
+    back where ``transposed``, flipped where ``flips``; uint8 NCHW. Equal to the per-item path."""
+    B, device = raw.shape[0], raw.device
+    cols = offsets.to(device)[:, None] + torch.arange(size, device=device)[None, :]  # (B, S)
+    window = torch.gather(raw, 2, cols[:, None, :, None].expand(B, raw.shape[1], size, raw.shape[3]))
+    if raw.shape[1] == size:  # square windows: transposing keeps the shape
+        t = transposed.to(device)[:, None, None, None]
+        window = torch.where(t, window.transpose(1, 2), window)
+    f = flips.to(device)[:, None, None, None]
+    window = torch.where(f, window.flip(2), window)
+    return window.permute(0, 3, 1, 2).contiguous()
