@@ -150,6 +150,49 @@ def test_every_trial_is_one_wandb_run_grouped_under_the_search(tracked):
     assert f"upload: wandb sync {run / 'wandb'}/offline-run-*" in out
 
 
+class Trial:
+    """What MlflowTracker reads of a Ray trial: its name, config, folder and last result."""
+
+    def __init__(self, name: str, folder: Path, epoch: int) -> None:
+        self.name, self.local_path = name, str(folder)
+        self.config = {"model": "test_resnet", "lr": 0.01, "epochs": 3, "pretrained": False}
+        self.last_result = {"epoch": epoch, "error_rate": 0.5}
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def test_a_resumed_search_goes_on_in_its_mlflow_runs(mlflow_server, tmp_path):
+    """A search stopped and resumed (a new driver, new callbacks) logs into the runs it had: one parent, one
+    run per trial, its metric history continued."""
+    from mlflow import MlflowClient
+
+    from tunekit.tuner.trackers import MlflowTracker
+
+    uri, _ = mlflow_server
+    run_dir = tmp_path / "runs" / "resumed"
+    trial = Trial("run_trial_abc12_00000", run_dir / "run_trial_abc12_00000_0_lr=0.01", epoch=1)
+    first = MlflowTracker({"tracking_uri": uri}, "resumed", run_dir)
+    first.setup()
+    first.log_trial_start(trial)
+    first.log_trial_result(1, trial, {"epoch": 1, "error_rate": 0.5})
+    first.on_experiment_end([trial])  # stopped: the run is marked unfinished
+    trial.last_result = {"epoch": 3, "error_rate": 0.3}
+    second = MlflowTracker({"tracking_uri": uri}, "resumed", run_dir)
+    second.setup()
+    second.log_trial_start(trial)
+    for epoch, error in ((2, 0.4), (3, 0.3)):
+        second.log_trial_result(epoch, trial, {"epoch": epoch, "error_rate": error})
+    second.log_trial_end(trial)
+    assert second.parent == first.parent
+    client = MlflowClient(uri)
+    runs = client.search_runs([second.experiment_id])
+    (mine,) = [r for r in runs if r.data.tags.get("trial_name") == str(trial)]
+    assert [(m.step, m.value) for m in client.get_metric_history(mine.info.run_id, "error_rate")] == [
+        (1, 0.5), (2, 0.4), (3, 0.3)]
+    assert mine.data.tags["status"] == "completed" and mine.info.status == "FINISHED"
+
+
 def test_a_tracker_server_that_goes_away_mid_search_warns_once_and_the_search_ends(mlflow_server, data, tmp_path):
     """Kill the MLflow server after the first epoch: one warning, every trial still ends, exit 0."""
     uri, server = mlflow_server
