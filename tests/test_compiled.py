@@ -1,6 +1,7 @@
 """The compiled step (config key ``compile``): the same numbers as eager, a compile cache the runs of a
 machine share, and ``auto``'s rule on the times runs measured. Real torch.compile on the CPU (Inductor's
-C++ backend), kept small: the tiniest timm ResNet at 16 px, one epoch (~40-80 s to compile on 2 cores)."""
+C++ backend), kept small: the tiniest timm ResNet at 16 px, one epoch (~40-80 s to compile on 2 cores,
+once: the next process and bench load its kernels from the shared cache)."""
 
 from __future__ import annotations
 
@@ -51,16 +52,35 @@ def test_compile_is_a_config_key_with_three_values():
 
 
 SCRIPT = """
-import json, sys
+import copy, json, sys
+import torch
 from torch._dynamo.utils import counters
+from tunekit.compiled import compile_model
 from tunekit.config import TrialConfig
 from tunekit.loop import fit
+from tunekit.model import build_model
 
 out = {}
-for mode in sys.argv[2:]:
-    # a linear head: no dropout, whose masks a compiled graph draws with its own generator
+if sys.argv[2] == "steps":  # the train step itself: eager and compiled from the same weights, on one batch
+    torch.manual_seed(0)
+    cfg = TrialConfig(model="test_resnet", pretrained=False, img_size=16, batch_size=16)  # concat pool, fastai head
+    model, _ = build_model(cfg, 6, 16)
+    twin = compile_model(copy.deepcopy(model))
+    x, y = torch.randn(16, 3, 16, 16), torch.randint(0, 6, (16,))
+    seen = {}
+    for name, net in (("eager", model), ("compiled", twin)):
+        torch.manual_seed(1)  # the dropout masks: drawn from torch's generator by both
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        loss.backward()
+        net.eval()
+        with torch.no_grad():
+            seen[name] = (float(loss), torch.cat([p.grad.flatten() for p in net.parameters()]), net(x))
+    (le, ge, oe), (lc, gc, oc) = seen["eager"], seen["compiled"]
+    out["step"] = {"loss": [le, lc], "grad_diff": float((ge - gc).abs().max()), "grad_max": float(ge.abs().max()),
+                   "eval_diff": float((oe - oc).abs().max()), "eval_max": float(oe.abs().max())}
+for mode in sys.argv[3:]:
     cfg = TrialConfig(data=sys.argv[1], model="test_resnet", pretrained=False, epochs=1, batch_size=16, img_size=16,
-                      head="linear", compile=mode, seed=1, threads=1)
+                      compile=mode, seed=1, threads=1)
     r = fit(cfg)
     out[mode] = {"losses": [r.history[0]["train_loss"], r.history[0]["valid_loss"]], "why": r.info.compile_why,
                  "compiled": r.info.compiled}
@@ -79,14 +99,21 @@ def run_fits(data: str, *modes: str) -> dict:
 @pytest.mark.timeout(1200)
 def test_a_compiled_run_matches_eager_and_the_next_process_reuses_its_compile(small_shapes, tmp_path):
     data = f"folder:{small_shapes}"
-    first = run_fits(data, "off", "on")
+    first = run_fits(data, "steps", "off", "on")
+    # a train step's loss and gradients (dropout's masks drawn as eager draws them) and the outputs in eval
+    # mode: the same numbers but for the float reassociation of the compiled kernels
+    step = first["step"]
+    assert step["loss"][1] == pytest.approx(step["loss"][0], rel=1e-5)
+    assert step["grad_diff"] <= 1e-4 * step["grad_max"] and step["eval_diff"] <= 1e-4 * step["eval_max"], step
+    # a whole run: 12 AdamW steps amplify those last-digit differences (Adam's update is the gradient's
+    # sign for the smallest ones), so its losses agree to a percent, not to the last digit
     assert first["off"]["compiled"] is False and first["on"]["compiled"] is True
-    # 12 AdamW steps and a validation pass: float reassociation in the compiled kernels, nothing more
-    assert first["on"]["losses"] == pytest.approx(first["off"]["losses"], rel=1e-3)
+    assert first["on"]["losses"] == pytest.approx(first["off"]["losses"], rel=2e-2)
     # a second trial of the same network on this machine: Inductor's kernels come from the shared cache
-    second = run_fits(data, "on")
+    second = run_fits(data, "nosteps", "on")
     assert second["cache_hits"] > 0 and second["on"]["losses"] == pytest.approx(first["on"]["losses"], rel=1e-5)
-    # tunekit bench --compile: eager and compiled rates, the compile's time, kept for compile=auto
+    # tunekit bench --compile (the same network and shapes: its compile comes from the cache too): eager and
+    # compiled rates, the compile's time, kept for compile=auto
     out = tmp_path / "bench.json"
     proc = subprocess.run(["tunekit", "bench", "--models", "test_resnet", "--img-size", "16", "--batch-size", "16",
                            "--device", "cpu", "--n-images", "96", "--rounds", "1", "--compile", "--json", str(out)],
