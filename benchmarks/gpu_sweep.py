@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SIZES = {
     "cuda": {"models": ["resnet18", "convnext_tiny", "efficientnet_b0"], "lrs": [0.008, 0.02], "size": 224,
              "n": 3000, "batch": 64, "workers": 6},
-    "cpu": {"models": ["test_resnet", "test_convnext", "test_efficientnet"], "lrs": [0.008, 0.02], "size": 32, "n": 160,
+    "cpu": {"models": ["test_resnet", "test_convnext", "test_efficientnet"], "lrs": [0.008, 0.02], "size": 32, "n": 96,
             "batch": 32, "workers": 0},
 }
 
