@@ -6,23 +6,22 @@ the backward), whether it pays, and the compile cache the runs of a machine shar
     ledger().record(key, compile_s=31.0, compiled_step_s=0.021)
 
 ``auto`` compiles when the run's expected train steps amortize the compile time measured for the same
-network on this machine (``tunekit bench`` measures eager and compiled steps and the compile; a run with
-``compile=on`` records its own): steps x (eager step - compiled step) > compile time. Without both
-measurements it runs eager and says why. Inductor's cache (``TORCHINDUCTOR_CACHE_DIR``) is set to one
-folder under tunekit's cache, so the trials of a machine share it: only the first trial of a network
-pays the full compile; the next ones load its kernels.
+network on this machine (``tunekit bench --compile`` measures eager and compiled steps and the compile;
+a run with ``compile`` on or auto records its own, unless it shared its GPU): steps x (eager step -
+compiled step) > compile time. Without both measurements it runs eager and says why. Inductor's cache
+(``TORCHINDUCTOR_CACHE_DIR``) is set to one folder under tunekit's cache, so the trials of a machine
+share it: only the first trial of a network pays the full compile; the next ones load its kernels.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from .paths import cache_root
+from .paths import MachineFile, cache_root
 
 COMPILE_MODES = ("off", "on", "auto")
 
@@ -91,31 +90,16 @@ def compile_model(model: torch.nn.Module) -> torch.nn.Module:
 
 
 class Ledger:
-    """Measured step and compile times per StepKey, in one JSON file per machine (the latest wins)."""
+    """Measured step and compile times per StepKey, in one file per machine (``paths.MachineFile``)."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def _read(self) -> dict:
-        try:
-            return json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}
+        self.file = MachineFile(path)
 
     def get(self, key: StepKey) -> dict:
-        return dict(self._read().get(key.text(), {}))
+        return self.file.get(key.text())
 
     def record(self, key: StepKey, **times: float) -> None:
-        from filelock import FileLock
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.path) + ".lock"):
-            entries = self._read()
-            entries[key.text()] = {**entries.get(key.text(), {}), **{k: float(v) for k, v in times.items()},
-                                   "key": asdict(key)}
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(entries, indent=1, sort_keys=True))
-            tmp.replace(self.path)
+        self.file.update(key.text(), {**{k: float(v) for k, v in times.items()}, "key": asdict(key)})
 
 
 def ledger() -> Ledger:

@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from filelock import FileLock
-
 from .errors import TunekitError
+from .paths import MachineFile, cache_root
 
 if TYPE_CHECKING:  # torch loads only where a GPU is probed: a dry run plans without it
     import torch
@@ -154,8 +152,6 @@ def resident_on(device: torch.device, nbytes: int) -> bool:
 
 
 def cache_file() -> Path:
-    from .paths import cache_root
-
     return cache_root() / "gpu_memory.json"
 
 
@@ -224,26 +220,12 @@ def shares_of(keys: list[MemoryKey], total_gib: float, measure: Callable[[Memory
 
 
 def _cached(machine: str) -> dict[str, float]:
-    path = cache_file()
-    try:
-        return json.loads(path.read_text()).get(machine, {}) if path.is_file() else {}
-    except (OSError, ValueError):
-        return {}
+    return MachineFile(cache_file()).get(machine)
 
 
 def _remember(machine: str, name: str, peak: float) -> None:
-    """Add one probe to the cache file (under its lock: other drivers may probe at once)."""
-    path = cache_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        try:
-            known = json.loads(path.read_text()) if path.is_file() else {}
-        except ValueError:
-            known = {}
-        known.setdefault(machine, {})[name] = peak
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(known, indent=1, sort_keys=True))
-        os.replace(tmp, path)
+    """Add one probe to the cache file (other drivers may probe at once: ``paths.MachineFile``)."""
+    MachineFile(cache_file()).update(machine, {name: peak})
 
 
 def probe_remote(keys: list[MemoryKey], size_on_gib: float | None = None) -> tuple[dict[MemoryKey, Share], float]:

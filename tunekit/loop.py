@@ -111,8 +111,8 @@ class _Run:
     loss_fn: nn.Module
     opt: torch.optim.Optimizer
     amp: Amp
-    clock: StartClock | None = None
-    step_key: StepKey | None = None  # for compiled.ledger(): what this run's steps measured
+    clock: StartClock
+    step_key: StepKey | None = None  # where this run's step times go in compiled.ledger() (None: not kept)
 
     @property
     def resident_bytes(self) -> int:
@@ -120,13 +120,15 @@ class _Run:
 
 
 def fit(cfg: TrialConfig, report: Reporter | None = None, *, resume: dict[str, Any] | None = None,
-        on_setup: Callable[[RunInfo], None] | None = None, clock: StartClock | None = None) -> FitResult:
+        on_setup: Callable[[RunInfo], None] | None = None, clock: StartClock | None = None,
+        alone: bool = True) -> FitResult:
     """Train ``cfg`` to the end (or divergence); ``report`` after every epoch; ``on_setup`` once
     data and model are ready, with what the run really uses; ``clock``: its start phases (in
-    ``RunInfo.start_phases``, the first step's once the first epoch reports)."""
-    clock = clock or StartClock()
-    run = _setup(cfg, clock)
-    run.clock = clock
+    ``RunInfo.start_phases``, the first step's once the first epoch reports). A run with ``compile``
+    on or auto that has its device ``alone`` records its step times for ``compile=auto``."""
+    run = _setup(cfg, clock or StartClock())
+    if cfg.compile == "off" or not alone:  # (a packed trial's step times hold its neighbours' too)
+        run.step_key = None
     if on_setup is not None:
         on_setup(run.info)
     phases = plan(cfg)
@@ -236,7 +238,7 @@ def _setup(cfg: TrialConfig, clock: StartClock) -> _Run:
     return _Run(
         cfg=cfg, info=info, device=device, model=model, train=train, valid=valid,
         loss_fn=nn.BCEWithLogitsLoss() if ds.multilabel else nn.CrossEntropyLoss(),
-        opt=optimizer(model, cfg.lr), amp=Amp.create(precision, device), step_key=key,
+        opt=optimizer(model, cfg.lr), amp=Amp.create(precision, device), clock=clock, step_key=key,
     )
 
 
@@ -250,7 +252,7 @@ def _epoch(run: _Run, phase: Phase, phase_epoch: int, epoch: int) -> dict[str, A
     loss_sum = torch.zeros((), device=device)
     seen = 0
     diverged = False
-    timing = run.clock is not None and "first_step" not in run.clock.phases  # this run's first epoch
+    timing = "first_step" not in run.clock.phases  # this run's first epoch
     first_s = 0.0
     for i, (x, y) in enumerate(run.train.epoch(epoch)):
         phase.apply(opt, (phase_epoch * steps + i) / total_steps)
@@ -276,7 +278,7 @@ def _epoch(run: _Run, phase: Phase, phase_epoch: int, epoch: int) -> dict[str, A
         bad = {"error_rate": 1.0, "accuracy": 0.0, **({"f2": 0.0} if run.info.multilabel else {})}
         return {**common, "train_loss": None, "valid_loss": None, **bad, "diverged": True, "seconds": train_seconds}
     valid_start = time.perf_counter()
-    valid_loss, quality, first_valid_s = _validate(run)
+    valid_loss, quality, first_valid_s = _validate(run, timed=timing and run.step_key is not None)
     seconds = time.perf_counter() - start
     if timing and i > 0 and run.step_key is not None:  # what this run's steps cost, for compile=auto
         step_s = (train_seconds - first_s) / i
@@ -286,8 +288,9 @@ def _epoch(run: _Run, phase: Phase, phase_epoch: int, epoch: int) -> dict[str, A
     return {**common, "train_loss": loss_sum.item() / seen, "valid_loss": valid_loss, **quality, "seconds": seconds}
 
 
-def _validate(run: _Run) -> tuple[float, dict[str, float], float]:
-    """(loss, quality metrics, seconds of the first batch: a compiled network compiles its eval there)."""
+def _validate(run: _Run, timed: bool = False) -> tuple[float, dict[str, float], float]:
+    """(loss, quality metrics, ``timed``: seconds of the first batch, where a compiled network compiles its
+    eval; else 0, and no wait for the device)."""
     run.model.eval()
     outs, ys = [], []
     start, first_s = time.perf_counter(), 0.0
@@ -295,7 +298,7 @@ def _validate(run: _Run) -> tuple[float, dict[str, float], float]:
         for x, y in run.valid.epoch(0):
             outs.append(run.model(x).float())
             ys.append(y)
-            if len(outs) == 1:
+            if timed and len(outs) == 1:
                 synchronize(run.device)
                 first_s = time.perf_counter() - start
     logits, target = torch.cat(outs), torch.cat(ys)

@@ -16,10 +16,11 @@ MLflow runs by their tags).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -168,9 +169,9 @@ class WandbTracker(WandbLoggerCallback):
 
     def __init__(self, settings: dict[str, str], search: str, run_dir: Path) -> None:
         self.mode = wandb_mode(settings)
-        extra = {"entity": settings["entity"]} if "entity" in settings else {}
+        self.entity = {"entity": settings["entity"]} if "entity" in settings else {}
         super().__init__(project=settings["project"], group=settings.get("group", search), upload_timeout=60,
-                         dir=str(run_dir), mode=self.mode, resume="allow", settings=quiet_settings(), **extra)
+                         dir=str(run_dir), mode=self.mode, resume="allow", settings=quiet_settings(), **self.entity)
         self.open: set[Any] = set()
 
     def setup(self, *args: Any, **kwargs: Any) -> None:
@@ -217,7 +218,7 @@ class WandbTracker(WandbLoggerCallback):
 
         run = wandb.init(project=self.project, group=self.group, name=f"{run_dir.name} (report)", job_type="report",
                          dir=str(run_dir), mode=self.mode, reinit="create_new", settings=quiet_settings(),
-                         **_entity(self.kwargs))
+                         **self.entity)
         artifact = wandb.Artifact(f"{run_dir.name}-report", type="report")
         for name in REPORT_FILES:
             if (run_dir / name).is_file():
@@ -245,23 +246,20 @@ class MlflowTracker(MLflowLoggerCallback):
         self.parent: str | None = None
         self.runs: dict[Any, str] = {}  # trial -> its MLflow run id
 
-    def _client(self):
-        from mlflow import MlflowClient
-
-        return MlflowClient(self.tracking_uri)
-
     def _find(self, tags: dict[str, str]) -> str | None:
         """The run of this experiment with these tags (a resumed search's), made by an earlier run of it."""
         query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-        found = self._client().search_runs([self.experiment_id], query, max_results=1)
+        found = self.client.search_runs([self.experiment_id], query, max_results=1)
         if not found:
             return None
-        self._client().update_run(found[0].info.run_id, status="RUNNING")
+        self.client.update_run(found[0].info.run_id, status="RUNNING")
         return found[0].info.run_id
 
     def setup(self, *args: Any, **kwargs: Any) -> None:
+        from mlflow import MlflowClient
+
         super().setup(*args, **kwargs)
-        client = self._client()
+        self.client = client = MlflowClient(self.tracking_uri)  # (made here: Ray pickles callbacks before)
         self.experiment_id = client.get_experiment_by_name(self.experiment_name).experiment_id
         mine = {"tunekit.run_folder": str(self.run_dir), "tunekit.role": "search"}
         self.parent = self._find(mine) or client.create_run(self.experiment_id, run_name=self.search,
@@ -277,9 +275,9 @@ class MlflowTracker(MLflowLoggerCallback):
         run_id = self._find(tags)
         if run_id is None:
             tags.update({"tunekit.role": "trial", "trial_folder": Path(trial_local_path(trial)).name})
-            run_id = self._client().create_run(self.experiment_id, run_name=str(trial), tags=tags).info.run_id
+            run_id = self.client.create_run(self.experiment_id, run_name=str(trial), tags=tags).info.run_id
             params = [Param(k, str(v)) for k, v in flatten_dict(dict(trial.config)).items()]
-            self._client().log_batch(run_id, params=params, tags=[RunTag("tunekit.search", self.search)])
+            self.client.log_batch(run_id, params=params, tags=[RunTag("tunekit.search", self.search)])
         self.runs[trial] = run_id
 
     def log_trial_result(self, iteration: int, trial, result: dict) -> None:
@@ -289,12 +287,12 @@ class MlflowTracker(MLflowLoggerCallback):
 
         metrics = epoch_metrics(result)
         step, now = int(metrics.get("epoch", iteration)), int(time.time() * 1000)
-        self._client().log_batch(self.runs[trial], metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+        self.client.log_batch(self.runs[trial], metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
 
     def _end(self, trial, status: str, state: str) -> None:
         run_id = self.runs.pop(trial)
-        self._client().set_tag(run_id, STATUS_TAG, status)
-        self._client().set_terminated(run_id, status=state)
+        self.client.set_tag(run_id, STATUS_TAG, status)
+        self.client.set_terminated(run_id, status=state)
 
     def log_trial_end(self, trial, failed: bool = False) -> None:
         if trial in self.runs:
@@ -306,7 +304,7 @@ class MlflowTracker(MLflowLoggerCallback):
 
     def upload_report(self, run_dir: Path, result: Any) -> str:
         """The report as artifacts of the search's parent run; returns where to look."""
-        client = self._client()
+        client = self.client
         for name in REPORT_FILES:
             if (run_dir / name).is_file():
                 client.log_artifact(self.parent, str(run_dir / name))
@@ -316,24 +314,19 @@ class MlflowTracker(MLflowLoggerCallback):
         return f"MLflow {self.tracking_uri}/#/experiments/{self.experiment_id} (experiment {self.experiment_name!r})"
 
 
-class _offline:
-    def __init__(self, mode: str) -> None:
-        self.mode = mode
-
-    def __enter__(self) -> None:
-        self.saved = os.environ.get("WANDB_MODE")
-        if self.mode == "offline":
-            os.environ["WANDB_MODE"] = "offline"
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.saved is None:
+@contextlib.contextmanager
+def _offline(mode: str) -> Iterator[None]:
+    """WANDB_MODE=offline meanwhile, for an offline tracker (W&B's own variable, as it was after)."""
+    saved = os.environ.get("WANDB_MODE")
+    if mode == "offline":
+        os.environ["WANDB_MODE"] = "offline"
+    try:
+        yield
+    finally:
+        if saved is None:
             os.environ.pop("WANDB_MODE", None)
         else:
-            os.environ["WANDB_MODE"] = self.saved
-
-
-def _entity(kwargs: dict) -> dict:
-    return {"entity": kwargs["entity"]} if "entity" in kwargs else {}
+            os.environ["WANDB_MODE"] = saved
 
 
 def check_login(trackers: dict[str, dict[str, str]]) -> None:

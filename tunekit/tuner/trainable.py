@@ -104,7 +104,7 @@ def run_trial(config: dict[str, Any]) -> None:
         _maybe_fault(config.get(FAULT_KEY), metrics["epoch"])
 
     try:
-        fit(cfg, report, resume=resume, on_setup=on_setup, clock=clock)
+        fit(cfg, report, resume=resume, on_setup=on_setup, clock=clock, alone=not 0 < share < 1)
     except Exception as e:
         if not is_out_of_memory(e):
             raise
