@@ -61,9 +61,10 @@ LRS = [0.001, 0.003, 0.01, 0.03]
 
 
 def spearman(a, b) -> float:
-    from scipy import stats
+    from scipy.stats import rankdata
 
-    return float(stats.spearmanr(a, b).statistic)
+    a, b = rankdata(a), rankdata(b)
+    return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
 
 
 def trials(storage: Path, seeds: list[int], lrs: list[float]) -> pd.DataFrame:
@@ -83,24 +84,36 @@ def trials(storage: Path, seeds: list[int], lrs: list[float]) -> pd.DataFrame:
     return df[["config", "pool", "lr", "seed", "epoch1", "final"]]
 
 
-def bootstrap(df, stat, draws: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile interval of ``stat(df)`` with configurations resampled (their seeds together)."""
-    rng = np.random.default_rng(seed)
-    groups = [g for _, g in df.groupby("config")]
-    values = []
-    for _ in range(draws):
-        pick = rng.integers(0, len(groups), len(groups))
-        sample = pd.concat([groups[i].assign(config=f"{groups[i]['config'].iloc[0]}#{k}") for k, i in enumerate(pick)])
-        v = stat(sample)
-        if np.isfinite(v):
-            values.append(v)
+def grid(df: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(configurations, epoch-1 errors, final errors), the errors as configurations x seeds arrays; a
+    configuration missing a seed (an errored trial) is left out."""
+    seeds = df["seed"].nunique()
+    whole = df.groupby("config").filter(lambda g: g["seed"].nunique() == seeds).sort_values(["config", "seed"])
+    configs = list(dict.fromkeys(whole["config"]))
+    shape = (len(configs), seeds)
+    return configs, whole["epoch1"].to_numpy().reshape(shape), whole["final"].to_numpy().reshape(shape)
+
+
+def per_trial(e1: np.ndarray, final: np.ndarray) -> float:
+    return spearman(e1.ravel(), final.ravel())
+
+
+def per_config(e1: np.ndarray, final: np.ndarray) -> float:
+    return spearman(e1.mean(1), final.mean(1))
+
+
+def bootstrap(e1: np.ndarray, final: np.ndarray, stat, draws: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of ``stat(e1, final)`` with configurations resampled (their seeds together)."""
+    picks = np.random.default_rng(seed).integers(0, len(e1), (draws, len(e1)))
+    values = np.array([stat(e1[p], final[p]) for p in picks])
+    values = values[np.isfinite(values)]
     return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
 
 
-def with_spread(df, ratio: float):
+def with_spread(e1: np.ndarray, ratio: float) -> np.ndarray:
     """Each trial's epoch-1 error moved to its configuration's mean plus ``ratio`` times its deviation."""
-    mean = df.groupby("config")["epoch1"].transform("mean")
-    return df.assign(epoch1=mean + ratio * (df["epoch1"] - mean))
+    mean = e1.mean(1, keepdims=True)
+    return mean + ratio * (e1 - mean)
 
 
 def spread_ratio(path: Path) -> tuple[float, int]:
@@ -110,21 +123,16 @@ def spread_ratio(path: Path) -> tuple[float, int]:
     return statistics.stdev(err["fastai"]) / statistics.stdev(err["tunekit"]), len(err["tunekit"])
 
 
-def by_config(df):
-    return df.groupby("config")[["epoch1", "final"]].mean()
-
-
-def report(df, spread: Path | None) -> str:
-    per_trial = lambda d: spearman(d["epoch1"], d["final"])  # noqa: E731
-    per_config = lambda d: spearman(by_config(d)["epoch1"], by_config(d)["final"])  # noqa: E731
+def report(df: pd.DataFrame, spread: Path | None) -> str:
     lines = ["| trial | config | seed | error after epoch 1 | final error |", "|---|---|---|---|---|"]
     lines += [f"| {i} | {r.config} | {r.seed} | {r.epoch1:.3f} | {r.final:.3f} |"
               for i, r in enumerate(df.sort_values(["config", "seed"]).itertuples())]
-    lines += ["", f"Spearman, epoch 1 against the final epoch ({len(df)} trials, {df['config'].nunique()} "
-                  f"configurations, 95% bootstrap intervals over configurations):"]
+    configs, e1, final = grid(df)
+    lines += ["", f"Spearman, epoch 1 against the final epoch ({e1.size} trials, {len(configs)} configurations, "
+                  f"95% bootstrap intervals over configurations):"]
     for label, stat in (("over trials", per_trial), ("over configurations (seeds averaged)", per_config)):
-        low, high = bootstrap(df, stat)
-        lines.append(f"  {label}: {stat(df):+.2f} ({low:+.2f} to {high:+.2f})")
+        low, high = bootstrap(e1, final, stat)
+        lines.append(f"  {label}: {stat(e1, final):+.2f} ({low:+.2f} to {high:+.2f})")
     label = df["config"] + " seed " + df["seed"].astype(str)
     kept = df["epoch1"].nsmallest(max(1, round(len(df) / 3))).index
     best = df["final"].idxmin()
@@ -134,11 +142,14 @@ def report(df, spread: Path | None) -> str:
                  f"{'among them' if best in kept else 'NOT among them'}")
     if spread:
         ratio, n = spread_ratio(spread)
-        diff = lambda d: per_trial(with_spread(d, ratio)) - per_trial(d)  # noqa: E731
-        low, high = bootstrap(df, diff)
+
+        def change(e1: np.ndarray, final: np.ndarray) -> float:
+            return per_trial(with_spread(e1, ratio), final) - per_trial(e1, final)
+
+        low, high = bootstrap(e1, final, change)
         lines.append(f"  with fastai's spread after the frozen epoch (sd ratio fastai/tunekit {ratio:.2f}, {n} seeds "
-                     f"each): over trials {per_trial(with_spread(df, ratio)):+.2f}, a change of {diff(df):+.2f} "
-                     f"({low:+.2f} to {high:+.2f})")
+                     f"each): over trials {per_trial(with_spread(e1, ratio), final):+.2f}, a change of "
+                     f"{change(e1, final):+.2f} ({low:+.2f} to {high:+.2f})")
     return "\n".join(lines)
 
 

@@ -108,7 +108,7 @@ def pixel_check(learn, run, valid_files: list[Path]) -> dict:
             "share_differing": (diff.amax(dim=(1, 2, 3)) > 0.5).float().mean().item(), "flip_max_level_diff": flip_diff}
 
 
-def one_seed(s: dict, seed: int, pixels: bool) -> dict:
+def one_seed(s: dict, seed: int, pixels: bool, variants: list[tuple[str, str, str]]) -> dict:
     import torch
     from torch import nn
 
@@ -132,7 +132,7 @@ def one_seed(s: dict, seed: int, pixels: bool) -> dict:
     dropouts = [m for m in run.model.modules() if isinstance(m, nn.Dropout)]
     rates = [m.p for m in dropouts]
     own_batches, phase = run.train, plan(cfg)[0]
-    for v in VARIANTS:
+    for v in variants:
         batches, head, dropout = v
         run.model.load_state_dict(start)
         if head == "fastai":
@@ -149,8 +149,9 @@ def one_seed(s: dict, seed: int, pixels: bool) -> dict:
     return out
 
 
-def child(s: dict, seed: int, pixels: bool) -> dict:
+def child(s: dict, seed: int, pixels: bool, own_only: bool) -> dict:
     cmd = [sys.executable, __file__, "--one", str(seed), "--setup", json.dumps(s)] + (["--pixels"] if pixels else [])
+    cmd += ["--own-only"] if own_only else []
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"seed {seed} failed:\n{done.stderr[-3000:]}")
@@ -173,8 +174,13 @@ def summary(rows: list[dict]) -> str:
         lines.append(f"| {label} | {mean:.3f} ± {half:.3f} | {statistics.stdev(values):.3f} |")
 
     row("fastai (its own run)", [r["fastai"] for r in rows])
-    for v in VARIANTS:
-        row(f"tunekit's loop: {name(v)}", [r["variants"][name(v)] for r in rows])
+    ran = [v for v in VARIANTS if name(v) in rows[0]["variants"]]
+    for v in ran:
+        row(f"tunekit's loop: {name(v)}" + (" (tunekit's own run)" if v == VARIANTS[0] else ""),
+            [r["variants"][name(v)] for r in rows])
+    own = {"tunekit": [r["variants"][name(VARIANTS[0])] for r in rows], "fastai": [r["fastai"] for r in rows]}
+    lines += ["", "Seed-to-seed sd, tunekit's own run / fastai's own run: {:.2f} (95% F interval {:.2f}-{:.2f})".format(
+        *vs_fastai.sd_ratio(own["tunekit"], own["fastai"]))]
     t, f = "tunekit", "fastai"
     swaps = [
         ("fastai's batches instead of tunekit's (tunekit's head)", name((f, t, "on")), name((t, t, "on"))),
@@ -185,7 +191,10 @@ def summary(rows: list[dict]) -> str:
         ("dropout off (fastai's batches and head)", name((f, f, "off")), name((f, f, "on"))),
         ("fastai's batches and head in tunekit's loop, against fastai's own run", name((f, f, "on")),
          "fastai (its own run)"),
+        ("tunekit's own run against fastai's own run", name((t, t, "on")), "fastai (its own run)"),
     ]
+    present = set(rows[0]["variants"]) | {"fastai (its own run)"}
+    swaps = [(label, a, b) for label, a, b in swaps if a in present and b in present]
     lines += ["", "Swaps, paired by seed (difference in error, 95% t interval):", "", "| swap | effect |", "|---|---|"]
     lines += [f"| {label} | {effect(rows, a, b)} |" for label, a, b in swaps]
     pix = next((r["pixels"] for r in rows if "pixels" in r), None)
@@ -203,17 +212,24 @@ def main() -> None:
     p.add_argument("--json", type=Path, help="write every seed's errors here")
     p.add_argument("--one", type=int, help=argparse.SUPPRESS)
     p.add_argument("--setup", help=argparse.SUPPRESS)
+    p.add_argument("--own-only", action="store_true",
+                   help="only each framework's own run (no swaps): the frozen epoch side by side, cheaply")
+    p.add_argument("--load", type=Path, help="summarize an earlier --json file instead of running")
     p.add_argument("--pixels", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.load:
+        print(summary(json.loads(args.load.read_text())["seeds"]))
+        return
     if args.one is not None:
-        print(json.dumps(one_seed(json.loads(args.setup), args.one, args.pixels)))
+        variants = VARIANTS[:1] if args.own_only else VARIANTS
+        print(json.dumps(one_seed(json.loads(args.setup), args.one, args.pixels, variants)))
         return
     s = vs_fastai.setup_from(args)
     vs_fastai.check_ready(s)
     print(f"data: {vs_fastai.data_dir(s)} (both frameworks)", file=sys.stderr)
     rows = []
     for i, seed in enumerate(args.seeds):
-        rows.append(child(s, seed, pixels=i == 0))
+        rows.append(child(s, seed, pixels=i == 0, own_only=args.own_only))
         print(f"  seed {seed}: fastai {rows[-1]['fastai']:.3f}, " +
               ", ".join(f"{k.replace('batches ', '').replace('head ', '').replace('dropout ', '')} {e:.3f}"
                         for k, e in rows[-1]["variants"].items()), file=sys.stderr)
