@@ -8,9 +8,10 @@ real fine-tune search through ``tunekit.search`` (EfficientNet-Lite0 with its Im
 vs_fastai.py's Fashion-MNIST folders, 56 px, 1 frozen + 2 epochs; pool x lr x seed, ASHA off so every
 trial reaches the end) and prints:
 
-- Spearman's rank correlation between each trial's error after epoch 1 (the first rung) and after the
-  last epoch, over the trials and over the configurations (the mean of their seeds), each with a 95%
-  bootstrap interval (configurations resampled, their seeds together);
+- Spearman's rank correlation between each trial's error after epoch 1 (the first rung; then after each
+  later epoch: the first rung of a longer grace period) and after the last epoch, over the trials and
+  over the configurations (the mean of their seeds), each with a 95% bootstrap interval (configurations
+  resampled, their seeds together);
 - what ASHA (grace 1, reduction 3) would have kept at the first rung: the top third of the trials by
   epoch-1 error, and whether it holds the trial that ends best;
 - with ``--spread`` (a ``vs_fastai.py --json`` file): the same correlation had the first rung had
@@ -78,20 +79,23 @@ def trials(storage: Path, seeds: list[int], lrs: list[float]) -> pd.DataFrame:
     found = tunekit.search(space, storage_path=storage, name="first_rung")
     print(f"search: {len(found.trials)} trials in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     df = found.trials.copy()
-    df["epoch1"] = [runfolder.history(Path(p), "error_rate").get(1, np.nan) for p in df["path"]]
+    histories = [runfolder.history(Path(p), "error_rate") for p in df["path"]]
+    earlier = [f"epoch{k}" for k in range(1, int(df["epochs_total"].max()))]
+    for column in earlier:
+        df[column] = [h.get(int(column.removeprefix("epoch")), np.nan) for h in histories]
     df["final"] = df["error_rate"]
     df["config"] = df["pool"] + " lr " + df["lr"].astype(str)
-    return df[["config", "pool", "lr", "seed", "epoch1", "final"]]
+    return df[["config", "pool", "lr", "seed", *earlier, "final"]]
 
 
-def grid(df: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(configurations, epoch-1 errors, final errors), the errors as configurations x seeds arrays; a
-    configuration missing a seed (an errored trial) is left out."""
+def grid(df: pd.DataFrame, column: str = "epoch1") -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(configurations, errors after an epoch (``column``), final errors), the errors as configurations x
+    seeds arrays; a configuration missing a seed (an errored trial) is left out."""
     seeds = df["seed"].nunique()
     whole = df.groupby("config").filter(lambda g: g["seed"].nunique() == seeds).sort_values(["config", "seed"])
     configs = list(dict.fromkeys(whole["config"]))
     shape = (len(configs), seeds)
-    return configs, whole["epoch1"].to_numpy().reshape(shape), whole["final"].to_numpy().reshape(shape)
+    return configs, whole[column].to_numpy().reshape(shape), whole["final"].to_numpy().reshape(shape)
 
 
 def per_trial(e1: np.ndarray, final: np.ndarray) -> float:
@@ -124,21 +128,25 @@ def spread_ratio(path: Path) -> tuple[float, int]:
 
 
 def report(df: pd.DataFrame, spread: Path | None) -> str:
-    lines = ["| trial | config | seed | error after epoch 1 | final error |", "|---|---|---|---|---|"]
-    lines += [f"| {i} | {r.config} | {r.seed} | {r.epoch1:.3f} | {r.final:.3f} |"
-              for i, r in enumerate(df.sort_values(["config", "seed"]).itertuples())]
+    earlier = [c for c in df.columns if c.startswith("epoch")]
+    lines = ["| trial | config | seed | " + " | ".join(f"error after epoch {c.removeprefix('epoch')}" for c in earlier)
+             + " | final error |", "|---" * (4 + len(earlier)) + "|"]
+    lines += ["| " + " | ".join([str(i), r["config"], str(r["seed"])] + [f"{r[c]:.3f}" for c in [*earlier, "final"]])
+              + " |" for i, (_, r) in enumerate(df.sort_values(["config", "seed"]).iterrows())]
     configs, e1, final = grid(df)
-    lines += ["", f"Spearman, epoch 1 against the final epoch ({e1.size} trials, {len(configs)} configurations, "
-                  f"95% bootstrap intervals over configurations):"]
-    for label, stat in (("over trials", per_trial), ("over configurations (seeds averaged)", per_config)):
-        low, high = bootstrap(e1, final, stat)
-        lines.append(f"  {label}: {stat(e1, final):+.2f} ({low:+.2f} to {high:+.2f})")
+    for column in earlier:
+        _, ek, _ = grid(df, column)
+        lines += ["", f"Spearman, epoch {column.removeprefix('epoch')} against the final epoch ({ek.size} trials, "
+                      f"{len(configs)} configurations, 95% bootstrap intervals over configurations):"]
+        for label, stat in (("over trials", per_trial), ("over configurations (seeds averaged)", per_config)):
+            low, high = bootstrap(ek, final, stat)
+            lines.append(f"  {label}: {stat(ek, final):+.2f} ({low:+.2f} to {high:+.2f})")
     label = df["config"] + " seed " + df["seed"].astype(str)
     kept = df["epoch1"].nsmallest(max(1, round(len(df) / 3))).index
     best = df["final"].idxmin()
     lines.append(f"  ASHA (grace 1, reduction 3) goes on with {len(kept)} of {len(df)} trials at the first rung "
                  f"({', '.join(label[kept])}); the best at the end, {label[best]} (rank "
-                 f"{int(df['epoch1'].rank()[best])} by epoch 1), is "
+                 f"{int(df['epoch1'].rank()[best])} of {len(df)} by epoch 1), is "
                  f"{'among them' if best in kept else 'NOT among them'}")
     if spread:
         ratio, n = spread_ratio(spread)
