@@ -116,7 +116,7 @@ def one_seed(s: dict, seed: int, pixels: bool, variants: list[tuple[str, str, st
     from tunekit.config import TrialConfig
     from tunekit.data.dataset import resolve_items
     from tunekit.loop import StartClock, _epoch, _setup
-    from tunekit.recipe import optimizer, plan, start_phase
+    from tunekit.recipe import optimizer, plan
 
     learn, fastai_error, fastai_start, recorded = fastai_frozen_epoch(s, seed)
     cfg = TrialConfig.from_dict(vs_fastai.tunekit_config(s, seed, pretrained=True))
@@ -140,9 +140,8 @@ def one_seed(s: dict, seed: int, pixels: bool, variants: list[tuple[str, str, st
         for m, p in zip(dropouts, rates):
             m.p = p if dropout == "on" else 0.0
         run.train = own_batches if batches == "tunekit" else Recorded(recorded)
-        run.opt = optimizer(run.model, cfg.lr)
+        run.opt = optimizer(run.model, cfg.lr)  # a fresh one: the state a phase starts with
         run.model.freeze_body(True)
-        start_phase(run.opt)
         torch.set_rng_state(rng)
         metrics = _epoch(run, phase, 0, 1)
         out["variants"][name(v)] = metrics["error_rate"]
@@ -158,10 +157,12 @@ def child(s: dict, seed: int, pixels: bool, own_only: bool) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def effect(rows: list[dict], a: str, b: str) -> str:
-    """mean of (a - b) over the seeds, with its 95% t interval."""
-    diff, half = vs_fastai.t_interval([r["variants"][a] - r["variants"][b] if b != "fastai (its own run)" else
-                                       r["variants"][a] - r["fastai"] for r in rows])
+FASTAI = "fastai (its own run)"
+
+
+def effect(errors: list[dict], a: str, b: str) -> str:
+    """Mean of (run a - run b) over the seeds, with its 95% t interval."""
+    diff, half = vs_fastai.t_interval([e[a] - e[b] for e in errors])
     return f"{diff:+.3f} ± {half:.3f}"
 
 
@@ -169,18 +170,19 @@ def summary(rows: list[dict]) -> str:
     lines = [f"The frozen epoch, {len(rows)} seeds; error after it (mean ± 95% t interval; sd):", "",
              "| run | error | seed-to-seed sd |", "|---|---|---|"]
 
-    def row(label: str, values: list[float]) -> None:
-        mean, half = vs_fastai.t_interval(values)
-        lines.append(f"| {label} | {mean:.3f} ± {half:.3f} | {statistics.stdev(values):.3f} |")
+    errors = [{FASTAI: r["fastai"], **r["variants"]} for r in rows]  # per seed: each run's error
 
-    row("fastai (its own run)", [r["fastai"] for r in rows])
-    ran = [v for v in VARIANTS if name(v) in rows[0]["variants"]]
-    for v in ran:
-        row(f"tunekit's loop: {name(v)}" + (" (tunekit's own run)" if v == VARIANTS[0] else ""),
-            [r["variants"][name(v)] for r in rows])
-    own = {"tunekit": [r["variants"][name(VARIANTS[0])] for r in rows], "fastai": [r["fastai"] for r in rows]}
+    def row(label: str, run: str) -> None:
+        mean, half = vs_fastai.t_interval([e[run] for e in errors])
+        lines.append(f"| {label} | {mean:.3f} ± {half:.3f} | {statistics.stdev(e[run] for e in errors):.3f} |")
+
+    row(FASTAI, FASTAI)
+    for v in VARIANTS:
+        if name(v) in errors[0]:
+            row(f"tunekit's loop: {name(v)}" + (" (tunekit's own run)" if v == VARIANTS[0] else ""), name(v))
+    tunekit = name(VARIANTS[0])
     lines += ["", "Seed-to-seed sd, tunekit's own run / fastai's own run: {:.2f} (95% F interval {:.2f}-{:.2f})".format(
-        *vs_fastai.sd_ratio(own["tunekit"], own["fastai"]))]
+        *vs_fastai.sd_ratio([e[tunekit] for e in errors], [e[FASTAI] for e in errors]))]
     t, f = "tunekit", "fastai"
     swaps = [
         ("fastai's batches instead of tunekit's (tunekit's head)", name((f, t, "on")), name((t, t, "on"))),
@@ -189,14 +191,11 @@ def summary(rows: list[dict]) -> str:
         ("fastai's head init instead of tunekit's (fastai's batches)", name((f, f, "on")), name((f, t, "on"))),
         ("dropout off (tunekit's batches and head)", name((t, t, "off")), name((t, t, "on"))),
         ("dropout off (fastai's batches and head)", name((f, f, "off")), name((f, f, "on"))),
-        ("fastai's batches and head in tunekit's loop, against fastai's own run", name((f, f, "on")),
-         "fastai (its own run)"),
-        ("tunekit's own run against fastai's own run", name((t, t, "on")), "fastai (its own run)"),
+        ("fastai's batches and head in tunekit's loop, against fastai's own run", name((f, f, "on")), FASTAI),
+        ("tunekit's own run against fastai's own run", tunekit, FASTAI),
     ]
-    present = set(rows[0]["variants"]) | {"fastai (its own run)"}
-    swaps = [(label, a, b) for label, a, b in swaps if a in present and b in present]
     lines += ["", "Swaps, paired by seed (difference in error, 95% t interval):", "", "| swap | effect |", "|---|---|"]
-    lines += [f"| {label} | {effect(rows, a, b)} |" for label, a, b in swaps]
+    lines += [f"| {label} | {effect(errors, a, b)} |" for label, a, b in swaps if a in errors[0] and b in errors[0]]
     pix = next((r["pixels"] for r in rows if "pixels" in r), None)
     if pix:
         lines += ["", f"Pixels: {pix['images']} validation images as each pipeline gives them to the model: largest "
