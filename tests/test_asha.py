@@ -22,6 +22,111 @@ def test_rungs_follow_grace_and_reduction_factor():
     assert Ladder(4, 1, 2, 16).rungs == [1, 2]
     assert Ladder(6, 2, 3, 48).rungs == [2]
     assert Ladder(1, 1, 3, 4).rungs == []
+    assert Ladder(40, 1, 2.5, 16).rungs == [1, 3, 7, 16]  # ceil(2.5**k), as Ray rounds: no drift from compounding
+    assert Ladder(10, 1, 3, 16).rungs == [1, 3]  # no rung at 9 of 10: max_t is the paper's top rung there
+    assert Ladder(16, 1, 4, 64).rungs == [1, 4]  # 16 would be max_t itself
+    assert Ladder(9, 1, 3, 27).rungs == [1, 3]
+
+
+def test_a_free_slot_goes_first_to_the_waiting_trial_that_earned_it():
+    """The paper's get_job: a trial at a rung that is in the top 1/rf goes on only if no waiting trial comes
+    before it (a higher rung, or a better one at this rung); otherwise it waits for the next slot."""
+    ladder = Ladder(max_t=9, grace_period=1, reduction_factor=3, total_trials=30)
+    decisions = {}
+    for t, value in zip("abcdefgh", [0.1, 0.2, 0.05, 0.5, 0.6, 0.7, 0.8, 0.9]):
+        ladder.add(t)
+        decisions[t] = ladder.report(t, 1, value)
+    assert decisions["c"] == CONTINUE and ladder.next_promotion() == ("a", 1)  # 6 recorded: a earned the top 2
+    ladder.add("i")
+    assert ladder.report("i", 1, 0.15) == WAIT  # 9 recorded: top 3 holds i too, but a is first in line
+    ladder.promote("a")
+    assert ladder.next_promotion() == ("i", 1)  # the next free slot is i's
+    ladder.add("z")
+    ladder.report("a", 3, 0.04)  # a at rung 3 waits alone there until the rung fills
+    assert ladder.trials["a"].state == "waiting" and ladder.next_promotion() == ("i", 1)
+    for t in "cd":
+        ladder.trials[t].passed = 1
+        ladder._set(t, "running")
+        ladder.report(t, 3, 0.3)  # 3 recorded at rung 3: a is its best, and rung 3 comes before rung 1
+    assert ladder.next_promotion() == ("a", 3)
+    assert ladder.report("z", 1, 0.01) == WAIT  # the best at rung 1, yet a's promotion takes its slot
+    assert ladder.next_promotion() == ("a", 3)
+
+
+def test_has_room_counts_running_trials_and_gives_earned_promotions_the_slot():
+    from tunekit.tuner.asha import PromotingASHA
+
+    asha = PromotingASHA(max_t=8, grace_period=1, reduction_factor=3, total_trials=9, max_running=2)
+    ladder = asha.ladder
+    for t in "ab":
+        ladder.add(t)
+        ladder.start(t)
+    assert not asha.has_room()  # two running on two slots
+    assert ladder.report("a", 1, 0.5) == WAIT
+    assert ladder.occupied() == 1 and asha.has_room()  # a waiting trial holds no slot
+    for t, value in zip("cd", [0.7, 0.8]):
+        ladder.add(t)
+        ladder.report(t, 1, value)  # a is now the best of 3: earned a promotion
+    assert ladder.next_promotion() == ("a", 1) and not asha.has_room()  # its slot, not a new trial's
+    assert PromotingASHA(max_t=8, grace_period=1, reduction_factor=3, total_trials=9).has_room()  # no limit
+
+
+def test_a_retried_trial_keeps_its_place():
+    """Ray requeues a failed trial as on_trial_error then on_trial_add: it comes before the trials made
+    after it, and one that was promoted before every trial not promoted."""
+    ladder = Ladder(max_t=8, grace_period=1, reduction_factor=3, total_trials=20)
+    for t in "abcdefg":
+        ladder.add(t)
+    for t, value in zip("abc", [0.1, 0.5, 0.6]):
+        ladder.start(t)
+        ladder.report(t, 1, value)
+    assert ladder.next_promotion() == ("a", 1)  # the best of 3: promoted
+    ladder.promote("a")
+    ladder.start("a")
+    ladder.report("a", 2, 0.1)
+    ladder.start("d")
+    ladder.finish("d")  # d fails before its first epoch ...
+    ladder.add("d")  # ... and Ray retries it
+    ladder.finish("a")  # a fails at epoch 2 ...
+    ladder.add("a")
+    assert ladder.pending() == ["a", "d", "e", "f", "g"]  # promoted first, then by age
+
+
+def test_a_trial_that_fails_while_waiting_still_waits():
+    ladder = Ladder(max_t=8, grace_period=1, reduction_factor=3, total_trials=9)
+    ladder.add("a")
+    assert ladder.report("a", 1, 0.5) == WAIT
+    ladder.finish("a")  # it failed saving its pause checkpoint ...
+    ladder.add("a")  # ... and is retried
+    assert ladder.trials["a"].state == "waiting" and "a" not in ladder.pending()
+    # Started anyway (from the checkpoint before the rung), it repeats epoch 1: judged again, not let through
+    assert ladder.report("a", 1, 0.1) == WAIT and ladder.trials["a"].scores == {1: 0.5}  # the first value kept
+    for t, value in zip("bc", [0.7, 0.8]):
+        ladder.add(t)
+        ladder.report(t, 1, value)
+    ladder.promote("a")
+    ladder.finish("a")  # promoted, it fails again before its next report ...
+    ladder.add("a")
+    assert ladder.trials["a"].state == "pending"  # ... and keeps its promotion
+    assert ladder.report("a", 1, 0.4) == CONTINUE  # the repeated rung epoch: it was let past
+
+
+def test_a_resumed_search_keeps_its_promotions(tmp_path):
+    """Ray keeps no scheduler state: the run folder's record of promotions comes back with the histories."""
+    from tunekit.runfolder import append_promotions, read_promotions
+
+    record = tmp_path / "asha_promotions.jsonl"
+    append_promotions(record, [("a", 1), ("b", 1)])
+    append_promotions(record, [("a", 3)])
+    with open(record, "a") as f:
+        f.write('{"trial": "c", "ru')  # a line cut short by a killed driver
+    assert read_promotions(record) == {"a": 3, "b": 1}
+    ladder = Ladder(max_t=8, grace_period=1, reduction_factor=3, total_trials=9)
+    ladder.restore("a", {1: 0.1, 2: 0.1, 3: 0.1}, finished=False, passed=3)  # promoted at 3, killed before epoch 4
+    ladder.restore("b", {1: 0.2}, finished=False, passed=1)
+    ladder.restore("w", {1: 0.3}, finished=False)
+    assert [ladder.trials[t].state for t in "abw"] == ["pending", "pending", "waiting"]
+    assert ladder.report("a", 4, 0.1) == CONTINUE
 
 
 def test_first_trials_wait_instead_of_going_on_unopposed():
@@ -97,6 +202,124 @@ def test_restore_replays_a_killed_search():
     assert ladder.trials["midway"].state == "pending" and ladder.trials["midway"].epoch == 2  # goes on
     assert ladder.trials["waits"].state == "waiting"
     assert ladder.rank("waits", 1) == 2
+
+
+# ---- Ray's trials through the scheduler's hooks, in the order Ray calls them --------------------------
+
+
+class Controller:
+    """What PromotingASHA calls on Ray's TuneController: its set of PENDING trials and its status setter."""
+
+    def __init__(self):
+        self._pending_trials = set()
+
+    def _set_trial_status(self, trial, status):
+        (self._pending_trials.add if status == "PENDING" else self._pending_trials.discard)(trial)
+        trial.set_status(status)
+
+    def stop_trial(self, trial):
+        self._set_trial_status(trial, "TERMINATED")
+
+    def add(self, asha, trial):  # TuneController.add_trial: the scheduler's hook, then filed by status
+        asha.on_trial_add(self, trial)
+        if trial.status == "PENDING":
+            self._pending_trials.add(trial)
+
+    def requeue(self, asha, trial):  # TuneController._requeue_trial after a failure
+        asha.on_trial_error(self, trial)
+        self._set_trial_status(trial, "PENDING")
+        asha.on_trial_add(self, trial)
+
+    def run(self, asha, trial, epoch, value):  # a result; PAUSE files the trial as paused
+        self._set_trial_status(trial, "RUNNING")
+        decision = asha.on_trial_result(self, trial, {"epoch": epoch, "error_rate": value})
+        if decision == "PAUSE":
+            self._set_trial_status(trial, "PAUSED")
+        return decision
+
+
+def scheduler(tmp_path, total=9, max_running=None):
+    from tunekit.tuner.asha import PromotingASHA
+
+    asha = PromotingASHA(max_t=8, grace_period=1, reduction_factor=3, total_trials=total, max_running=max_running,
+                         record=tmp_path / "asha_promotions.jsonl")
+    asha.set_search_properties("error_rate", "min")
+    return asha
+
+
+def test_faults_keep_the_decisions_on_rays_trials(tmp_path):
+    """Ray's own Trial objects through the hooks: a retried trial is chosen before newer ones; one that failed
+    while waiting is filed PAUSED (Ray would start a PENDING trial itself) and not chosen until promoted."""
+    from ray.tune.experiment import Trial
+
+    asha, ctrl = scheduler(tmp_path), Controller()
+    trials = [Trial("__fake", stub=True) for _ in range(5)]
+    for t in trials:
+        ctrl.add(asha, t)
+    a, b, c, d, e = trials
+    assert asha.choose_trial_to_run(ctrl) is a
+    assert ctrl.run(asha, a, 1, 0.5) == "PAUSE"  # alone at the rung
+    ctrl.requeue(asha, a)  # it failed saving its pause checkpoint
+    assert a.status == Trial.PAUSED and a not in ctrl._pending_trials
+    ctrl._set_trial_status(b, "RUNNING")
+    ctrl.requeue(asha, b)  # b failed in its first epoch: retried before c, d, e
+    assert b.status == Trial.PENDING
+    assert asha.choose_trial_to_run(ctrl) is b  # not a: it has not earned a promotion
+    assert ctrl.run(asha, b, 1, 0.7) == "PAUSE"
+    assert asha.choose_trial_to_run(ctrl) is c and ctrl.run(asha, c, 1, 0.9) == "PAUSE"
+    assert asha.choose_trial_to_run(ctrl) is a  # 3 recorded: a is the best, promoted
+    assert asha.ladder.trials[a.trial_id].passed == 1
+
+
+def test_a_resume_keeps_a_promotion_made_before_the_kill(tmp_path):
+    """A trial promoted at a rung and killed with the driver before its next report comes back pending
+    (Ray's history alone would have it waiting again, to be judged anew); an errored trial without a
+    history comes back ended."""
+    from ray.tune.experiment import Trial
+
+    asha, ctrl = scheduler(tmp_path), Controller()
+    trials = [Trial("__fake", stub=True) for _ in range(4)]
+    for t in trials:
+        ctrl.add(asha, t)
+    for t, value in zip(trials[:3], [0.5, 0.7, 0.9]):
+        asha.choose_trial_to_run(ctrl)
+        ctrl.run(asha, t, 1, value)
+    assert asha.choose_trial_to_run(ctrl) is trials[0]  # promoted ... and the driver dies
+    trials[3].set_status(Trial.ERROR)
+    resumed, ctrl = scheduler(tmp_path), Controller()
+    histories = {trials[0].trial_id: {1: 0.5}, trials[1].trial_id: {1: 0.7}, trials[2].trial_id: {1: 0.9}}
+    resumed._history = lambda trial: histories.get(trial.trial_id, {})  # what each progress.csv holds
+    for t in trials:
+        t.set_status(Trial.PENDING if t.status != Trial.ERROR else Trial.ERROR)
+        ctrl.add(resumed, t)
+    assert [resumed.ladder.trials[t.trial_id].state for t in trials] == ["pending", "waiting", "waiting", "done"]
+    assert trials[1].status == Trial.PAUSED and resumed.choose_trial_to_run(ctrl) is trials[0]
+
+
+def test_the_simulator_small():
+    """benchmarks/asha_sim.py, small: under a limit equal to the slots the epochs stay within 1.1x of no limit
+    (Ray's own count of the limit spends far more), and the promotions equal the reference's, with and
+    without faults (retries, crashes while waiting, a driver kill and resume)."""
+    import importlib.util
+    import random
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "asha_sim.py"
+    spec = importlib.util.spec_from_file_location("asha_sim", path)
+    sim = importlib.util.module_from_spec(spec)
+    sys.modules["asha_sim"] = sim  # dataclasses look their module up
+    spec.loader.exec_module(sim)
+    for setup in sim.SETUPS:
+        def curves(rng: random.Random, s=setup):
+            return sim.synthetic_curves(s.trials, s.max_t, rng)
+
+        clean = sim.compare(setup, 8, None, curves)
+        assert clean["tunekit"]["epochs"] <= 1.1 * clean["none"]["epochs"], (setup, clean)
+        assert clean["ray"]["epochs"] >= 1.3 * clean["none"]["epochs"], (setup, clean)
+        assert clean["tunekit"]["differ"] == clean["none"]["differ"] == 0, (setup, clean)
+        faulty = sim.compare(setup, 8, sim.Faults(error=0.1, crash_waiting=0.2, kill_at=0.5), curves,
+                             policies=("none", "tunekit"))
+        assert faulty["tunekit"]["differ"] == faulty["none"]["differ"] == 0, (setup, faulty)
 
 
 # ---- on a real Ray ---------------------------------------------------------------------------------

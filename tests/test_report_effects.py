@@ -137,6 +137,7 @@ def test_asha_runs_are_compared_at_the_first_rung(tmp_path):
     (early,) = rows[rows["basis"] == "all trials at epoch 1"].to_dict("records")
     # concat (0.30, 0.50, 0.55) against avg (0.40, 0.70, 0.60): 3 runs per level, one backbone
     assert early["estimate"] == pytest.approx(0.45 - 0.5667, abs=1e-3) and early["n_runs"] == 6
-    (done,) = rows[rows["basis"] == "the completed runs"].to_dict("records")
+    assert rows["basis"].tolist() == ["all trials at epoch 1", fx.SURVIVORS_BASIS]  # the fair basis first
+    (done,) = rows[rows["basis"] == fx.SURVIVORS_BASIS].to_dict("records")
     assert np.isnan(done["estimate"]) and done["n_runs"] == 2  # 1 vs 1 completed run: no estimate
     assert fx.importance(runs)["basis"].iloc[0] == "all trials at epoch 1"  # 6 trials, not the 2 completed

@@ -7,6 +7,7 @@ A search's run folder ``<storage>/<name>/`` holds::
     events.log                 every trial event of the search, one line each (EVENTS_FILE, tuner.progress)
     prescreen.json             the LogME ranking of the model choices, if the space pre-screens (PRESCREEN_FILE)
     step_times.json            packed trials: each network's steps timed alone (STEP_TIMES_FILE, unshared)
+    asha_promotions.jsonl      each rung a trial was let past, a JSON line each (PROMOTIONS_FILE, tuner.asha)
     experiment_state-*.json    Ray's saved experiment state (trial status and config, plain JSON)
     <trial folder>/            one per trial, named by Ray:
         params.json            the trial's config                  (Ray)
@@ -40,6 +41,7 @@ SPEC_FILE = "tunekit_spec.json"
 PRESCREEN_FILE = "prescreen.json"
 STEP_TIMES_FILE = "step_times.json"
 EVENTS_FILE = "events.log"
+PROMOTIONS_FILE = "asha_promotions.jsonl"
 RUN_INFO_FILE = "tunekit_run.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 PARAMS_FILE = "params.json"
@@ -125,6 +127,29 @@ def history(trial: Path, metric: str) -> dict[int, float]:
         return {}
     values = df[metric] if metric in df else pd.Series(float("inf"), index=df.index)
     return {int(e): float(v) if pd.notna(v) else float("inf") for e, v in zip(df["epoch"], values)}
+
+
+def append_promotions(path: Path, passes: list[tuple[str, int]]) -> None:
+    """Record that each (trial id, rung) of ``passes`` was let past that rung (appended: a line each)."""
+    with open(path, "a") as f:
+        f.writelines(json.dumps({"trial": trial, "rung": rung}) + "\n" for trial, rung in passes)
+
+
+def read_promotions(path: Path) -> dict[str, int]:
+    """trial id -> the highest rung it was let past, from :func:`append_promotions`' file (a line cut
+    short by a killed driver is skipped)."""
+    out: dict[str, int] = {}
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            entry = json.loads(line)
+            out[entry["trial"]] = max(out.get(entry["trial"], 0), int(entry["rung"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
 
 
 def ray_trials(run: Path) -> dict[str, dict[str, Any]]:

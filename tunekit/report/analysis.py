@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from ..prescreen import Screen, agreement
 from ..runfolder import Status
@@ -93,8 +94,7 @@ def _asha(runs: pd.DataFrame) -> dict[str, Any]:
 
 def _rank_agreement(rank: pd.DataFrame) -> pd.DataFrame:
     """For each pair of datasets: the models ranked on both, the Spearman correlation of their ranks and
-    its 95% interval (Fisher's z with Bonett and Wright's standard error, 1.06 / sqrt(n - 3)); no
-    estimate from fewer than 5 models."""
+    its 95% interval (``spearman_interval``); no estimate from fewer than 5 models."""
     datasets = sorted(rank["dataset"].unique())
     rows = []
     for i, a in enumerate(datasets):
@@ -105,14 +105,24 @@ def _rank_agreement(rank: pd.DataFrame) -> pd.DataFrame:
                 continue
             rho = both[f"rank_{a}"].corr(both[f"rank_{b}"], method="spearman") if n >= MIN_MODELS_FOR_AGREEMENT \
                 else np.nan
-            low = high = np.nan
-            if n > 3 and math.isfinite(rho) and abs(rho) < 1:
-                z, half = math.atanh(rho), 1.96 * 1.06 / math.sqrt(n - 3)
-                low, high = math.tanh(z - half), math.tanh(z + half)
-            elif math.isfinite(rho):
-                low = high = rho
+            low, high = spearman_interval(rho, n) if math.isfinite(rho) else (np.nan, np.nan)
             rows.append({"dataset_a": a, "dataset_b": b, "models": n, "spearman": rho, "ci_low": low, "ci_high": high})
     return pd.DataFrame(rows)
+
+
+def spearman_interval(rho: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The interval of a Spearman correlation of ``n`` pairs: Fisher's z with Bonett and Wright's (2000)
+    standard error, sqrt((1 + rho^2 / 2) / (n - 3)). A perfect agreement (|rho| = 1, which n = 5 models
+    give one time in 120 by chance alone) is taken at the nearest value a ranking of n can reach (one
+    adjacent swap, 1 - 12 / (n (n^2 - 1))), so the interval never has zero width. Coverage, simulated on
+    bivariate normals (rho 0.5 to 0.95, n 5 to 40): 0.94 to 0.99 (tests/test_report_study.py)."""
+    if n <= 3:
+        return np.nan, np.nan
+    if abs(rho) >= 1 - 1e-9:
+        rho = math.copysign(1 - 12 / (n * (n * n - 1)), rho)
+    z, se = math.atanh(rho), math.sqrt((1 + rho * rho / 2) / (n - 3))
+    half = float(stats.norm.ppf(0.5 + level / 2)) * se
+    return math.tanh(z - half), math.tanh(z + half)
 
 
 def side_by_side(rank: pd.DataFrame) -> pd.DataFrame:

@@ -47,16 +47,20 @@ COLUMNS = ["axis", "contrast", "family", "method", "estimate", "ci_low", "ci_hig
 COMPLETED, STOPPED = Status.COMPLETED.value, Status.STOPPED.value
 
 
+COMPLETED_BASIS = "the completed runs"
+SURVIVORS_BASIS = "the completed runs: ASHA's survivors, biased"
+
+
 def comparable(runs: pd.DataFrame, metric: str = "error_rate") -> tuple[pd.DataFrame, str]:
     """The runs whose ``metric`` can be compared, and on what basis. When ASHA stopped trials early,
-    every trial at the first rung (the same epochs for all; few trials complete), else the
-    completed runs."""
+    every trial at the first rung (the same epochs for all: the completed runs are the trials ASHA chose
+    for doing well there, and an effect measured on them is biased), else the completed runs."""
     stopped = (runs["status"] == STOPPED).any() if "status" in runs else False
     if stopped and metric == "error_rate" and runs.get("first_rung_error_rate", pd.Series(dtype=float)).notna().any():
         reached = runs[runs["first_rung_error_rate"].notna()].copy()
         epoch = int(reached["first_rung_epoch"].max())
         return reached.assign(error_rate=reached["first_rung_error_rate"]), f"all trials at epoch {epoch}"
-    return completed(runs), "the completed runs"
+    return completed(runs), COMPLETED_BASIS
 
 
 def completed(runs: pd.DataFrame) -> pd.DataFrame:
@@ -78,12 +82,15 @@ def axis_kinds(runs: pd.DataFrame, within: pd.DataFrame | None = None) -> dict[s
 
 
 def effects(runs: pd.DataFrame, metric: str = "error_rate") -> pd.DataFrame:
-    """Every estimate over the completed runs and, when ASHA stopped trials early, over all trials at
-    its first rung (the ``basis`` column)."""
-    parts = [_effects(completed(runs), metric, "the completed runs", runs)]
+    """Every estimate (the ``basis`` column says over which runs). When ASHA stopped trials early, first
+    over all trials at its first rung, then over the completed runs as ASHA's survivors: they were kept
+    for doing well at the rung, so a setting's effect on them is shrunk towards zero and, in a large search,
+    its interval misses the truth more often than it says (``benchmarks/asha_sim.py --effects``; figures in
+    benchmarks/RESULTS.md)."""
     early, basis = comparable(runs, metric)
-    if basis != "the completed runs":
-        parts.append(_effects(early, metric, basis, runs))
+    parts = [_effects(early, metric, basis, runs)]
+    if basis != COMPLETED_BASIS:
+        parts.append(_effects(completed(runs), metric, SURVIVORS_BASIS, runs))
     out = pd.concat([p for p in parts if not p.empty], ignore_index=True) if any(not p.empty for p in parts) else None
     return out if out is not None else pd.DataFrame(columns=COLUMNS)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import runfolder
-from .estimates import LOG_AXES, label
+from .estimates import COMPLETED_BASIS, LOG_AXES, SURVIVORS_BASIS, label
 
 COST_LABELS = {"fit_time": "fit time (s)", "fit_time_unshared": "fit time unshared (s)",
                "gpu_mem": "peak GPU memory (GiB)"}
@@ -73,7 +73,8 @@ def effects_plot(fx: pd.DataFrame, path: Path) -> Path | None:
     labels = [f"{r.axis}: {r.contrast} ({r.basis}, {int(r.n_runs)} runs)" for r in rows.itertuples()]
     low = (rows["estimate"] - rows["ci_low"]).fillna(0).clip(lower=0)
     high = (rows["ci_high"] - rows["estimate"]).fillna(0).clip(lower=0)
-    colours = ["tab:blue" if b == "the completed runs" else "tab:orange" for b in rows["basis"]]
+    # orange: every trial at ASHA's first rung; grey: ASHA's survivors (biased); blue: the completed runs
+    colours = [{COMPLETED_BASIS: "tab:blue", SURVIVORS_BASIS: "tab:gray"}.get(b, "tab:orange") for b in rows["basis"]]
     ax.barh(labels, rows["estimate"], xerr=[low, high], color=colours, capsize=3)
     ax.axvline(0, color="k", lw=0.8)
     ax.invert_yaxis()

@@ -225,8 +225,11 @@ def _effect_blocks(report: Report, found: dict[str, list[Chart]]) -> list[tuple[
                        "the backbone and the other settings held fixed (a random search). Trend: the change per "
                        "decade of a setting sampled from a range, drawn against the runs in the slice plots. No "
                        "estimate from fewer than 3 runs per level (or 3 pairs): the row says so instead. Basis: "
-                       "the completed runs and, when ASHA stopped trials early, all trials at its first rung, "
-                       "where all had trained the same epochs. All rows are in effects.csv."))
+                       "the completed runs; when ASHA stopped trials early, first all trials at its first rung, "
+                       "where all had trained the same epochs, then the completed runs as ASHA's survivors: "
+                       "kept for doing well at the rung, they shrink an effect towards zero (in tunekit's "
+                       "simulations by about 40%) and, in a large search, their intervals miss the "
+                       "truth more often than they say. All rows are in effects.csv."))
         shown = fx.assign(**{"95% interval": [_interval(r.ci_low, r.ci_high) for r in fx.itertuples()]})
         b.append(("table", shown[["axis", "contrast", "family", "estimate", "95% interval", "n_runs", "method",
                                   "basis"]]))

@@ -17,22 +17,24 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from ..gpu_share import AutoShares
-from ..runfolder import EVENTS_FILE
+from ..runfolder import EVENTS_FILE, PROMOTIONS_FILE
 from ..spec import SearchSpec
 from .asha import PromotingASHA
 from .callbacks import CheckpointCleanup, TensorBoardCallback, searched_keys
 from .progress import ProgressCallback
 from .ray_api import replace_callbacks
+from .slots import SlotGenerator, SlotLimiter
 from .state import Plan
 from .trainable import CHECKPOINTS_KEY, run_trial
 
 
 def build_tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool, echo: Callable[[str], None],
                 plan: Plan, checkpoints: bool = True, shares: AutoShares | None = None,
-                display: str = "auto", trackers: list[Callback] = ()) -> tuple[tune.Tuner, ProgressCallback]:
+                display: str = "auto", trackers: list[Callback] = (),
+                local: bool = True) -> tuple[tune.Tuner, ProgressCallback]:
     """The Tuner of ``spec`` (new, or restored from ``storage/name``) and its progress callback
-    (``display``: progress.DISPLAYS; ``trackers``: tuner.trackers' callbacks). Build it and fit it inside
-    ``ray_api.quiet_environment``."""
+    (``display``: progress.DISPLAYS; ``trackers``: tuner.trackers' callbacks; ``local``: this machine
+    only, whose slots the plan counted exactly). Build it and fit it inside ``ray_api.quiet_environment``."""
     if not verbose:
         # After a Ctrl-C, Ray lists every never-started trial as a missing-results warning.
         logging.getLogger("ray.tune").setLevel(logging.ERROR)
@@ -67,22 +69,30 @@ def build_tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool,
                                    param_space=param_space)
         replace_callbacks(tuner, callbacks)
         return tuner, progress
+    limit = plan.max_concurrent or spec.max_concurrent  # trials at once, where Ray's resources would not keep to it
     scheduler = None
     if spec.asha:
+        # ASHA keeps to the limit itself, a waiting trial holding no slot (tuner.slots); on one machine with
+        # fixed shares the plan's slots are exact, and keeping to them leaves Ray no queue of trials that a
+        # promotion or a retry would wait behind. On a cluster, nodes may join: Ray's resources decide.
+        slots = limit or (plan.concurrency if local and not plan.gpu_auto else None)
         scheduler = PromotingASHA(max_t=plan.max_epochs, grace_period=spec.asha["grace_period"],
-                                  reduction_factor=spec.asha["reduction_factor"], total_trials=plan.trials)
+                                  reduction_factor=spec.asha["reduction_factor"], total_trials=plan.trials,
+                                  max_running=slots, record=storage / spec.name / PROMOTIONS_FILE)
     if spec.searcher == "optuna":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
         search_alg = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=spec.search_seed))
-        limit = plan.max_concurrent or spec.max_concurrent  # Ray wraps a Searcher in a ConcurrencyLimiter
+        if scheduler is not None and scheduler.max_running:
+            # Ray's ConcurrencyLimiter would count the trials waiting at a rung (tuner.slots)
+            search_alg, limit = SlotLimiter(search_alg, scheduler, scheduler.max_running), None
+    elif scheduler is not None and scheduler.max_running:
+        search_alg, limit = SlotGenerator(scheduler, random_state=spec.search_seed), None
     else:
         # A generator takes its own limit: Ray ignores max_concurrent_trials for one (with a warning
         # that a quiet search hides), and trials would run as many at once as resources allow.
-        search_alg = BasicVariantGenerator(random_state=spec.search_seed,
-                                           max_concurrent=plan.max_concurrent or spec.max_concurrent or 0)
-        limit = None
+        search_alg, limit = BasicVariantGenerator(random_state=spec.search_seed, max_concurrent=limit or 0), None
     # reuse_actors: the next trial runs in a finished trial's worker (same resources), which has torch
     # and timm imported already: a new worker spent ~5s of every trial start here on a 2-core machine.
     tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=scheduler, search_alg=search_alg,

@@ -17,8 +17,10 @@ use                                    why
 ``TrialScheduler._supports_``          PromotingASHA decides on every epoch's result, so Ray must
 ``buffered_results`` (private)         not batch results (tuner.asha)
 ``Trial.set_status``, ``Trial.is_``    PromotingASHA: a resumed trial waiting at a rung is filed as
-``saving`` (DeveloperAPI)              PAUSED (Ray requeues it PENDING and would start it); a waiting
-                                       trial whose checkpoint is being saved can still be stopped
+``saving`` (DeveloperAPI),             PAUSED (Ray requeues it PENDING and would start it), a retried
+``TuneController._set_trial_status``,  one through the controller's setter (it is in the controller's
+``._pending_trials`` (private)         set of PENDING trials by then); a waiting trial whose
+                                       checkpoint is being saved can still be stopped
 ``TuneController.stop_trial``          PromotingASHA stops a waiting trial that can no longer make
 (DeveloperAPI)                         the cut, from inside the scheduler
 ``Trial.local_path``, ``Trial.has_``   the trial's folder on the driver (TensorBoard files), and
@@ -76,11 +78,17 @@ def mark_for_snapshot(tune_controller: Any, trial: Any) -> None:
         mark(trial)
 
 
-def file_as_paused(trial: Any) -> None:
-    """Set a trial's status to PAUSED without a worker to pause (Ray's scheduler-facing setter)."""
+def file_as_paused(tune_controller: Any, trial: Any) -> None:
+    """File a PENDING trial as PAUSED without a worker to pause: a trial being added (Ray files it by
+    its status after the scheduler's hook) directly, one Ray requeued after a failure (already filed as
+    PENDING) through the controller's own setter, which keeps its sets of trials by status."""
     from ray.tune.experiment import Trial
 
-    trial.set_status(Trial.PAUSED)
+    controller = getattr(tune_controller, "_tune_controller", tune_controller)
+    if trial in getattr(controller, "_pending_trials", ()):
+        controller._set_trial_status(trial, Trial.PAUSED)
+    else:
+        trial.set_status(Trial.PAUSED)
 
 
 def is_saving(trial: Any) -> bool:
@@ -143,8 +151,8 @@ def check() -> list[str]:
         problems.append(f"Ray {ray.__version__} installed; tunekit's uses of Ray internals were checked on {TESTED}")
     wanted = [(TuneContext, "get_storage"), (TunerInternal, "get_run_config"),
               (TuneController, "_mark_trial_to_checkpoint"), (TrialScheduler, "_supports_buffered_results"),
-              (TuneController, "stop_trial"), (Trial, "set_status"), (Trial, "is_saving"), (Trial, "local_path"),
-              (Trial, "has_reported_at_least_once")]
+              (TuneController, "stop_trial"), (TuneController, "_set_trial_status"), (Trial, "set_status"),
+              (Trial, "is_saving"), (Trial, "local_path"), (Trial, "has_reported_at_least_once")]
     problems += [f"{cls.__module__}.{cls.__name__}.{name} is gone" for cls, name in wanted if not hasattr(cls, name)]
     if "trial_working_directory" not in dir(StorageContext):
         problems.append("ray.train._internal.storage.StorageContext.trial_working_directory is gone")

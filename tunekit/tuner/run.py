@@ -39,7 +39,7 @@ def run(state: Search) -> None:
     with quiet_environment(opts.verbose):  # Ray's switches for this search only, not the caller's later Tuners
         tuner, progress = build_tuner(spec, state.storage, state.restoring, opts.verbose, state.echo, plan,
                                       state.checkpoints, state.shares, display=opts.progress,
-                                      trackers=state.trackers)
+                                      trackers=state.trackers, local=opts.address is None)
         try:
             tuner.fit()  # Ray stops gracefully on Ctrl-C and returns
         except KeyboardInterrupt:  # a second Ctrl-C: what finished is reported, then the interrupt goes on
