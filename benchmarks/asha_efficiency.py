@@ -1,11 +1,14 @@
 """Search efficiency: the demo space with ASHA against every trial run to the end.
 
     python benchmarks/asha_efficiency.py [--space search_spaces/demo.py] [--storage /tmp/asha-bench] [--set K=V]
+    python benchmarks/asha_efficiency.py --limit 2      # ASHA with max_concurrent=2 against ASHA without
 
 Runs the same space twice (same seed, so the same 16 sampled configurations) and prints, for each,
 the epochs spent, the trial-seconds (sum of the trials' fit times), the wall time and the best
 error rate found. The target: ASHA reaches the full run's best error rate within 0.02 for at most
-40% of its epochs.
+40% of its epochs. With ``--limit N`` the two runs are ASHA without a limit and ASHA with
+``max_concurrent=N`` (as ``--num-gpus`` caps a search): a trial waiting at a rung must hold no slot, so
+the limited search should spend the same epochs (target: within 1.1x) for the same best error rate.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ import tunekit
 from tunekit.spec import parse_override
 
 
-def run(space: Path, storage: Path, name: str, asha: bool, sets: dict) -> dict:
+def run(space: Path, storage: Path, name: str, asha: bool, sets: dict, label: str = "") -> dict:
     overrides = dict(sets) if asha else {**sets, "asha": None}
     start = time.perf_counter()
     found = tunekit.search(space, storage_path=storage, name=name, overrides=overrides, echo=lambda line: None)
     wall = time.perf_counter() - start
     df = found.trials
-    return {"asha": asha, "trials": len(df), "epochs": int(df["epochs_run"].sum()),
+    return {"asha": asha, "label": label or ("ASHA" if asha else "full"), "trials": len(df),
+            "epochs": int(df["epochs_run"].sum()),
             "trial_seconds": float(df["fit_time"].sum()), "wall_s": wall,
             "best_error_rate": float(df["best_error_rate"].min())}
 
@@ -37,14 +41,29 @@ def main() -> None:
     parser.add_argument("--json")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting for both runs, as tunekit search --set")
+    parser.add_argument("--limit", type=int, help="compare ASHA with max_concurrent=N against ASHA without")
     args = parser.parse_args()
     sets = dict(parse_override(s) for s in args.set)
     stamp = int(time.time())
+    header = f"{'':12s}{'trials':>8s}{'epochs':>8s}{'trial-s':>10s}{'wall s':>9s}{'best error':>12s}"
+    if args.limit:
+        free = run(args.space, args.storage, f"free-{stamp}", asha=True, sets=sets, label="no limit")
+        capped = run(args.space, args.storage, f"capped-{stamp}", asha=True,
+                     sets={**sets, "max_concurrent": args.limit}, label=f"limit {args.limit}")
+        print(header)
+        for r in (free, capped):
+            print(f"{r['label']:12s}{r['trials']:8d}{r['epochs']:8d}{r['trial_seconds']:10.0f}{r['wall_s']:9.0f}"
+                  f"{r['best_error_rate']:12.4f}")
+        print(f"max_concurrent={args.limit}: {capped['epochs'] / free['epochs']:.2f}x the epochs of no limit, best "
+              f"error rate {capped['best_error_rate'] - free['best_error_rate']:+.4f} (target: <= 1.1x, same best)")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"free": free, "capped": capped}, indent=2))
+        return
     with_asha = run(args.space, args.storage, f"asha-{stamp}", asha=True, sets=sets)
     full = run(args.space, args.storage, f"full-{stamp}", asha=False, sets=sets)
-    print(f"{'':8s}{'trials':>8s}{'epochs':>8s}{'trial-s':>10s}{'wall s':>9s}{'best error':>12s}")
+    print(header)
     for r in (with_asha, full):
-        print(f"{'ASHA' if r['asha'] else 'full':8s}{r['trials']:8d}{r['epochs']:8d}{r['trial_seconds']:10.0f}"
+        print(f"{r['label']:12s}{r['trials']:8d}{r['epochs']:8d}{r['trial_seconds']:10.0f}"
               f"{r['wall_s']:9.0f}{r['best_error_rate']:12.4f}")
     share = with_asha["epochs"] / full["epochs"]
     gap = with_asha["best_error_rate"] - full["best_error_rate"]

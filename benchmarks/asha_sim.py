@@ -40,6 +40,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 from tunekit.tuner.asha import PromotingASHA
 
@@ -127,6 +128,8 @@ class SimTrial:
         self.history: dict[int, float] = {}  # what its progress.csv holds
         self.checkpoint = 0  # the epoch of its latest checkpoint
         self.failures = 0
+        self.error_file = None  # no traceback to read: not a configuration error, so retried
+        self.run_metadata = SimpleNamespace(num_failures=0)
 
     @property
     def has_reported_at_least_once(self) -> bool:
@@ -197,6 +200,7 @@ def run_tunekit(curves: list[list[float]], speed: list[float], setup: Setup, pol
         def fail(trial: SimTrial) -> None:
             running.discard(trial)
             trial.failures += 1
+            trial.run_metadata.num_failures = trial.failures
             if trial.failures <= 1:  # max_failures = 1: Ray requeues it (on_trial_error, then on_trial_add)
                 sched.on_trial_error(ctrl, trial)
                 ctrl._set_trial_status(trial, "PENDING")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -381,9 +382,10 @@ def local_ray():
 
 
 @pytest.mark.timeout(300)
-def test_max_concurrent_does_not_deadlock_waiting_trials(local_ray, tmp_path):
-    """Searchers count a waiting (paused) trial against max_concurrent, so with max_concurrent = 1 no
-    rival would ever come: the best waiting trial goes on when nothing else can run."""
+def test_a_trial_waiting_at_a_rung_holds_no_slot(local_ray, tmp_path):
+    """max_concurrent = 1 (as --num-gpus caps a search): Ray's limiters would count a waiting (paused) trial
+    as running, so nothing new could start and the fallback would let the waiting trial go on unranked.
+    Here its slot runs the next trial, and it is promoted as the rung fills, as without a limit."""
     space = asha_space(tmp_path)
     with open(space, "a") as f:
         f.write("max_concurrent = 1\nepochs = 2\n")  # one rung (epoch 1) is enough
@@ -392,9 +394,12 @@ def test_max_concurrent_does_not_deadlock_waiting_trials(local_ray, tmp_path):
     df = result.trials
     assert (df["status"].str.startswith(("completed", "stopped early"))).all(), df["status"]
     assert set(df.loc[df["epochs_run"] == 1, "lr"]) == {1e-7, 1e-8}  # hopeless ones still stop
-    # the first trial waits at epoch 1 (three rivals may still come), then goes on: the progress says so
+    assert int(df["epochs_run"].sum()) == 6  # 2 completed + 2 stopped at the rung: the rule's epochs exactly
     text = "\n".join(lines)
-    assert "#1   waits at epoch 1" in text and "#1   promoted after epoch 1" in text, text
+    waits, second = text.index("#1   waits at epoch 1"), text.index("#2   start")
+    assert waits < second < text.index("#1   promoted after epoch 1"), text  # #2 took the slot #1 left
+    promoted = [json.loads(line) for line in (result.path / "asha_promotions.jsonl").read_text().splitlines()]
+    assert sorted(p["rung"] for p in promoted) == [1, 1]  # the two good ones, recorded for a resume
 
 
 def test_the_indexes_answer_as_a_scan_of_every_trial_would():

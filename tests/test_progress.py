@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import pickle
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -19,15 +20,19 @@ class Terminal(io.StringIO):
         return True
 
 
-def trial(n: int, lr: float) -> SimpleNamespace:
+def trial(n: int, lr: float, error_file: Path | None = None) -> SimpleNamespace:
     return SimpleNamespace(trial_id=f"t{n}", config={"model": "test_resnet", "lr": lr}, status="RUNNING",
-                           last_result={}, path=f"/runs/x/t{n}")
+                           last_result={}, path=f"/runs/x/t{n}", error_file=error_file, max_failures=1,
+                           run_metadata=SimpleNamespace(num_failures=0))
 
 
-def drive(cb: ProgressCallback) -> list[SimpleNamespace]:
-    """4 trials: one finishes (3 epochs), one stopped by ASHA at 1, one waits at 1, one errors."""
+def drive(cb: ProgressCallback, tmp_path: Path) -> list[SimpleNamespace]:
+    """4 trials: one finishes (3 epochs), one stopped by ASHA at 1, one waits at 1, one fails in its
+    setup, is retried, and fails again in its first epoch (Ray's error.txt: the failures' tracebacks)."""
     cb.setup()
-    trials = [trial(i, lr) for i, lr in enumerate([0.01, 0.02, 0.03, 0.04])]
+    error = tmp_path / "error.txt"
+    error.write_text("Failure # 1\nTraceback (most recent call last):\n  ...\nRuntimeError: CUDA error: boom\n")
+    trials = [trial(i, lr, error if i == 3 else None) for i, lr in enumerate([0.01, 0.02, 0.03, 0.04])]
     for t in trials:
         cb.on_trial_start(0, trials, t)
     for t, err in zip(trials[:3], [0.3, 0.5, 0.4]):
@@ -40,6 +45,14 @@ def drive(cb: ProgressCallback) -> list[SimpleNamespace]:
         trials[0].last_result = {"epoch": epoch, "error_rate": err}
         cb.on_trial_result(0, trials, trials[0], trials[0].last_result)
     cb.on_trial_complete(0, trials, trials[0])
+    trials[3].run_metadata.num_failures = 1
+    trials[3].status = "PENDING"
+    cb.on_trial_recover(0, trials, trials[3])  # Ray requeues it
+    assert "1 failed and to be retried, " in cb.status_lines()[0]
+    cb.on_trial_start(0, trials, trials[3])
+    trials[3].last_result = {"epoch": 0}  # no epoch reported: it fails again in its first one
+    trials[3].run_metadata.num_failures = 2
+    trials[3].status = "ERROR"
     cb.on_trial_error(0, trials, trials[3])
     cb.on_step_end(0, trials)
     return trials
@@ -49,7 +62,7 @@ def test_events_go_to_the_screen_and_to_events_log(tmp_path):
     lines: list[str] = []
     cb = ProgressCallback(lines.append, "error_rate", "min", max_epochs=3, total=4, searched={"lr"},
                           display="auto", log_path=tmp_path / "events.log")  # 4 trials: auto = events
-    drive(cb)
+    drive(cb, tmp_path)
     # Ray pickles a Tuner's callbacks (tuner.pkl): the open events.log is not part of it
     assert pickle.loads(pickle.dumps(cb)).counts == cb.counts
     cb.on_experiment_end([])
@@ -58,7 +71,9 @@ def test_events_go_to_the_screen_and_to_events_log(tmp_path):
     text = "\n".join(lines)
     for expected in ("#1   start    test_resnet lr=0.01", "#3   waits at epoch 1 for a place in its rung's top",
                      "#2   stopped early by ASHA at epoch 1", "#1   finished: error_rate 0.2000",
-                     "#4   errored: see /runs/x/t3/error.txt", "3/4 done: 1 finished, 1 stopped early, 1 errored",
+                     "#4   failed in setup: RuntimeError: CUDA error: boom; retried (1 of 1)",
+                     "#4   failed in setup: RuntimeError: CUDA error: boom; errored after 1 retry (traceback: "
+                     "/runs/x/t3/error.txt)", "3/4 done: 1 finished, 1 stopped early, 1 errored",
                      "epoch 3/3 error_rate 0.2000   best 0.2000 (#1)"):
         assert expected in text
 
@@ -68,23 +83,23 @@ def test_summary_shows_a_status_instead_of_events(tmp_path):
     cb = ProgressCallback(lines.append, "error_rate", "min", max_epochs=3, total=60, searched={"lr"},
                           display="auto", log_path=tmp_path / "events.log", every_s=0.0, stream=io.StringIO())
     assert cb.display == "summary"  # more than 50 trials
-    drive(cb)
+    drive(cb, tmp_path)
     assert lines and all(line.startswith("[") and "trials " in line for line in lines)  # no event lines
     last = lines[-1]
     assert "trials 3/60 done (1 finished, 1 stopped early, 1 errored), 0 running, 1 waiting, 56 not started" in last
     assert "epochs 5 run of 180 if every trial ran to the end (3%)" in last
     assert "best error_rate 0.2000: #1 test_resnet lr=0.01" in last
     assert "left (at " in last  # an estimate once trials have ended
-    assert "#4   errored" in (tmp_path / "events.log").read_text()  # the events are in the log
+    assert "#4   failed in setup" in (tmp_path / "events.log").read_text()  # the events are in the log
 
 
-def test_in_a_terminal_the_status_is_redrawn_in_place():
+def test_in_a_terminal_the_status_is_redrawn_in_place(tmp_path):
     screen = Terminal()
     cb = ProgressCallback(lambda line: pytest.fail(f"printed a line: {line}"), "error_rate", "min", max_epochs=3,
                           total=4, searched={"lr"}, display="summary", stream=screen)
     assert cb.live and cb.every_s == 1.0
     cb.every_s = 0.0
-    drive(cb)
+    drive(cb, tmp_path)
     out = screen.getvalue()
     blocks = out.split("\x1b[3F\x1b[J")  # two steps: drawn, then up over its 3 lines, cleared, drawn again
     assert len(blocks) == 2 and all(b.count("\n") == 3 for b in blocks)

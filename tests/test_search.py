@@ -295,7 +295,9 @@ def test_out_of_memory_errors_one_trial_with_advice_and_the_search_goes_on(small
     assert "CUDA out of memory" in error  # torch's own words kept
     kept = (Path(rows[1]["path"]) / "error.txt").read_text()
     assert "trainable.py\", line" in kept and "in _maybe_fault" in kept  # the traceback stays in the trial folder
-    assert any("errored: see" in line for line in lines)
+    # said as it happened, with the error (max_failures = 0: no retry)
+    assert any("failed in epoch 2: TrialOutOfMemory: out of memory: test_resnet" in line and "; errored (traceback: "
+               in line for line in lines), lines
     report = (result.path / "report.md").read_text()
     assert "out of memory: test_resnet at batch_size 32" in report
 
@@ -327,3 +329,40 @@ def test_a_search_whose_trials_all_fail_says_why_without_a_traceback(small_shape
     assert "already finished" in result.output
     results = pd.read_csv(tmp_path / "runs" / "failing" / "results.csv")
     assert len(results) == 2 and set(results["status"]) == {"errored"}
+
+
+def test_a_search_that_cannot_succeed_stops_after_its_first_failures(small_shapes, tmp_path):
+    """Every trial fails in its setup with tunekit's own configuration error: not retried (the same in every
+    attempt), each failure said as it happens, and the search stops once its first slot-full (2 trials) has
+    failed alike, leaving the rest unstarted; the grouped summary and exit code 1, as when all fail."""
+    from tunekit.spec import load_spec
+    from tunekit.tuner.trainable import FAULT_KEY
+
+    body = """
+    epochs = 2
+    num_samples = 12
+    searcher = "random"
+    space = {"model": "test_resnet", "pretrained": False, "batch_size": 32, "img_size": 32,
+             "lr": tune.loguniform(1e-3, 1e-2)}
+    """
+    spec = load_spec(space_file(tmp_path, f"folder:{small_shapes}", body, name="doomed.py"))
+    spec.space[FAULT_KEY] = {"epoch": 0, "error": "config"}  # in every trial's setup, every attempt
+    lines: list[str] = []
+    result = search(spec, storage_path=tmp_path / "runs", echo=lines.append)
+    statuses = result.trials["status"].value_counts().to_dict()
+    assert statuses.get("errored") == 2 and result.not_started == 10, statuses  # the searcher made no more
+    assert result.doomed and result.failed
+    text = "\n".join(lines)
+    assert text.count("failed in setup: TunekitError: injected configuration error after epoch 0; not retried") == 2
+    assert "retried (1 of 1)" not in text  # max_failures = 1, yet a configuration error is not retried
+    assert "stopped: the first 2 trial(s) to end all failed with the same error" in text, text
+    assert "--resume" not in text.split("stopped: ")[1]  # continuing would fail alike
+    events = (result.path / "events.log").read_text()
+    assert events.count("failed in setup") == 2
+    # run again, it says what happened (the same spec: the injected fault is not in the file); --resume is
+    # refused, since the rest was never made and would fail alike
+    lines.clear()
+    again = search(spec, storage_path=tmp_path / "runs", echo=lines.append)
+    assert again.failed and "was stopped on" in lines[0] and "--restart" in lines[-1], lines
+    with pytest.raises(TunekitError, match="stopped because its first trials all failed with 'tunekit.errors"):
+        search(spec, storage_path=tmp_path / "runs", echo=lines.append, resume=True)

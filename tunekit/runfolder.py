@@ -8,6 +8,7 @@ A search's run folder ``<storage>/<name>/`` holds::
     prescreen.json             the LogME ranking of the model choices, if the space pre-screens (PRESCREEN_FILE)
     step_times.json            packed trials: each network's steps timed alone (STEP_TIMES_FILE, unshared)
     asha_promotions.jsonl      each rung a trial was let past, a JSON line each (PROMOTIONS_FILE, tuner.asha)
+    tunekit_stopped.json       why tunekit stopped a search that could not succeed (STOPPED_FILE, tuner.failures)
     experiment_state-*.json    Ray's saved experiment state (trial status and config, plain JSON)
     <trial folder>/            one per trial, named by Ray:
         params.json            the trial's config                  (Ray)
@@ -42,6 +43,7 @@ PRESCREEN_FILE = "prescreen.json"
 STEP_TIMES_FILE = "step_times.json"
 EVENTS_FILE = "events.log"
 PROMOTIONS_FILE = "asha_promotions.jsonl"
+STOPPED_FILE = "tunekit_stopped.json"
 RUN_INFO_FILE = "tunekit_run.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 PARAMS_FILE = "params.json"

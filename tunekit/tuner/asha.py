@@ -45,6 +45,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from .. import runfolder
+from .failures import Failures, Verdict
 from .ray_api import file_as_paused, has_reported, is_saving, mark_for_snapshot, stop_trial
 
 CONTINUE, WAIT, STOP = "continue", "wait", "stop"
@@ -107,6 +108,10 @@ class Ladder:
         self._version = 0  # bumped by every change; what depends on the whole ladder is cached per version
         self._cache: dict[str, Any] = {}
         self._cache_version = -1
+
+    def __setstate__(self, state: dict) -> None:
+        """A ladder pickled by an earlier tunekit (a search it started, resumed by this one)."""
+        self.__dict__.update({"passes": [], "_cache": {}, "_cache_version": -1, **state})
 
     # ---- what happens to trials -------------------------------------------------------------
 
@@ -264,7 +269,7 @@ class Ladder:
         self._version += 1
 
 
-class PromotingASHA(FIFOScheduler):
+class PromotingASHA(Failures, FIFOScheduler):
     """Ray Tune scheduler applying :class:`Ladder` on ``time_attr`` (tunekit's ``epoch``).
 
     ``max_running``: the search's trial slots (``--num-gpus`` below what Ray counts, ``max_concurrent``);
@@ -272,7 +277,8 @@ class PromotingASHA(FIFOScheduler):
     trial (``tuner.slots``), so a free slot goes to a trial that has earned a promotion, else to a new
     one, as the paper's rule; Ray's own limits count a waiting trial as running and undo the pruning.
     ``record``: the run folder's file of the rungs each trial was let past, appended as it happens and
-    read back by a resumed search (Ray keeps no scheduler state).
+    read back by a resumed search (Ray keeps no scheduler state). ``verdict``: failures are handled as
+    ``tuner.failures`` says (a configuration error not retried; a doomed search found).
 
     Metric and mode come from the TuneConfig. It holds no references out but the searcher's (Ray pickles
     both with the experiment, in one pickle, and unpickles them together on resume).
@@ -281,14 +287,21 @@ class PromotingASHA(FIFOScheduler):
     _supports_buffered_results = False  # decisions are made on every epoch's result (see ray_api)
 
     def __init__(self, *, max_t: int, grace_period: int, reduction_factor: float, total_trials: int,
-                 time_attr: str = "epoch", max_running: int | None = None, record: Path | None = None) -> None:
+                 time_attr: str = "epoch", max_running: int | None = None, record: Path | None = None,
+                 verdict: Verdict | None = None) -> None:
         super().__init__()
+        self.verdict = verdict
         self.ladder = Ladder(max_t, grace_period, reduction_factor, total_trials)
         self.time_attr, self.max_running, self.record = time_attr, max_running, record
         self._mode: str | None = None
         self._trials: dict[str, Trial] = {}  # every trial Ray added, by id: no scan of Ray's list per decision
         self._passed: dict[str, int] | None = None  # the record as a resume read it
         self._checked = -1  # the ladder's version when hopeless waiting trials were last looked for
+
+    def __setstate__(self, state: dict) -> None:
+        """A scheduler pickled by an earlier tunekit (a search it started, resumed by this one)."""
+        defaults = {"max_running": None, "record": None, "verdict": None, "_passed": None, "_checked": -1}
+        self.__dict__.update({**defaults, **state})
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
         if metric:
@@ -314,8 +327,11 @@ class PromotingASHA(FIFOScheduler):
 
     def on_trial_add(self, tune_controller, trial: Trial) -> None:
         self._trials[trial.trial_id] = trial
+        known = trial.trial_id in self.ladder.trials
+        if known and trial.run_metadata.num_failures and not self._retried(tune_controller, trial):
+            return  # a configuration error: ended, not retried
         ended = trial.status in (Trial.TERMINATED, Trial.ERROR)
-        history = {} if trial.trial_id in self.ladder.trials else self._history(trial)
+        history = {} if known else self._history(trial)
         if history or ended:  # a resumed search: Ray kept no scheduler state, the run folder did
             self.ladder.restore(trial.trial_id, {e: self._loss(v) for e, v in history.items()}, finished=ended,
                                 passed=self._passes_recorded().get(trial.trial_id, 0))
@@ -329,6 +345,8 @@ class PromotingASHA(FIFOScheduler):
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         if self.time_attr not in result:
             return TrialScheduler.CONTINUE
+        if self.verdict is not None:
+            self.verdict.result()
         epoch = int(result[self.time_attr])
         decision = self.ladder.report(trial.trial_id, epoch, self._loss(result.get(self._metric)))
         self._save_passes()
@@ -337,9 +355,12 @@ class PromotingASHA(FIFOScheduler):
         return {CONTINUE: TrialScheduler.CONTINUE, WAIT: TrialScheduler.PAUSE}.get(decision, TrialScheduler.STOP)
 
     def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:
+        if self.verdict is not None:
+            self.verdict.ended(None)
         self.on_trial_remove(tune_controller, trial)
 
     def on_trial_error(self, tune_controller, trial: Trial) -> None:
+        self._failed(tune_controller, trial)
         self.on_trial_remove(tune_controller, trial)
 
     def on_trial_remove(self, tune_controller, trial: Trial) -> None:

@@ -21,6 +21,7 @@ from ..runfolder import EVENTS_FILE, PROMOTIONS_FILE
 from ..spec import SearchSpec
 from .asha import PromotingASHA
 from .callbacks import CheckpointCleanup, TensorBoardCallback, searched_keys
+from .failures import Doomed, Scheduler, Verdict
 from .progress import ProgressCallback
 from .ray_api import replace_callbacks
 from .slots import SlotGenerator, SlotLimiter
@@ -53,8 +54,11 @@ def build_tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool,
     callbacks.append(CheckpointCleanup(storage / spec.name, spec.metric, spec.mode, spec.keep_best,
                                        spec.keep_checkpoints))
     callbacks += list(trackers)
+    # a search whose first trials all fail alike stops; a configuration error is not retried (tuner.failures)
+    verdict = Verdict(plan.concurrency)
     run_config = tune.RunConfig(
         name=spec.name, storage_path=str(storage), callbacks=callbacks, verbose=2 if verbose else 0,
+        stop=Doomed(verdict),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         # Two, not one: Ray snapshots the whole experiment (every trial, O(trials)) whenever a trial has
         # checkpointed num_to_keep times since the last snapshot, so with one it did so after every
@@ -78,7 +82,7 @@ def build_tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool,
         slots = limit or (plan.concurrency if local and not plan.gpu_auto else None)
         scheduler = PromotingASHA(max_t=plan.max_epochs, grace_period=spec.asha["grace_period"],
                                   reduction_factor=spec.asha["reduction_factor"], total_trials=plan.trials,
-                                  max_running=slots, record=storage / spec.name / PROMOTIONS_FILE)
+                                  max_running=slots, record=storage / spec.name / PROMOTIONS_FILE, verdict=verdict)
     if spec.searcher == "optuna":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
@@ -93,6 +97,8 @@ def build_tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool,
         # A generator takes its own limit: Ray ignores max_concurrent_trials for one (with a warning
         # that a quiet search hides), and trials would run as many at once as resources allow.
         search_alg, limit = BasicVariantGenerator(random_state=spec.search_seed, max_concurrent=limit or 0), None
+    if scheduler is None:
+        scheduler = Scheduler(verdict)
     # reuse_actors: the next trial runs in a finished trial's worker (same resources), which has torch
     # and timm imported already: a new worker spent ~5s of every trial start here on a 2-core machine.
     tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=scheduler, search_alg=search_alg,

@@ -48,7 +48,7 @@ def action_for(previous: Previous, resume: bool, restart: bool) -> str:
         return "new"
     if restart:
         return "restart"
-    if not previous.same_space:
+    if not previous.same_space or (previous.stopped and resume):
         return "refuse"
     return "report" if previous.done(resume) else "continue"
 
@@ -84,8 +84,9 @@ def previous_search(spec: SearchSpec, run_dir: Path, resume: bool) -> Previous:
     when = (time.strftime("%Y-%m-%d %H:%M", time.localtime(state_files[-1].stat().st_mtime))
             if state_files else "?")
     errored = sum(s == "ERROR" for s in states.values())
+    stopped = (runfolder.read_json(run_dir / runfolder.STOPPED_FILE) or {}).get("error", "")
     return Previous(run_dir, exists=True, same_space=same, finished=finished, trials=len(states), errored=errored,
-                    when=when)
+                    when=when, stopped=stopped)
 
 
 def move_aside(run_dir: Path) -> Path:

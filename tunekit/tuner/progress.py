@@ -29,6 +29,7 @@ from ray.tune import Callback
 
 from ..config import PROGRESS_DISPLAYS, SEARCH_KEYS
 from ..runfolder import EVENTS_FILE, Status, ended_status
+from .failures import error_line, is_config_error
 
 DISPLAYS = PROGRESS_DISPLAYS
 __all__ = ["DISPLAYS", "EVENTS_FILE", "SUMMARY_ABOVE", "ProgressCallback"]
@@ -60,6 +61,8 @@ class ProgressCallback(Callback):
         self.free_since: list[float] = []
         self.holding: dict[str, Any] = {}  # trials running in a slot, by id
         self.waiting: set[str] = set()  # trials paused by ASHA at a rung, waiting for promotion
+        self.retrying: set[str] = set()  # trials that failed, waiting for their retry
+        self.attempt_epochs: dict[str, int] = {}  # the last epoch a trial reported since its (re)start
         self.started_at: dict[str, float] = {}
         self.start_seconds: list[float] = []  # a free slot -> the trial's first training step
         self.start_phases: list[dict[str, float]] = []  # each trial run's start: worker + loop.StartClock's phases
@@ -82,6 +85,8 @@ class ProgressCallback(Callback):
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self.started_at[trial.trial_id] = self.free_since.pop(0) if self.free_since else time.time()
         self.holding[trial.trial_id] = trial
+        self.retrying.discard(trial.trial_id)
+        self.attempt_epochs.pop(trial.trial_id, None)
         if trial.trial_id in self.waiting:
             self.waiting.discard(trial.trial_id)
             self._say(trial, f"promoted after epoch {self.epochs_of.get(trial.trial_id, 0)}: continues from its "
@@ -100,7 +105,7 @@ class ProgressCallback(Callback):
         if not isinstance(value, (int, float)):
             return
         self.epochs_run += 1
-        self.epochs_of[trial.trial_id] = int(result.get("epoch") or 0)
+        self.epochs_of[trial.trial_id] = self.attempt_epochs[trial.trial_id] = int(result.get("epoch") or 0)
         n = self.number.setdefault(trial.trial_id, len(self.number) + 1)
         if self.best is None or (value < self.best[0] if self.mode == "min" else value > self.best[0]):
             self.best = (value, n, self._config(trial))
@@ -119,6 +124,11 @@ class ProgressCallback(Callback):
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
         self._release_slot(trial)  # the failed run's slot; its retry takes one like any trial
+        if trial.status == "ERROR":
+            return  # not retried after all (a configuration error): on_trial_error has said so
+        self.retrying.add(trial.trial_id)
+        failures = trial.run_metadata.num_failures
+        self._say(trial, f"{self._failure(trial)}; retried ({failures} of {trial.max_failures})")
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._ended(trial)
@@ -138,8 +148,12 @@ class ProgressCallback(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._ended(trial)
+        self.retrying.discard(trial.trial_id)
         self.counts["errored"] += 1
-        self._say(trial, f"errored: see {trial.path}/error.txt")
+        retries = trial.run_metadata.num_failures - 1
+        why = ("not retried: a configuration error, the same in every attempt" if is_config_error(error_line(trial))
+               else f"errored after {retries} retr{'y' if retries == 1 else 'ies'}" if retries else "errored")
+        self._say(trial, f"{self._failure(trial)}; {why} (traceback: {trial.path}/error.txt)")
         self._done_line()
 
     def on_experiment_end(self, trials, **info) -> None:
@@ -155,12 +169,13 @@ class ProgressCallback(Callback):
         """The live status: counts, best so far, epochs against the budget, time left."""
         elapsed = time.perf_counter() - self.start
         done = sum(self.counts.values())
-        running, waiting = len(self.holding), len(self.waiting)
-        not_started = max(0, self.total - done - running - waiting)
+        running, waiting, retrying = len(self.holding), len(self.waiting), len(self.retrying)
+        not_started = max(0, self.total - done - running - waiting - retrying)
         budget = self.total * self.max_epochs
         lines = [f"[{_clock(elapsed)}] trials {done}/{self.total} done ({self.counts['finished']} finished, "
                  f"{self.counts['stopped']} stopped early, {self.counts['errored']} errored), {running} running, "
-                 f"{waiting} waiting, {not_started} not started",
+                 f"{waiting} waiting, " + (f"{retrying} failed and to be retried, " if retrying else "")
+                 + f"{not_started} not started",
                  f"  epochs {self.epochs_run} run of {budget} if every trial ran to the end "
                  f"({self.epochs_run / budget:.0%}); {self._time_left(elapsed, done)}"]
         if self.best is not None:
@@ -228,6 +243,14 @@ class ProgressCallback(Callback):
         self._release_slot(trial)
         self.waiting.discard(trial.trial_id)
         self.ended_epochs += self.epochs_of.get(trial.trial_id, 0)
+
+    def _failure(self, trial) -> str:
+        """'failed in setup: TunekitError: ...' (or 'in epoch k'): where this attempt failed, and with what."""
+        last = self.attempt_epochs.get(trial.trial_id)
+        where = "in setup" if last is None else f"in epoch {last + 1}"
+        line = error_line(trial)
+        kind, sep, message = line.partition(": ")
+        return f"failed {where}: {kind.rsplit('.', 1)[-1]}{sep}{message}"
 
     def _config(self, trial) -> str:
         c = trial.config

@@ -23,6 +23,9 @@ use                                    why
                                        checkpoint is being saved can still be stopped
 ``TuneController.stop_trial``          PromotingASHA stops a waiting trial that can no longer make
 (DeveloperAPI)                         the cut, from inside the scheduler
+``TuneController._search_alg``,        a trial whose first failure is a configuration error is ended
+``._callbacks``, ``._iteration``,      at once (tuner.failures.give_up), as Ray ends one out of
+``._trials`` (private)                 retries: the searcher and the callbacks told
 ``Trial.local_path``, ``Trial.has_``   the trial's folder on the driver (TensorBoard files), and
 ``reported_at_least_once``             whether it has one yet (a resumed trial's history)
 (DeveloperAPI)
@@ -89,6 +92,19 @@ def file_as_paused(tune_controller: Any, trial: Any) -> None:
         controller._set_trial_status(trial, Trial.PAUSED)
     else:
         trial.set_status(Trial.PAUSED)
+
+
+def give_up(tune_controller: Any, trial: Any) -> None:
+    """End a trial Ray has just requeued for a retry as failed for good, as Ray ends one whose retries are
+    used up: filed ERROR, the searcher told it ended with an error, the callbacks' ``on_trial_error`` called
+    (Ray calls their ``on_trial_recover`` after, for the requeue it had begun). Its worker is already being
+    stopped (Ray stops a failed trial's worker before it requeues the trial)."""
+    from ray.tune.experiment import Trial
+
+    controller = getattr(tune_controller, "_tune_controller", tune_controller)
+    controller._set_trial_status(trial, Trial.ERROR)
+    controller._search_alg.on_trial_complete(trial.trial_id, error=True)
+    controller._callbacks.on_trial_error(iteration=controller._iteration, trials=controller._trials, trial=trial)
 
 
 def is_saving(trial: Any) -> bool:

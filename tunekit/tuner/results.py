@@ -8,6 +8,7 @@ kept and the other checkpoints removed, the report written, the summary printed.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ class SearchResult:
     mode: str
     trial_start_s: list[float] = dataclasses.field(default_factory=list)  # a free slot -> first step, seconds
     start_phases: list[dict[str, float]] = dataclasses.field(default_factory=list)  # each start, by phase
+    planned: int = 0  # the trials the space asks for (a searcher makes them as slots free up)
 
     def __post_init__(self) -> None:
         if self.metric not in self.trials:  # no trial finished an epoch (all failed at their first batch)
@@ -50,7 +52,23 @@ class SearchResult:
 
     @property
     def interrupted(self) -> bool:
-        return self.unfinished > 0
+        """Trials did not end, or the searcher had not made them all (a stopped search)."""
+        return self.unfinished > 0 or self.planned > len(self.trials)
+
+    @property
+    def not_started(self) -> int:
+        """Trials never started: made and left (an interrupted search), or never made by the searcher."""
+        made = int((self.trials["status"] == Status.NOT_STARTED.value).sum())
+        return made + max(0, self.planned - len(self.trials))
+
+    @property
+    def doomed(self) -> bool:
+        """Stopped because its first trials all failed with one error before any trained an epoch
+        (``tuner.failures``): trials were left unstarted, none reported."""
+        errors = self.errored["error"].fillna("") if "error" in self.errored else None
+        epochs = self.trials["epochs_run"].fillna(0) if "epochs_run" in self.trials else None
+        return (errors is not None and epochs is not None and len(errors) >= 2 and errors.nunique() == 1
+                and not (epochs > 0).any() and self.not_started > 0)
 
     def best_model(self, rank: int = 1, device: str = "auto"):
         """The trial of this ``rank`` (1: the best) as a loaded model, from the weights the search kept."""
@@ -78,7 +96,7 @@ def finish(state: Search) -> None:
     spec, run_dir, echo = state.spec, state.run_dir, state.echo
     # Ray has saved its final state: finished trials are final
     result = SearchResult(run_dir, report.load_run(run_dir), spec.metric, spec.mode, state.trial_start_s,
-                          state.start_phases)
+                          state.start_phases, planned=state.plan.trials)
     trials = result.trials
     ok = trials[trials["status"].isin(ENDED) & trials[spec.metric].notna()]
     tidy_ended(run_dir, dict(zip(ok["trial"], ok[spec.metric].astype(float))), spec)
@@ -93,8 +111,17 @@ def finish(state: Search) -> None:
         upload_reports(state.trackers, run_dir, result, echo)
     for line in summary(result):
         echo(line)
-    if result.interrupted:
-        echo(f"interrupted: {result.unfinished} trial(s) unfinished. Continue with:\n"
+    if result.doomed:
+        error = result.errored["error"].iloc[0]
+        (run_dir / runfolder.STOPPED_FILE).write_text(json.dumps(
+            {"why": "its first trials all failed with the same error before any trained an epoch", "error": error,
+             "failed": len(result.errored), "not_started": result.not_started}, indent=2))
+        echo(f"stopped: the first {len(result.errored)} trial(s) to end all failed with the same error before any "
+             f"trial trained an epoch, so the other {result.not_started} were not started (tunekit stops a search "
+             f"that cannot succeed). Fix the error, then search again (--restart starts over).")
+    elif result.interrupted:
+        echo(f"interrupted: {result.unfinished + max(0, result.planned - len(trials))} trial(s) unfinished or not "
+             f"started. Continue with:\n"
              f"  tunekit search {spec.path or 'SPACE.py'} "
              f"--storage-path {state.storage} --name {spec.name} --resume")
     state.outcome = result

@@ -139,16 +139,27 @@ class Previous:
     trials: int = 0
     errored: int = 0  # trials that failed (--resume retries them)
     when: str = ""  # when its state was last saved
+    stopped: str = ""  # tunekit stopped it: its first trials all failed with this error (tuner.failures)
 
     def done(self, resume: bool) -> bool:
-        """Finished, and not to be continued (``--resume`` of a finished search retries its errored trials)."""
-        return self.exists and self.finished and not (resume and self.errored)
+        """Finished, and not to be continued (``--resume`` of a finished search retries its errored trials;
+        a search stopped because it could not succeed is done, and refused to ``--resume``)."""
+        return self.exists and (bool(self.stopped) or self.finished and not (resume and self.errored))
 
     def refusal(self) -> str:
+        if self.stopped:
+            return (f"--resume: {self.path} holds a search tunekit stopped because its first trials all failed "
+                    f"with {self.stopped!r}: fix that, then search again with --restart (its other trials "
+                    f"were never made, and continuing would fail alike)")
         return (f"{self.path} holds a search made from a different space; use another --name, or --restart to "
                 f"move that folder aside and start over")
 
     def finished_lines(self) -> list[str]:
+        if self.stopped:
+            return [f"search {self.path.name!r} was stopped on {self.when}: its first {self.errored} trial(s) all "
+                    f"failed with the same error; results in {self.path}",
+                    f"once the error is fixed, search again: --restart (moves {self.path.name} aside to "
+                    f"{self.path.name}.old-DATE and starts over)"]
         errored = f", {self.errored} errored (--resume retries them)" if self.errored else ""
         return [f"search {self.path.name!r} already finished on {self.when}: {self.trials} trial(s){errored}; "
                 f"results in {self.path}",

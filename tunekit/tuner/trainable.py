@@ -30,6 +30,7 @@ from ray import tune
 
 from ..config import TrialConfig
 from ..device import resolve_device
+from ..errors import TunekitError
 from ..gpu_share import limit_memory
 from ..loop import RunInfo, StartClock, fit
 from ..runfolder import CHECKPOINT_FILE, RUN_INFO_FILE
@@ -103,6 +104,7 @@ def run_trial(config: dict[str, Any]) -> None:
             tune.report(out, checkpoint=tune.Checkpoint.from_directory(d))
         _maybe_fault(config.get(FAULT_KEY), metrics["epoch"])
 
+    _maybe_fault(config.get(FAULT_KEY), 0)  # epoch 0: in the trial's setup
     try:
         fit(cfg, report, resume=resume, on_setup=on_setup, clock=clock, alone=not 0 < share < 1)
     except Exception as e:
@@ -134,6 +136,8 @@ def _oom_advice(cfg: TrialConfig, img_size: int | None, share: float, error: Bas
 def _maybe_fault(fault: dict[str, Any] | None, epoch: int) -> None:
     if not fault or epoch != fault["epoch"]:
         return
+    if fault.get("while") and not os.path.exists(fault["while"]):
+        return  # a fault of the environment, since fixed
     marker = fault.get("marker")
     if marker:
         if os.path.exists(marker):
@@ -141,6 +145,8 @@ def _maybe_fault(fault: dict[str, Any] | None, epoch: int) -> None:
         Path(marker).write_text(f"fired after epoch {epoch}\n")
     if fault.get("error") == "oom":
         raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB (injected after epoch {epoch})")
+    if fault.get("error") == "config":  # what tunekit's own checks raise: the same in every attempt
+        raise TunekitError(f"injected configuration error after epoch {epoch}")
     raise RuntimeError(f"injected fault after epoch {epoch}")
 
 
