@@ -163,6 +163,28 @@ CASES = [
     Case("data-batch-too-big", lambda t: ["train", "--data", f"folder:{image_folder(t, {'a': 5, 'b': 5})}",
                                           *TINY[:-3], "--batch-size", "64"],
          r"batch_size 64 is larger than the \d+ training images"),
+    Case("search-batch-too-big",  # the default batch_size (64) on the 48 training images of shapes?n=60
+         lambda t: ["search", space(t, 'data = "shapes?n=60"\nnum_samples = 120\nsearcher = "random"\n'
+                                       'space = {"model": "test_resnet", "pretrained": False, "img_size": 16}\n')],
+         r"(?m)^Error: batch_size 64 is larger than the 48 training images of data 'shapes\?n=60': every trial with it "
+         r"would fail"),
+    Case("search-batch-choices-too-big",
+         lambda t: ["search", space(t, 'data = "shapes?n=60"\nspace = {"model": "test_resnet", "pretrained": False, '
+                                       '"img_size": 16, "batch_size": tune.choice([16, 64, 128])}\n')],
+         r"batch_size choice\(s\) 64, 128 of \[16, 64, 128\] are larger than the 48 training images"),
+    Case("search-batch-range-too-big",
+         lambda t: ["search", space(t, 'data = "shapes?n=60"\nspace = {"model": "test_resnet", "pretrained": False, '
+                                       '"img_size": 16, "batch_size": tune.randint(8, 100)}\n')],
+         r"batch_size is drawn up to 99, and data 'shapes\?n=60' has 48 training images"),
+    Case("search-batch-too-big-dry-run",
+         lambda t: ["search", space(t, f'data = "folder:{image_folder(t, {"a": 5, "b": 5})}"\n'
+                                       'space = {"model": "test_resnet", "pretrained": False}\n'), "--dry-run"],
+         r"batch_size 64 is larger than the 8 training images of data 'folder:"),
+    Case("search-metric-not-in-data",
+         lambda t: ["search", space(t, 'data = "shapes?n=60"\nmetric = "f2"\nmode = "max"\n'
+                                       'space = {"model": "test_resnet", "pretrained": False, "img_size": 16, '
+                                       '"batch_size": 16}\n')],
+         r"metric 'f2' is for multi-label data, and data 'shapes\?n=60' is single-label"),
     # ---- command line
     Case("cli-bad-choice", lambda t: ["train", "--pool", "max"],
          r"Invalid value for '--pool': 'max' is not one of 'avg', 'concat'"),

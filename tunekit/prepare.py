@@ -6,12 +6,14 @@ Tune, pandas and the training loop: on 16 simulated nodes sharing one 2-core mac
 was most of the minute node preparation took (benchmarks/RESULTS.md).
 
     jobs = prepare_jobs(spec)                    # {"caches": [(resize, size), ...], "weights": [model, ...]}
-    seen, warnings = prepare_here(spec.data, jobs, marker=None)
+    seen, warnings, facts = prepare_here(spec.data, jobs, marker=None)
+    check_settings(spec, facts)                  # what every trial would fail with, refused before any
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,22 +42,88 @@ def prepare_jobs(spec: SearchSpec) -> dict[str, list]:
     return {"caches": sorted(caches), "weights": weights}
 
 
-def prepare_here(data: str, jobs: dict[str, list], marker: str | None) -> tuple[bool, list[str]]:
-    """Data caches and weights on this node. Returns whether ``marker`` is visible here, and the
-    warnings raised (skipped images), which a Ray task's stderr would hide from the user."""
+@dataclass(frozen=True)
+class DataFacts:
+    """What the prepared data says that a trial's settings must fit: its readable training and validation
+    images and whether it is multi-label."""
+
+    data: str
+    n_train: int
+    n_valid: int
+    multilabel: bool
+
+
+def prepare_here(data: str, jobs: dict[str, list], marker: str | None) -> tuple[bool, list[str], DataFacts | None]:
+    """Data caches and weights on this node. Returns whether ``marker`` is visible here, the warnings
+    raised (skipped images), which a Ray task's stderr would hide from the user, and the data's facts
+    (the fewest readable images over its caches)."""
     import warnings
 
     from . import data as tkdata
 
+    facts = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for model in jobs["weights"]:  # first: offline fails in a second, data can take minutes
             fetch_weights(model)
         for resize, size in jobs["caches"]:
-            tkdata.load(data, resize, size)
+            ds = tkdata.load(data, resize, size)
+            found = DataFacts(data, len(ds.train_index), len(ds.valid_index), ds.multilabel)
+            facts = found if facts is None else min(facts, found, key=lambda f: (f.n_train, f.n_valid))
     ours = Path(__file__).parent
     notes = list(dict.fromkeys(str(w.message) for w in caught if Path(w.filename).is_relative_to(ours)))
-    return marker is None or os.path.exists(marker), notes
+    return marker is None or os.path.exists(marker), notes, facts
+
+
+def listed_facts(data: str) -> DataFacts:
+    """The facts of data on disk from its file list alone (a dry run decodes nothing: unreadable images,
+    which a search then skips, are still counted)."""
+    from .data import resolve_items
+
+    items = resolve_items(data)
+    valid = int(items.is_valid.sum())
+    return DataFacts(data, len(items.files) - valid, valid, items.multilabel)
+
+
+def check_settings(spec: SearchSpec, facts: DataFacts) -> None:
+    """Refuse, before any trial, the settings that every trial drawing them would fail with: a batch larger
+    than the training images (an epoch of no batch), data with no validation image, a metric the data does
+    not have (f2 is multi-label only). Every value the space can draw is checked; the message names the
+    setting, the values that fail and the limit."""
+    from .errors import TunekitError
+
+    where = f"data {facts.data!r}"
+    if facts.n_valid == 0:
+        raise TunekitError(f"{where} has no validation images: every trial needs some to be scored (set valid_pct, "
+                           f"or add a valid/ folder)")
+    sizes = spec.values_of("batch_size")
+    if sizes is None:  # drawn from a range
+        high = _upper_bound(spec.param_space().get("batch_size"))
+        if high is not None and high > facts.n_train:
+            raise TunekitError(f"batch_size is drawn up to {high:g}, and {where} has {facts.n_train} training images: "
+                               f"a trial drawing more than {facts.n_train} would have no batch to train on; draw "
+                               f"batch_size up to {facts.n_train}")
+    else:
+        bad = sorted({int(b) for b in sizes if int(b) > facts.n_train})
+        if bad:
+            what = (f"batch_size {bad[0]} is" if len(sizes) == 1 else
+                    f"batch_size choice(s) {', '.join(map(str, bad))} of {sorted(set(map(int, sizes)))} are")
+            raise TunekitError(f"{what} larger than the {facts.n_train} training images of {where}: every trial "
+                               f"with it would fail (no full batch to train on); use a batch_size of at most "
+                               f"{facts.n_train}, or more data")
+    if spec.metric == "f2" and not facts.multilabel:
+        raise TunekitError(f"metric 'f2' is for multi-label data, and {where} is single-label: use error_rate or "
+                           f"accuracy")
+
+
+def _upper_bound(domain: object) -> float | None:
+    """The largest value a Ray Tune range can draw (randint's upper is exclusive), if it says."""
+    from ray.tune.search.sample import Integer
+
+    upper = getattr(domain, "upper", None)
+    if upper is None:
+        return None
+    return upper - 1 if isinstance(domain, Integer) else upper
 
 
 def fetch_weights(model: str) -> None:

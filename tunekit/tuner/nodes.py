@@ -20,7 +20,7 @@ import ray
 from ..data.spec import DataSpec
 from ..errors import TunekitError
 from ..gpu_share import AutoShares, MemoryKey, gpu_cards, probe_remote, size_for
-from ..prepare import prepare_here, prepare_jobs
+from ..prepare import check_settings, listed_facts, prepare_here, prepare_jobs
 from ..spec import SearchSpec
 from .state import Search
 
@@ -35,21 +35,22 @@ def prepare(state: Search) -> None:
 
 
 def check_local_data(spec: SearchSpec) -> None:
-    """For a dry run: list and check the files of data on a local path (nothing downloaded or decoded)."""
+    """For a dry run: list and check the files of data on a local path (nothing downloaded or decoded), and
+    the settings against them (``prepare.check_settings``, on the listed images)."""
     data = DataSpec.parse(spec.data)
     if data.path is not None:
-        from ..data import resolve_items
-
-        resolve_items(data)
+        check_settings(spec, listed_facts(spec.data))
 
 
 def prepare_local(spec: SearchSpec, echo: Callable[[str], None]) -> None:
     jobs = prepare_jobs(spec)
     echo(f"preparing: {spec.data}, {len(jobs['caches'])} resize/size combination(s), "
          f"{len(jobs['weights'])} pretrained model(s)")
-    _, notes = prepare_here(spec.data, jobs, None)
+    _, notes, facts = prepare_here(spec.data, jobs, None)
     for note in notes:
         echo(f"warning: {note}")
+    if facts is not None:
+        check_settings(spec, facts)  # what every trial would fail with, before Ray starts
 
 
 def prepare_nodes(spec: SearchSpec, run_dir: Path, echo: Callable[[str], None]) -> bool:
@@ -78,9 +79,12 @@ def prepare_nodes(spec: SearchSpec, run_dir: Path, echo: Callable[[str], None]) 
     finally:
         marker.unlink(missing_ok=True)
     echo(f"prepared {len(nodes)} node(s) in {time.perf_counter() - t0:.1f}s")
-    for note in dict.fromkeys(note for _, notes in answers for note in notes):  # once, not once per node
+    for note in dict.fromkeys(note for _, notes, _ in answers for note in notes):  # once, not once per node
         echo(f"warning: {note}")
-    sees_marker = [seen for seen, _ in answers]
+    facts = [f for _, _, f in answers if f is not None]
+    if facts:
+        check_settings(spec, min(facts, key=lambda f: (f.n_train, f.n_valid)))  # before any trial
+    sees_marker = [seen for seen, _, _ in answers]
     if all(sees_marker):
         return True
     echo(f"warning: {run_dir.parent} is not shared storage for {sees_marker.count(False)} of {len(nodes)} "

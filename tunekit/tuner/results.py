@@ -88,9 +88,11 @@ class SearchResult:
         return ok.sort_values(self.metric, ascending=self.mode == "min").head(n)
 
 
-def finish(state: Search) -> None:
+def finish(state: Search, hurry: bool = False) -> None:
     """Read the trials back, keep the best trials' weights, write the report into the run folder, print
-    the ranked summary (and, for an interrupted search, how to continue it)."""
+    the ranked summary (and, for an interrupted search, how to continue it). ``hurry`` (a second Ctrl-C:
+    stop now): results.csv only, no report and no upload to the trackers, whose open runs get a few
+    seconds to close as unfinished."""
     from .. import report
 
     spec, run_dir, echo = state.spec, state.run_dir, state.echo
@@ -100,15 +102,16 @@ def finish(state: Search) -> None:
     trials = result.trials
     ok = trials[trials["status"].isin(ENDED) & trials[spec.metric].notna()]
     tidy_ended(run_dir, dict(zip(ok["trial"], ok[spec.metric].astype(float))), spec)
-    try:
-        built = report.build(result.trials, screens=report.load_screens([run_dir]))
-        report.write(built, run_dir, tensorboard_dir=run_dir / runfolder.REPORT_EVENTS_DIR)
-    except Exception as e:  # noqa: BLE001 - the search's results are safe on disk; the report is extra
-        echo(f"warning: could not write the report ({type(e).__name__}: {e}); run 'tunekit report {run_dir}'")
-    if state.trackers:
-        from .trackers import upload_reports
-
-        upload_reports(state.trackers, run_dir, result, echo)
+    if hurry:
+        _stop_now(state, trials)
+    else:
+        try:
+            _report(state, result)
+        except KeyboardInterrupt:  # Ctrl-C again while the report is written: stop now
+            _stop_now(state, trials)
+            for line in summary(result):
+                echo(line)
+            raise
     for line in summary(result):
         echo(line)
     if result.doomed:
@@ -127,6 +130,31 @@ def finish(state: Search) -> None:
     state.outcome = result
 
 
+def _report(state: Search, result: SearchResult) -> None:
+    """The report in the run folder, then to the trackers."""
+    from .. import report
+
+    run_dir, echo = state.run_dir, state.echo
+    try:
+        built = report.build(result.trials, screens=report.load_screens([run_dir]))
+        report.write(built, run_dir, tensorboard_dir=run_dir / runfolder.REPORT_EVENTS_DIR)
+    except Exception as e:  # noqa: BLE001 - the search's results are safe on disk; the report is extra
+        echo(f"warning: could not write the report ({type(e).__name__}: {e}); run 'tunekit report {run_dir}'")
+    if state.trackers:
+        from .trackers import upload_reports
+
+        upload_reports(state.trackers, run_dir, result, echo)
+
+
+def _stop_now(state: Search, trials: pd.DataFrame) -> None:
+    """A second Ctrl-C: results.csv only; the trackers' open runs get a few seconds to close."""
+    trials.to_csv(state.run_dir / "results.csv", index=False)
+    state.echo(f"stopped at once (a second Ctrl-C): results.csv written, no report (tunekit report {state.run_dir} "
+               f"writes it)")
+    for guard in state.trackers:
+        guard.close(drain_s=5.0)
+
+
 def summary(result: SearchResult, n: int = 5) -> list[str]:
     """A short ranked table of the best trials, why trials failed (if any did), where the results are."""
     df = result.trials
@@ -140,7 +168,9 @@ def summary(result: SearchResult, n: int = 5) -> list[str]:
         show.insert(0, "rank", range(1, len(show) + 1))
         lines.append(f"best {min(n, len(show))} by {result.metric} at each trial's last epoch (as the report):")
         lines += ["  " + line for line in show.to_string(index=False, float_format=lambda v: f"{v:.4g}").splitlines()]
-    lines.append(f"results: {result.path} (report.md, report.html, results.csv, ranking.csv)")
+    written = "report.md, report.html, results.csv, ranking.csv" if (result.path / "report.md").is_file() \
+        else "results.csv"
+    lines.append(f"results: {result.path} ({written})")
     lines.append(f"curves:  tensorboard --logdir {result.path}")
     return lines
 

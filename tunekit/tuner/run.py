@@ -42,8 +42,8 @@ def run(state: Search) -> None:
                                       trackers=state.trackers, local=opts.address is None)
         try:
             tuner.fit()  # Ray stops gracefully on Ctrl-C and returns
-        except KeyboardInterrupt:  # a second Ctrl-C: what finished is reported, then the interrupt goes on
-            finish(state)
+        except KeyboardInterrupt:  # a second Ctrl-C: stop now (results.csv, no report), then the interrupt goes on
+            finish(state, hurry=True)
             raise
     state.echo(f"search ended after {time.perf_counter() - start:.0f}s")
     for line in (progress.start_summary(), progress.phase_summary()):

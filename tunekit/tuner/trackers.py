@@ -119,15 +119,16 @@ class Detached(Callback):
         self._submit("on_experiment_end", list(trials))
         self.close()
 
-    def close(self) -> None:
-        """Wait for the backlog (at most ``drain_s``), then stop the thread."""
+    def close(self, drain_s: float | None = None) -> None:
+        """Wait for the backlog (at most ``drain_s``, default the guard's), then stop the thread."""
         thread, self.thread = self.thread, None
         if thread is None:
             return
+        wait = self.drain_s if drain_s is None else drain_s
         self.calls.put(None)
-        thread.join(self.drain_s)
+        thread.join(wait)
         if thread.is_alive():
-            self._fail(f"still busy after {self.drain_s:.0f}s at the end of the search")
+            self._fail(f"still busy after {wait:.0f}s at the end of the search")
 
     def run(self, hook: Callable[[], None]) -> None:
         """``hook`` now, on the caller's thread, unless the tracker failed (a failure warns)."""
