@@ -5,6 +5,7 @@ paper's rule (Li et al., MLSys 2020, Algorithm 2).
     python benchmarks/asha_sim.py                      # the issue's setups, synthetic curves, 100 runs each
     python benchmarks/asha_sim.py --faults             # + retries, crashes while waiting, a driver kill + resume
     python benchmarks/asha_sim.py --curves benchmarks/curves/demo_full.csv   # curves a real search recorded
+    python benchmarks/asha_sim.py --export ~/ray_results/demo-full benchmarks/curves/demo_full.csv
 
 A run: ``trials`` trials, each a learning curve (a loss per epoch up to ``max_t``), on ``slots`` slots
 (Ray's resources); each epoch takes a random time (a speed per trial, a jitter per epoch). A free slot
@@ -67,6 +68,23 @@ def synthetic_curves(n: int, max_t: int, rng: random.Random, noise: float = 0.02
             out.append(v + rng.gauss(0, noise))
         curves.append(out)
     return curves
+
+
+def export_curves(run: Path, out: Path, metric: str = "error_rate") -> int:
+    """A run folder's per-epoch curves (each trial's progress.csv) as the CSV ``read_curves`` takes: only
+    trials that ran every epoch (a search with ``asha = None``). Returns how many."""
+    import pandas as pd
+
+    from tunekit.runfolder import read_progress
+
+    frames = []
+    for i, trial in enumerate(sorted(p for p in run.glob("*/") if (p / "progress.csv").is_file())):
+        df = read_progress(trial)
+        frames.append(pd.DataFrame({"trial": i, "epoch": df["epoch"], "value": df[metric]}))
+    longest = max(len(f) for f in frames)
+    full = [f for f in frames if len(f) == longest]
+    pd.concat(full).to_csv(out, index=False)
+    return len(full)
 
 
 def read_curves(path: Path) -> list[list[float]]:
@@ -483,7 +501,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--curves", type=Path, help="a CSV of trial, epoch, value (every trial to the end)")
     parser.add_argument("--noise", type=float, default=0.02)
     parser.add_argument("--effects", action="store_true", help="the report's effect estimates on ASHA's survivors")
+    parser.add_argument("--export", nargs=2, type=Path, metavar=("RUN_DIR", "OUT_CSV"),
+                        help="write a finished search's curves (every trial to the end) for --curves")
     args = parser.parse_args(argv)
+    if args.export:
+        print(f"{export_curves(*args.export)} curves written to {args.export[1]}")
+        return
     if args.effects:
         for trials in (48, 150, 600):
             for basis, r in survivor_bias(sims=200, trials=trials).items():
