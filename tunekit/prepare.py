@@ -98,7 +98,7 @@ def check_settings(spec: SearchSpec, facts: DataFacts) -> None:
                            f"or add a valid/ folder)")
     sizes = spec.values_of("batch_size")
     if sizes is None:  # drawn from a range
-        high = _upper_bound(spec.param_space().get("batch_size"))
+        high = spec.largest("batch_size")
         if high is not None and high > facts.n_train:
             raise TunekitError(f"batch_size is drawn up to {high:g}, and {where} has {facts.n_train} training images: "
                                f"a trial drawing more than {facts.n_train} would have no batch to train on; draw "
@@ -114,24 +114,3 @@ def check_settings(spec: SearchSpec, facts: DataFacts) -> None:
     if spec.metric == "f2" and not facts.multilabel:
         raise TunekitError(f"metric 'f2' is for multi-label data, and {where} is single-label: use error_rate or "
                            f"accuracy")
-
-
-def _upper_bound(domain: object) -> float | None:
-    """The largest value a Ray Tune range can draw (randint's upper is exclusive), if it says."""
-    from ray.tune.search.sample import Integer
-
-    upper = getattr(domain, "upper", None)
-    if upper is None:
-        return None
-    return upper - 1 if isinstance(domain, Integer) else upper
-
-
-def fetch_weights(model: str) -> None:
-    import timm
-
-    from .weights import local_weights, require_reachable
-
-    if local_weights(model):
-        return
-    require_reachable(model)
-    timm.create_model(model, pretrained=True, num_classes=0)

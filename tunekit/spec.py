@@ -82,6 +82,21 @@ class SearchSpec:
         value = self.param_space().get(key, getattr(TrialConfig, key, None))
         return _finite_values(value)
 
+    def largest(self, key: str) -> float | None:
+        """The largest value ``key`` can take: of its values, or the top of its range (randint's upper end is
+        exclusive); None if the space does not say."""
+        values = self.values_of(key)
+        if values is not None:
+            numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            return max(numbers) if numbers else None
+        from ray.tune.search.sample import Integer
+
+        domain = self.param_space().get(key)
+        upper = getattr(domain, "upper", None)
+        if upper is None:
+            return None
+        return upper - 1 if isinstance(domain, Integer) else upper
+
     def total_epochs(self) -> int:
         """ASHA's max_t: the largest epoch count a trial can report."""
         epochs = self.values_of("epochs") or [TrialConfig.epochs]
