@@ -5,8 +5,8 @@
     tunekit report ~/ray_results/demo
     tunekit export ~/ray_results/demo best/ && tunekit predict best/ photos/
 
-``run`` (train, search), ``results`` (report, export, predict, evaluate), ``tools`` (rank, bench, data, weights,
-doctor),
+``run`` (train, search), ``results`` (report, export, predict, evaluate), ``models`` (timm's tables), ``tools``
+(rank, bench, data, weights, doctor),
 ``common`` (errors, options). Nothing heavy is imported until a command runs.
 """
 
@@ -22,11 +22,12 @@ def main() -> None:
 
 
 def _register() -> None:
+    from .models import models
     from .results import evaluate, export, predict, report
     from .run import search, train
     from .tools import bench, data, doctor, rank, weights
 
-    for command in (train, search, report, export, predict, evaluate, rank, bench, data, weights, doctor):
+    for command in (train, search, report, export, predict, evaluate, models, rank, bench, data, weights, doctor):
         main.add_command(command)
 
 

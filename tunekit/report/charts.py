@@ -85,3 +85,31 @@ def chart_html(fig: Any, first: bool) -> str:
     """A chart as an HTML fragment; the first of a page carries plotly.js itself (offline, no CDN)."""
     return fig.to_html(full_html=False, include_plotlyjs=True if first else False,
                        config={"displaylogo": False, "responsive": True})
+
+
+def prior_chart(rows: list, front: set[str]) -> str:
+    """``tunekit models --plot``: ImageNet top-1 against inference throughput (log), one point per tag, the
+    Pareto front drawn and highlighted, each point's tag, params and pretrain data on hover; a whole page that
+    opens offline (plotly.js inlined)."""
+    import plotly.graph_objects as go
+
+    from ..timm_table import source
+
+    shown = [r for r in rows if r.top1 is not None and r.infer_samples_per_s is not None]
+    fig = go.Figure()
+    for on_front, name, style in ((False, "other tags", {"size": 7, "color": "#9aa5b1"}),
+                                  (True, "the front", {"size": 10, "color": "#d62728"})):
+        part = sorted((r for r in shown if (r.model in front) == on_front), key=lambda r: r.infer_samples_per_s)
+        fig.add_trace(go.Scatter(
+            x=[r.infer_samples_per_s for r in part], y=[r.top1 for r in part], name=name,
+            mode="lines+markers" if on_front else "markers", marker=style,
+            text=[f"{r.model}<br>top-1 {r.top1:.2f}%, {r.infer_samples_per_s:,.0f} img/s at {r.infer_img_size}px"
+                  f"<br>{r.params_m if r.params_m is not None else '?'} M params, pretrain {r.pretrain or '?'}"
+                  for r in part],
+            hoverinfo="text"))
+    src = source()
+    fig.update_layout(title=f"ImageNet top-1 against inference throughput ({len(shown)} tags; timm's tables, "
+                            f"{src['infer']['gpu']}, {src['infer']['precision']})",
+                      xaxis_title="inference images/s (log)", yaxis_title="ImageNet top-1 (%)", template="plotly_white")
+    fig.update_xaxes(type="log")
+    return fig.to_html(full_html=True, include_plotlyjs=True, config={"displaylogo": False, "responsive": True})
