@@ -158,10 +158,11 @@ def main() -> None:
         for row in rows:
             writer.writerow({k: ("" if v is None else int(v) if isinstance(v, bool) else v) for k, v in row.items()})
     (args.out / SOURCE_FILE).write_text(json.dumps(source, indent=1) + "\n")
-    with_top1 = sum(r["top1"] is not None for r in rows)
-    print(f"{len(rows)} tags ({with_top1} with ImageNet top-1, {sum(r['infer_samples_per_s'] is not None for r in rows)}"
-          f" with inference and {sum(r['train_samples_per_s'] is not None for r in rows)} with training throughput) "
-          f"-> {args.out / TABLE_FILE}")
+    def having(column: str) -> int:
+        return sum(r[column] is not None for r in rows)
+
+    print(f"{len(rows)} tags ({having('top1')} with ImageNet top-1, {having('infer_samples_per_s')} with inference "
+          f"and {having('train_samples_per_s')} with training throughput) -> {args.out / TABLE_FILE}")
 
 
 if __name__ == "__main__":

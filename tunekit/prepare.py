@@ -114,3 +114,14 @@ def check_settings(spec: SearchSpec, facts: DataFacts) -> None:
     if spec.metric == "f2" and not facts.multilabel:
         raise TunekitError(f"metric 'f2' is for multi-label data, and {where} is single-label: use error_rate or "
                            f"accuracy")
+
+
+def fetch_weights(model: str) -> None:
+    import timm
+
+    from .weights import local_weights, require_reachable
+
+    if local_weights(model):
+        return
+    require_reachable(model)
+    timm.create_model(model, pretrained=True, num_classes=0)

@@ -120,7 +120,8 @@ def _table(rows: list, total: int, front: set[str], src: dict, top: int | None) 
     for r in shown:
         mark = "*" if r.model in front else " "
         click.echo(f"{mark} {r.model:{width}s}  {_fmt(r.top1, '6.2f')}  {_fmt(r.params_m, '8.1f')}  {r.img_size:4d}  "
-                   f"{_fmt(r.infer_samples_per_s, '11.0f')}  {_fmt(r.train_samples_per_s, '11.0f')}  {r.pretrain or '-'}")
+                   f"{_fmt(r.infer_samples_per_s, '11.0f')}  {_fmt(r.train_samples_per_s, '11.0f')}  "
+                   f"{r.pretrain or '-'}")
     if len(shown) < len(rows):
         click.echo(f"  ... {len(rows) - len(shown)} more (--top N shows N; --csv or --json all of them)")
 
