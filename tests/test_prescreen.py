@@ -1,4 +1,5 @@
-"""The pre-screen's pieces (prescreen.py) without a search: its lines, its read-back, LogME against fine-tuning."""
+"""The pre-screen's pieces (prescreen.py, prior.py) without a search: its lines, its read-back, a prior screen,
+the screen's ranking against fine-tuning."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from tunekit.prescreen import Screen, agreement, load_screen, save_screen
 
 
 def screen() -> Screen:
+    """A LogME screen as an earlier tunekit wrote it (no method, rank.Ranked's rows)."""
     rows = [{"model": m, "logme": v, "rank": r, "status": "scored", "images": 100, "seconds": 1.5}
             for r, (m, v) in enumerate([("a", 1.2), ("b", 0.9), ("c", 0.4), ("d", 0.1)], 1)]
     rows.append({"model": "e", "logme": None, "rank": None, "status": "no pretrained weights here", "images": 0,
@@ -18,11 +20,35 @@ def screen() -> Screen:
 
 def test_lines_say_what_is_kept_and_why(tmp_path):
     lines = screen().lines()
-    assert lines[0] == "  prescreen LogME on 100 training images per model: keeping 3 of 5 models"
-    assert lines[1].startswith("    keep  a: LogME   1.2000") and lines[4].startswith("    drop  d:")
-    assert lines[5] == "    drop  e: no pretrained weights here"
+    assert lines[0].startswith("  prescreen logme (LogME on the data's training images") and "keeping 3 of 5" in lines[0]
+    assert lines[1].startswith("    keep  a: LogME 1.2000") and lines[4].startswith("    drop  d:")
+    assert lines[5] == "    drop  e: -  (no pretrained weights here)"
     save_screen(screen(), tmp_path)
     assert load_screen(tmp_path) == screen() and load_screen(tmp_path / "none") is None
+
+
+def test_a_prior_screen_keeps_the_best_by_imagenet_top1_that_can_be_trained(tmp_path):
+    """The default method: timm's ImageNet top-1, no forward pass; a model whose weights cannot be had is passed
+    over (the next one kept), one without a row in timm's table is scored by LogME and kept."""
+    from tunekit.prior import rank_by, select
+
+    class Scored:
+        def __init__(self, model, logme):
+            self.model, self.logme, self.status = model, logme, "scored"
+
+        def to_dict(self):
+            return {"model": self.model, "logme": self.logme, "status": self.status, "images": 60}
+
+    models = ["resnet34.tv_in1k", "resnet50.tv_in1k", "densenet121.tv_in1k", "inception_v3.tv_in1k", "my_net"]
+    asked = []
+    choices = rank_by(models, "prior", keep=2, logme_of=lambda names: asked.extend(names) or
+                      [Scored(n, 0.5) for n in names])
+    assert asked == ["my_net"]  # LogME only where the prior has no row
+    assert [c.model for c in choices] == ["inception_v3.tv_in1k", "resnet50.tv_in1k", "densenet121.tv_in1k",
+                                          "resnet34.tv_in1k", "my_net"]
+    kept = select(choices, 2, "prior", usable=lambda m: "no pretrained weights here" if m.startswith("inc") else None)
+    assert kept == ["resnet50.tv_in1k", "densenet121.tv_in1k", "my_net"]
+    assert choices[0].by == "passed over: no pretrained weights here"
 
 
 @pytest.mark.parametrize(("errors", "tau"), [

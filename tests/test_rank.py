@@ -77,24 +77,45 @@ def test_sample_takes_every_class_in_proportion():
 def test_rank_command_table_json_and_space_file(small_shapes, hub, tmp_path):
     runner = CliRunner()
     out = runner.invoke(main, ["rank", f"folder:{small_shapes}", "--models", ",".join(MODELS), "--img-size", "32",
-                               "--max-images", "60"])
+                               "--max-images", "60", "--method", "logme"])
     assert out.exit_code == 0, out.output
-    lines = [line for line in out.output.splitlines() if line.startswith(("   1", "   2", "   -"))]
-    assert len(lines) == 3 and lines[-1].split()[1:] == [MODELS[2], "no", "pretrained", "weights", "here"]
+    lines = [line for line in out.output.splitlines() if line.startswith(("   1", "   2", "   3"))]
+    assert len(lines) == 3 and lines[-1].split()[1] == MODELS[2] and "no pretrained weights here" in lines[-1]
     space = tmp_path / "space.py"
     space.write_text(f"from ray import tune\nspace = {{'model': tune.choice({MODELS[:2]!r})}}\n")
     out = runner.invoke(main, ["rank", f"folder:{small_shapes}", "--models", str(space), "--img-size", "32",
-                               "--max-images", "60", "--json"])
+                               "--max-images", "60", "--json", "--method", "logme"])
     assert out.exit_code == 0, out.output
     assert sorted(r["model"] for r in json.loads(out.stdout)) == sorted(MODELS[:2])
-    bad = runner.invoke(main, ["rank", "folder:/nope", "--models", "test_resnet"])
+    bad = runner.invoke(main, ["rank", "folder:/nope", "--models", "test_resnet", "--method", "logme"])
     assert bad.exit_code != 0 and "/nope" in bad.output and "Traceback" not in bad.output
+
+
+def test_rank_by_the_prior_needs_no_data_and_no_forward_pass(small_shapes, hub):
+    """--method prior (the default): timm's ImageNet top-1, no DATA, no LogME; hybrid: the prior's shortlist
+    (2 x --keep) by LogME, the rest after it by the prior."""
+    runner = CliRunner()
+    out = runner.invoke(main, ["rank", "--models", ",".join(MODELS)])
+    assert out.exit_code == 0, out.output
+    order = [line.split()[1] for line in out.output.splitlines()[1:]]
+    assert order == ["test_convnext", "test_efficientnet", "test_resnet"]  # 47.77, 46.51, 41.60 in timm's table
+    assert "LogME" not in out.output.split("\n", 1)[1].replace("LogME  by", "")  # no score, no forward pass
+    out = runner.invoke(main, ["rank", f"folder:{small_shapes}", "--models", ",".join(MODELS), "--method", "hybrid",
+                               "--keep", "1", "--img-size", "32", "--max-images", "60", "--json"])
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.stdout)
+    shortlist = [r for r in rows if r["by"].startswith(("LogME", "not scored"))]
+    assert {r["model"] for r in shortlist} == {"test_convnext", "test_efficientnet"}  # the prior's top 2
+    assert rows[-1]["model"] == "test_resnet" and rows[-1]["by"] == "ImageNet top-1" and rows[-1]["logme"] is None
+    bad = runner.invoke(main, ["rank", "--models", "test_resnet", "--method", "logme"])
+    assert bad.exit_code == 2 and "needs DATA" in bad.output
 
 
 @pytest.mark.parametrize("prescreen,model,pretrained,message", [
     ("{'keep': 0}", MODELS, True, "keep must be an integer >= 1"),
     ("{'kep': 2}", MODELS, True, "must be a dict such as"),
     ("{'keep': 2, 'max_image': 9}", MODELS, True, "unknown prescreen key 'max_image'"),
+    ("{'keep': 2, 'method': 'nleep'}", MODELS, True, "prescreen method must be one of 'prior', 'logme', 'hybrid'"),
     ("{'keep': 1}", MODELS[:1], True, "give 'model' a tune.grid_search or tune.choice of several"),
     ("{'keep': 1}", MODELS, False, "trains from scratch"),
 ])
@@ -115,7 +136,7 @@ def test_prescreen_searches_only_the_kept_models_and_the_report_compares(small_s
         data = "folder:{small_shapes}"
         searcher = "grid"
         asha = None
-        prescreen = {{"keep": 1, "max_images": 60}}
+        prescreen = {{"keep": 1, "max_images": 60, "method": "logme"}}
         space = {{"model": tune.grid_search({MODELS!r}), "lr": tune.grid_search([0.01, 0.003]),
                  "pretrained": True, "freeze_epochs": 0, "epochs": 1, "batch_size": 32, "img_size": 32}}
     """))

@@ -64,7 +64,7 @@ class SearchSpec:
     max_failures: int = 1
     keep_checkpoints: bool = False
     keep_best: int = 3  # trials whose final weights are kept (model.safetensors) for `tunekit export`
-    prescreen: dict[str, int] | None = None  # {"keep": N}: LogME-rank the model choices, search the top N
+    prescreen: dict[str, Any] | None = None  # {"keep": N, "method": ...}: rank the model choices, search the top N
     imports: list[str] = field(default_factory=list)  # modules every trial imports first (a user's own models)
     trackers: dict[str, dict[str, str]] = field(default_factory=dict)  # tracking.TRACKERS: where trials log too
 
@@ -343,19 +343,25 @@ def _check_settings(s: dict[str, Any], where: str) -> dict[str, Any]:
     return s
 
 
-PRESCREEN_KEYS = {"keep": 1, "max_images": 2, "img_size": 16}  # key -> smallest value
+PRESCREEN_KEYS = {"keep": 1, "max_images": 2, "img_size": 16, "method": None}  # key -> smallest value (None: text)
 
 
-def _check_prescreen(pre: Any, where: str) -> dict[str, int] | None:
+def _check_prescreen(pre: Any, where: str) -> dict[str, Any] | None:
+    from .prior import METHODS  # (tunekit.prior needs neither torch nor Ray)
+
     if pre is None:
         return None
     if not isinstance(pre, dict) or "keep" not in pre:
-        raise TunekitError(f"{where}: prescreen must be a dict such as {{'keep': 12}} (and optionally 'max_images', "
-                           f"'img_size'), or None; got {pre!r}")
+        raise TunekitError(f"{where}: prescreen must be a dict such as {{'keep': 12}} (and optionally 'method', "
+                           f"'max_images', 'img_size'), or None; got {pre!r}")
     for key, value in pre.items():
         if key not in PRESCREEN_KEYS:
             raise TunekitError(f"{where}: unknown prescreen key {key!r}{did_you_mean(key, PRESCREEN_KEYS)}")
-        if not isinstance(value, int) or isinstance(value, bool) or value < PRESCREEN_KEYS[key]:
+        if key == "method":
+            if value not in METHODS:
+                raise TunekitError(f"{where}: prescreen method must be one of {', '.join(map(repr, METHODS))}, "
+                                   f"got {value!r}")
+        elif not isinstance(value, int) or isinstance(value, bool) or value < PRESCREEN_KEYS[key]:
             raise TunekitError(f"{where}: prescreen {key} must be an integer >= {PRESCREEN_KEYS[key]}, got {value!r}")
     return dict(pre)
 

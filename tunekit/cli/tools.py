@@ -177,56 +177,72 @@ def weights_list(space: Path | None, models: str | None) -> None:
 
 
 @click.command()
-@click.argument("data")
+@click.argument("data", required=False)
 @click.option("--models", required=True, metavar="M1,M2,...|SPACE.py",
               help="Comma-separated timm model names, or a space file (its model choices).")
+@click.option("--method", type=click.Choice(["prior", "logme", "hybrid"]), default="prior", show_default=True,
+              help="prior: timm's ImageNet top-1, no forward pass; logme: LogME on DATA; hybrid: the prior's "
+                   "shortlist (2 x --keep, else half) checked by LogME.")
+@click.option("--keep", type=click.IntRange(min=1), help="How many would be kept (sizes the hybrid's shortlist).")
 @click.option("--img-size", type=int, help="Image size. [default: as a trial of each model would train]")
 @click.option("--max-images", type=click.IntRange(min=2),
               help="Training images per model, the same share of every class. [default: a tenth of them, at "
                    "least 500]")
 @click.option("--pretrained/--no-pretrained", default=True, show_default=True,
-              help="--no-pretrained: the same architectures randomly initialised (a baseline).")
+              help="--no-pretrained: the same architectures randomly initialised (a baseline; LogME only).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of a table.")
 @user_errors
-def rank(data: str, models: str, as_json: bool, **options: Any) -> None:
-    """Rank backbones for DATA before fine-tuning them: LogME on their features of the training images.
+def rank(data: str | None, models: str, method: str, keep: int | None, as_json: bool, **options: Any) -> None:
+    """Rank backbones before fine-tuning them: by timm's ImageNet top-1 (free), or by LogME on DATA's
+    training images (a forward pass each, seconds), or the prior's shortlist checked by LogME.
 
-    One forward pass per model (seconds, not a fine-tune); larger LogME is better. A filter, not an
-    oracle: search what it keeps (prescreen = {"keep": N} in a space file does both).
+    The prior is the default: on the published transferability benchmark it ranks fine-tuned results about as
+    well as NLEEP and better than LogME (benchmarks/RESULTS.md). A filter, not an oracle: search what it keeps
+    (prescreen = {"keep": N, "method": ...} in a space file does both).
 
     \b
     Examples:
-      tunekit rank "fashion_mnist?n_train=300" --models tf_efficientnet_lite0,tf_efficientnet_lite1
-      tunekit rank folder:~/data/birds --models search_spaces/pets.py --max-images 500
+      tunekit rank --models resnet50.tv_in1k,densenet121.tv_in1k,inception_v3.tv_in1k
+      tunekit rank "fashion_mnist?n_train=300" --models tf_efficientnet_lite0,tf_efficientnet_lite1 --method logme
+      tunekit rank folder:~/data/birds --models search_spaces/pets.py --method hybrid --keep 2
     """
-    from ..rank import rank_models
+    from ..prior import rank_by
 
-    setup_logging(verbose=False)
     names = _model_list(models)
-    echo_row = None if as_json else (lambda r: click.echo(f"  {r.model}: " + (
-        f"LogME {r.logme:.4f} ({r.images} images, {r.seconds:.1f} s)" if r.logme is not None else r.status), err=True))
-    rows = rank_models(data, names, on_row=echo_row, **options)
+    if not options["pretrained"] and method != "logme":
+        raise click.UsageError("--no-pretrained scores random initialisations: only with --method logme")
+
+    def logme_of(todo: list[str]) -> list[Any]:
+        if data is None:
+            raise click.UsageError(f"--method {method}: LogME of {', '.join(todo)} needs DATA (the prior has no "
+                                   f"row for them, or the method asks for it)")
+        from ..rank import rank_models
+
+        setup_logging(verbose=False)
+        echo_row = None if as_json else (lambda r: click.echo(f"  {r.model}: " + (
+            f"LogME {r.logme:.4f} ({r.images} images, {r.seconds:.1f} s)" if r.logme is not None else r.status),
+            err=True))
+        return rank_models(data, todo, on_row=echo_row, **options)
+
+    choices = rank_by(names, method, keep=keep, logme_of=logme_of)
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in rows], indent=1))
+        click.echo(json.dumps([c.to_dict() for c in choices], indent=1))
         return
-    click.echo(ranking_table(rows))
-    if all(r.logme is None for r in rows):
-        click.echo("no model could be scored: 'tunekit weights list --models ...' says where weights are missing, "
-                   "and --no-pretrained scores random initialisations")
+    click.echo(ranking_table(choices))
+    if not any(c.top1 is not None or c.logme is not None for c in choices):
+        click.echo("no model could be ranked: 'tunekit weights list --models ...' says where weights are missing, "
+                   "and --method logme --no-pretrained scores random initialisations")
 
 
-def ranking_table(rows) -> str:
-    width = max(len(r.model) for r in rows)
-    lines = [f"{'rank':>4s}  {'model':{width}s}  {'LogME':>8s}  {'images':>6s}  {'img/s':>7s}  {'seconds':>7s}  "
-             f"{'peak GiB':>8s}"]
-    for r in rows:
-        if r.logme is None:
-            lines.append(f"{'-':>4s}  {r.model:{width}s}  {r.status}")
-        else:
-            lines.append(f"{r.rank:4d}  {r.model:{width}s}  {r.logme:8.4f}  {r.images:6d}  {r.images_per_s:7.1f}  "
-                         f"{r.seconds:7.2f}  {r.peak_mem_gib:8.2f}")
+def ranking_table(choices) -> str:
+    width = max(len(c.model) for c in choices)
+    lines = [f"{'rank':>4s}  {'model':{width}s}  {'top-1':>6s}  {'LogME':>8s}  by"]
+    for c in choices:
+        top1 = f"{c.top1:6.2f}" if c.top1 is not None else f"{'-':>6s}"
+        logme = f"{c.logme:8.4f}" if c.logme is not None else f"{'-':>8s}"
+        lines.append(f"{c.rank or '-':>4}  {c.model:{width}s}  {top1}  {logme}  {c.by}")
     return "\n".join(lines)
 
 

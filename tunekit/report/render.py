@@ -191,26 +191,30 @@ def _blocks(report: Report, found: dict[str, list[Chart]]) -> list[tuple[str, An
 
 
 def _prescreen_blocks(report: Report) -> list[tuple[str, Any]]:
-    """Per pre-screened search: each model's LogME rank beside its fine-tuned rank, and Kendall's tau."""
+    """Per pre-screened search: each model's pre-screen rank beside its fine-tuned rank, and Kendall's tau."""
     b: list[tuple[str, Any]] = []
     for name, agreed in report.prescreen.items():
         rows = pd.DataFrame(agreed["rows"])
         if "tuned_rank" not in rows:
             rows["tuned_rank"] = None
-        kept = int(rows["kept"].sum())
-        b.append(("h2", f"Pre-screen: LogME against fine-tuning ({name})"))
-        b.append(("p", f"The search fine-tuned the {kept} models of {len(rows)} with the highest LogME (a forward "
-                       f"pass each); the others were never fine-tuned, so how well LogME predicted is measured on "
-                       f"the kept ones only. Fine-tuned: each model's best completed error rate."))
-        shown = rows[["model", "logme", "logme_rank", "kept", "error_rate", "tuned_rank"]]
-        b.append(("table", shown.rename(columns={"error_rate": "best error_rate"})))
+        kept, method = int(rows["kept"].sum()), agreed.get("method", "logme")
+        what = {"prior": "ImageNet top-1 in timm's published table (no forward pass)",
+                "logme": "LogME (a forward pass each)",
+                "hybrid": "the prior's shortlist checked by LogME"}.get(method, method)
+        b.append(("h2", f"Pre-screen: {method} against fine-tuning ({name})"))
+        b.append(("p", f"The search fine-tuned the {kept} models of {len(rows)} ranked first by {what}; the others "
+                       f"were never fine-tuned, so how well the ranking predicted is measured on the kept ones only. "
+                       f"Fine-tuned: each model's best completed error rate."))
+        shown = rows[[c for c in ("model", "top1", "logme", "screen_rank", "kept", "error_rate", "tuned_rank")
+                      if c in rows]]
+        b.append(("table", shown.rename(columns={"error_rate": "best error_rate", "top1": "ImageNet top-1"})))
         if agreed["tau"] is None:
             b.append(("p", f"Too few models fine-tuned to completion ({agreed['n']}) for a rank correlation (3 at "
                            f"least)."))
         else:
-            b.append(("p", f"Kendall's tau between LogME and the fine-tuned error over the {agreed['n']} models "
-                           f"fine-tuned: {agreed['tau']:+.2f} (1: LogME ordered them exactly as fine-tuning did; "
-                           f"p = {agreed['p_value']:.2g} against no association, from {agreed['n']} models)."))
+            b.append(("p", f"Kendall's tau between the pre-screen's ranks and the fine-tuned ones over the "
+                           f"{agreed['n']} models fine-tuned: {agreed['tau']:+.2f} (1: the same order; p = "
+                           f"{agreed['p_value']:.2g} against no association, from {agreed['n']} models)."))
     return b
 
 
