@@ -14,10 +14,11 @@ the scheduler's to give), else to the oldest trial Ray has pending. The searcher
 real limit lets it:
 
 - ``none``: no limit but the slots (Ray's resources): the searcher adds trials as Ray asks;
-- ``tunekit``: a limit equal to the slots, through ``PromotingASHA.has_room`` (``tuner.slots``): a trial
-  waiting at a rung holds no slot, and a free slot goes first to a waiting trial that has earned it;
-- ``ray``: a limit equal to the slots as Ray's own limiters count (every trial made and not ended, a
-  waiting one included) with the fallback tunekit had before: when nothing runs, the best waiting goes on.
+- ``tunekit``: a limit of the slots on resources for twice as many, kept through ``PromotingASHA.has_room``
+  (``tuner.slots``): a trial waiting at a rung holds no slot, and a free slot goes first to a waiting trial
+  that has earned it (the simulator fails if more trials than the limit ever run at once);
+- ``ray``: the same limit as Ray's own limiters count (every trial made and not ended, a waiting one
+  included) with the fallback tunekit had before: when nothing runs, the best waiting goes on.
 
 The reference is the paper's ``get_job`` on every free slot (promote the best trial of the highest rung
 that is in its rung's top 1/rf and not promoted yet, else start a new trial), with tunekit's documented
@@ -227,6 +228,10 @@ def run_tunekit(curves: list[list[float]], speed: list[float], setup: Setup, pol
                 sched.on_trial_error(ctrl, trial)
                 ctrl._set_trial_status(trial, "ERROR")
 
+        # A limit is what keeps the trials at once: Ray's resources would fit twice as many (as --num-gpus 4 on a
+        # machine of 8 GPUs); with no limit the resources are the slots.
+        capacity = setup.slots * 2 if policy in ("tunekit", "ray") else setup.slots
+
         def step() -> None:
             """Ray's controller step: the searcher adds trials, then free slots are filled."""
             while may_add():
@@ -234,7 +239,7 @@ def run_tunekit(curves: list[list[float]], speed: list[float], setup: Setup, pol
                 trials.append(trial)
                 ctrl._set_trial_status(trial, "PENDING")
                 sched.on_trial_add(ctrl, trial)
-            while len(running) < setup.slots:
+            while len(running) < capacity:
                 trial = sched.choose_trial_to_run(ctrl)
                 if trial is None:
                     trial = next((t for t in trials if t.status == "PENDING"), None)  # Ray's own FIFO start
@@ -245,6 +250,8 @@ def run_tunekit(curves: list[list[float]], speed: list[float], setup: Setup, pol
                 if trial is None:
                     break
                 start(trial)
+            if len(running) > setup.slots:
+                raise AssertionError(f"{policy}: {len(running)} trials at once, over the limit of {setup.slots}")
 
         def kill_and_resume() -> None:
             """The driver dies: epochs in flight are lost; Ray restores its trials (RUNNING and PAUSED ones

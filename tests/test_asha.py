@@ -385,21 +385,33 @@ def local_ray():
 def test_a_trial_waiting_at_a_rung_holds_no_slot(local_ray, tmp_path):
     """max_concurrent = 1 (as --num-gpus caps a search): Ray's limiters would count a waiting (paused) trial
     as running, so nothing new could start and the fallback would let the waiting trial go on unranked.
-    Here its slot runs the next trial, and it is promoted as the rung fills, as without a limit."""
+    Here its slot runs the next trial, and it is promoted as the rung fills, as without a limit. A promoted
+    trial that then fails is retried through Ray's own requeue and keeps its promotion."""
+    from tunekit.spec import load_spec
+    from tunekit.tuner.trainable import FAULT_KEY
+
     space = asha_space(tmp_path)
     with open(space, "a") as f:
-        f.write("max_concurrent = 1\nepochs = 2\n")  # one rung (epoch 1) is enough
+        f.write("max_concurrent = 1\nepochs = 3\n")  # rungs at epochs 1 and 2
+    spec = load_spec(space)
+    marker = tmp_path / "fault-fired"
+    spec.space[FAULT_KEY] = {"epoch": 2, "marker": str(marker)}  # the first trial past epoch 2: promoted twice
     lines: list[str] = []
-    result = search(space, storage_path=tmp_path / "runs", echo=lines.append)
+    result = search(spec, storage_path=tmp_path / "runs", echo=lines.append)
     df = result.trials
     assert (df["status"].str.startswith(("completed", "stopped early"))).all(), df["status"]
     assert set(df.loc[df["epochs_run"] == 1, "lr"]) == {1e-7, 1e-8}  # hopeless ones still stop
-    assert int(df["epochs_run"].sum()) == 6  # 2 completed + 2 stopped at the rung: the rule's epochs exactly
+    # rungs 1 and 2 (rf 2): two past rung 1, one past rung 2, as without a limit: 3 + 2 + 1 + 1 epochs
+    assert sorted(df["epochs_run"]) == [1, 1, 2, 3], (df[["lr", "epochs_run", "status"]], "\n".join(lines))
     text = "\n".join(lines)
     waits, second = text.index("#1   waits at epoch 1"), text.index("#2   start")
     assert waits < second < text.index("#1   promoted after epoch 1"), text  # #2 took the slot #1 left
+    assert marker.is_file() and "failed in epoch 3: RuntimeError: injected fault after epoch 2; retried (1 of 1)" \
+        in text, text
+    for path in df.loc[df["epochs_run"] == 3, "path"]:
+        assert pd.read_csv(f"{path}/progress.csv")["epoch"].tolist() == [1, 2, 3]  # the retry went on from epoch 2
     promoted = [json.loads(line) for line in (result.path / "asha_promotions.jsonl").read_text().splitlines()]
-    assert sorted(p["rung"] for p in promoted) == [1, 1]  # the two good ones, recorded for a resume
+    assert sorted(p["rung"] for p in promoted) == [1, 1, 2]  # past rung 1 twice, rung 2 once: kept for a resume
 
 
 def test_the_indexes_answer_as_a_scan_of_every_trial_would():

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -17,18 +18,24 @@ import pytest
 
 DRIVER = """
 import sys
-from tunekit.spec import load_spec
-from tunekit.tuner import search
+
+import tunekit.tuner.validate as validate
+from tunekit.cli import main
 from tunekit.tuner.trainable import FAULT_KEY
 
-spec = load_spec(sys.argv[1])
-if sys.argv[3] != "none":
-    spec.space[FAULT_KEY] = {"epoch": 0, "error": sys.argv[3]}  # in every trial's setup, every attempt
-try:
-    result = search(spec, storage_path=sys.argv[2], echo=lambda line: print(line, flush=True))
-except KeyboardInterrupt:
-    sys.exit(130)
-sys.exit(130 if result.interrupted and not result.doomed else 1 if result.failed else 0)
+space, storage, fault = sys.argv[1:4]
+load_spec = validate.load_spec
+
+
+def with_fault(*args, **kwargs):  # the space as its file says, with a fault in every trial's setup
+    spec = load_spec(*args, **kwargs)
+    if fault != "none":
+        spec.space[FAULT_KEY] = {"epoch": 0, "error": fault}
+    return spec
+
+
+validate.load_spec = with_fault
+main(["search", space, "--storage-path", storage])  # the command, with its exit codes
 """
 
 SPACE = """
@@ -59,6 +66,29 @@ def watched_processes() -> dict[int, str]:
     return out
 
 
+class PeakMemory(threading.Thread):
+    """The largest resident memory (GiB) the processes not in ``before`` held at once, sampled twice a second:
+    the search's driver, its Ray and its trackers."""
+
+    def __init__(self, before: dict[int, str]) -> None:
+        super().__init__(daemon=True)
+        self.before, self.peak_gib, self.done = before, 0.0, threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.5):
+            total = 0
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit() and int(entry.name) not in self.before:
+                    try:
+                        fields = (entry / "statm").read_text().split()
+                        cmd = (entry / "cmdline").read_bytes()
+                    except OSError:
+                        continue
+                    if b"python" in cmd or any(w.encode() in cmd for w in WATCHED):
+                        total += int(fields[1]) * os.sysconf("SC_PAGE_SIZE")
+            self.peak_gib = max(self.peak_gib, total / 2**30)
+
+
 def left_behind(before: dict[int, str], grace_s: float = 20.0) -> dict[int, str]:
     """The watched processes that were not there before, once those on their way out have gone."""
     deadline = time.time() + grace_s
@@ -69,29 +99,39 @@ def left_behind(before: dict[int, str], grace_s: float = 20.0) -> dict[int, str]
         time.sleep(0.5)
 
 
-def start(tmp_path: Path, fault: str, wandb: bool) -> subprocess.Popen:
+def start(tmp_path: Path, fault: str, wandb: bool, asha: bool = True) -> subprocess.Popen:
     (tmp_path / "driver.py").write_text(textwrap.dedent(DRIVER))
     (tmp_path / "space.py").write_text(textwrap.dedent(SPACE) + ("trackers = {'wandb': {'project': 'stop', "
-                                                                 "'mode': 'offline'}}\n" if wandb else ""))
+                                                                 "'mode': 'offline'}}\n" if wandb else "")
+                                       + ("" if asha else "asha = None\n"))
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     return subprocess.Popen([sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "space.py"),
                              str(tmp_path / "runs"), fault], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True, env=env)
 
 
-@pytest.mark.parametrize("wandb", [False, True], ids=["no tracker", "wandb offline"])
+@pytest.mark.parametrize(("wandb", "fault"), [(False, "runtime"), (True, "config")],
+                         ids=["a user's error, retried, ASHA", "a configuration error, W&B offline, no ASHA"])
 @pytest.mark.timeout(300)
-def test_a_doomed_search_of_50_trials_ends_with_nothing_left_running(tmp_path, wandb):
+def test_a_doomed_search_of_50_trials_ends_with_nothing_left_running(tmp_path, wandb, fault):
+    """Every trial fails in its setup: a RuntimeError (a user's model that cannot be built: retried once, then
+    final) under ASHA, or tunekit's own configuration error (not retried) under the plain FIFO scheduler; the
+    search stops after its first slot-full (2 trials), the retries first."""
     before = watched_processes()
+    memory = PeakMemory({int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()})
+    memory.start()
     t0 = time.perf_counter()
-    proc = start(tmp_path, "config", wandb)
+    proc = start(tmp_path, fault, wandb, asha=not wandb)
     out = proc.communicate(timeout=240)[0]
     seconds = time.perf_counter() - t0
-    print(f"doomed search ({'W&B offline' if wandb else 'no tracker'}) ended in {seconds:.1f}s:\n{out}")
+    memory.done.set()
+    print(f"doomed search ({'W&B offline' if wandb else 'no tracker'}) ended in {seconds:.1f}s, peak memory of its "
+          f"processes {memory.peak_gib:.2f} GiB:\n{out}")
     assert proc.returncode == 1, out
     assert "stopped: the first 2 trial(s) to end all failed with the same error" in out
+    assert out.count("retried (1 of 1)") == (2 if fault == "runtime" else 0), out
     results = pd.read_csv(tmp_path / "runs" / "space" / "results.csv")
-    assert (results["status"] == "errored").sum() == 2 and len(results) <= 4, results["status"]
+    assert (results["status"] == "errored").sum() == 2 and len(results) == 2, results["status"]  # none more made
     assert left_behind(before) == {}
 
 

@@ -115,7 +115,7 @@ def spearman_interval(rho: float, n: int, level: float = 0.95) -> tuple[float, f
     standard error, sqrt((1 + rho^2 / 2) / (n - 3)). A perfect agreement (|rho| = 1, which n = 5 models
     give one time in 120 by chance alone) is taken at the nearest value a ranking of n can reach (one
     adjacent swap, 1 - 12 / (n (n^2 - 1))), so the interval never has zero width. Coverage, simulated on
-    bivariate normals (rho 0.5 to 0.95, n 5 to 40): 0.94 to 0.99 (tests/test_report_study.py)."""
+    bivariate normals (rho 0.5 to 0.95, n 5 to 40): 0.94 to 0.99 (benchmarks/RESULTS.md; tests/test_report.py)."""
     if n <= 3:
         return np.nan, np.nan
     if abs(rho) >= 1 - 1e-9:

@@ -20,8 +20,8 @@ Limits and faults (each checked by ``benchmarks/asha_sim.py`` against an indepen
 - A limit on the trials at once (``--num-gpus`` below what Ray counts, ``max_concurrent``, and on one
   machine the plan's own slots) is kept here, counting the trials that run or are about to: a trial
   waiting at a rung holds no slot (``has_room``; the searchers of ``tuner.slots`` ask it). Ray's own
-  limiters count waiting trials, and a search whose slots all held waiting trials ran some 1.6-1.9x the
-  epochs of the paper's rule.
+  limiters count waiting trials, and a search whose slots all held waiting trials ran 1.7-2.2x the
+  epochs of the paper's rule in the simulator (benchmarks/RESULTS.md).
 - A trial that fails and is retried keeps its place (trials let past a rung first, then by age) and, if
   it failed while waiting at a rung, waits there still; a repeated rung epoch keeps its first value.
 - Ray keeps no scheduler state across a resume: the ladder is rebuilt from each trial's progress.csv and
@@ -128,10 +128,11 @@ class Ladder:
     def start(self, trial_id: str) -> None:
         self._set(trial_id, "running")
 
-    def report(self, trial_id: str, epoch: int, value: float) -> str:
+    def report(self, trial_id: str, epoch: int, value: float, short: bool = True) -> str:
         """A trial's result after ``epoch``: CONTINUE, WAIT (pause at this rung) or STOP. A rung it
         recorded before (a retry that repeats the epoch) keeps the first value and is judged again,
-        unless the trial was let past it."""
+        unless the trial was let past it. ``short``: no slot is free but the one this trial holds, so a
+        waiting trial that earned a promotion before it takes that slot (the paper's get_job)."""
         entry = self.trials[trial_id]
         entry.epoch = epoch
         self._version += 1
@@ -143,7 +144,7 @@ class Ladder:
             return CONTINUE
         if epoch not in entry.scores:
             self._record(trial_id, epoch, value)
-        if self.promotable(trial_id, epoch) and not self._behind(trial_id, epoch):
+        if self.promotable(trial_id, epoch) and not (short and self._behind(trial_id, epoch)):
             self._pass(trial_id, epoch)
             return CONTINUE
         if self.hopeless(trial_id, epoch):
@@ -205,6 +206,12 @@ class Ladder:
                         if rung not in e.scores and e.state != "done" and e.epoch < rung)
             arrivals[rung] = max(0, self.total - len(self.trials)) + alive
         return arrivals[rung]
+
+    def no_more_trials(self) -> None:
+        """The searcher is finished: the trials there are are all there will be (the end rule's arrivals)."""
+        if self.total != len(self.trials):
+            self.total = len(self.trials)
+            self._version += 1
 
     def idle(self) -> bool:
         """No trial is running or about to start (one chosen to run counts as running from then on,
@@ -348,7 +355,8 @@ class PromotingASHA(Failures, FIFOScheduler):
         if self.verdict is not None:
             self.verdict.result()
         epoch = int(result[self.time_attr])
-        decision = self.ladder.report(trial.trial_id, epoch, self._loss(result.get(self._metric)))
+        short = self.max_running is not None and self.ladder.occupied() >= self.max_running  # no other slot free
+        decision = self.ladder.report(trial.trial_id, epoch, self._loss(result.get(self._metric)), short)
         self._save_passes()
         if self.ladder.in_state["waiting"]:
             self._stop_hopeless(tune_controller, skip=trial)
@@ -368,6 +376,9 @@ class PromotingASHA(Failures, FIFOScheduler):
             self.ladder.finish(trial.trial_id)
 
     def choose_trial_to_run(self, tune_controller) -> Trial | None:
+        search = getattr(tune_controller, "search_alg", None)  # (the controller's public accessor for schedulers)
+        if search is not None and search.is_finished():
+            self.ladder.no_more_trials()  # a searcher that made fewer than planned: no rival will come
         self._stop_hopeless(tune_controller)
         promotion = self.ladder.next_promotion()  # a free slot promotes first, highest rung first
         if promotion is not None and (self.max_running is None or self.ladder.occupied() < self.max_running):

@@ -17,7 +17,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from ..gpu_share import AutoShares
-from ..runfolder import EVENTS_FILE, PROMOTIONS_FILE
+from ..runfolder import EVENTS_FILE, PROMOTIONS_FILE, STOPPED_FILE
 from ..spec import SearchSpec
 from .asha import PromotingASHA
 from .callbacks import CheckpointCleanup, TensorBoardCallback, searched_keys
@@ -58,7 +58,7 @@ def build_tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool,
     verdict = Verdict(plan.concurrency)
     run_config = tune.RunConfig(
         name=spec.name, storage_path=str(storage), callbacks=callbacks, verbose=2 if verbose else 0,
-        stop=Doomed(verdict),
+        stop=Doomed(verdict, storage / spec.name / STOPPED_FILE),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         # Two, not one: Ray snapshots the whole experiment (every trial, O(trials)) whenever a trial has
         # checkpointed num_to_keep times since the last snapshot, so with one it did so after every
@@ -73,36 +73,33 @@ def build_tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool,
                                    param_space=param_space)
         replace_callbacks(tuner, callbacks)
         return tuner, progress
-    limit = plan.max_concurrent or spec.max_concurrent  # trials at once, where Ray's resources would not keep to it
-    scheduler = None
+    # The search's slots, kept by its scheduler (a trial waiting at an ASHA rung holds none, and a retry runs before
+    # a new trial): a limit Ray's resources would not keep to (--num-gpus, max_concurrent); on one machine with fixed
+    # shares the plan's slots, which leaves Ray no queue of trials a promotion or a retry would wait behind. On a
+    # cluster, nodes may join: Ray's resources decide.
+    limit = plan.max_concurrent or spec.max_concurrent
+    slots = limit or (plan.concurrency if local and not plan.gpu_auto else None)
     if spec.asha:
-        # ASHA keeps to the limit itself, a waiting trial holding no slot (tuner.slots); on one machine with
-        # fixed shares the plan's slots are exact, and keeping to them leaves Ray no queue of trials that a
-        # promotion or a retry would wait behind. On a cluster, nodes may join: Ray's resources decide.
-        slots = limit or (plan.concurrency if local and not plan.gpu_auto else None)
         scheduler = PromotingASHA(max_t=plan.max_epochs, grace_period=spec.asha["grace_period"],
                                   reduction_factor=spec.asha["reduction_factor"], total_trials=plan.trials,
                                   max_running=slots, record=storage / spec.name / PROMOTIONS_FILE, verdict=verdict)
+    else:
+        scheduler = Scheduler(verdict, max_running=slots)
     if spec.searcher == "optuna":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
         search_alg = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=spec.search_seed))
-        if scheduler is not None and scheduler.max_running:
-            # Ray's ConcurrencyLimiter would count the trials waiting at a rung (tuner.slots)
-            search_alg, limit = SlotLimiter(search_alg, scheduler, scheduler.max_running), None
-    elif scheduler is not None and scheduler.max_running:
-        search_alg, limit = SlotGenerator(scheduler, random_state=spec.search_seed), None
+        if slots:  # Ray's ConcurrencyLimiter would count the trials waiting at a rung (tuner.slots)
+            search_alg = SlotLimiter(search_alg, scheduler, slots)
+    elif slots:
+        search_alg = SlotGenerator(scheduler, random_state=spec.search_seed)
     else:
-        # A generator takes its own limit: Ray ignores max_concurrent_trials for one (with a warning
-        # that a quiet search hides), and trials would run as many at once as resources allow.
-        search_alg, limit = BasicVariantGenerator(random_state=spec.search_seed, max_concurrent=limit or 0), None
-    if scheduler is None:
-        scheduler = Scheduler(verdict)
+        search_alg = BasicVariantGenerator(random_state=spec.search_seed)
     # reuse_actors: the next trial runs in a finished trial's worker (same resources), which has torch
     # and timm imported already: a new worker spent ~5s of every trial start here on a 2-core machine.
     tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=scheduler, search_alg=search_alg,
-                                  num_samples=spec.num_samples, max_concurrent_trials=limit, reuse_actors=True)
+                                  num_samples=spec.num_samples, reuse_actors=True)
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config), progress
 
 

@@ -2,34 +2,80 @@
 trials all fail the same way is stopped instead of starting every other trial to fail alike.
 
     verdict = Verdict(slots=2)
-    scheduler = Scheduler(verdict)          # or PromotingASHA(..., verdict=verdict): records each failure
-    tune.RunConfig(stop=Doomed(verdict))    # ends the search once the verdict is in
+    scheduler = Scheduler(verdict, max_running=2)   # or PromotingASHA(..., verdict=verdict): records each failure
+    tune.RunConfig(stop=Doomed(verdict, run_dir))   # ends the search once the verdict is in, and records why
 
-**Not retried**: an error raised by tunekit's own checks inside a trial (``TunekitError``: a batch larger
-than the data, weights that do not fit the model) fails every attempt alike; Ray retries any failure
-(``max_failures``), so the scheduler ends such a trial at its first failure. Other errors (a lost node, a
-CUDA fault in one trial, a user's model that raises) keep their retries.
+**Not retried**: an error raised by tunekit's own checks inside a trial (``TunekitError``: a batch larger than
+the data, weights that do not fit the model) fails every attempt alike; Ray retries any failure
+(``max_failures``), so the scheduler ends such a trial at its first failure. Other errors (a lost node, a CUDA
+fault in one trial, a user's model that raises) keep their retries.
 
-**A doomed search**: once the first ``k`` trials to end have all failed with the same error (the same last
-line of the traceback: type and message, whatever raised it) before any trial reported an epoch, the
-search stops: trials not started stay so, and the usual summary groups the failure. ``k`` is the
-search's slots (the trials it runs at once), at least 2 and at most 5: every trial of the first slot-full
-failed alike, or five did. Ray's own failures (``ray.*``: a lost node, a dead worker) never count: they
-pass on a retry elsewhere.
+**A doomed search**: once the first ``k`` trials to end have all failed with the same error (its type and
+message, whatever raised it) before any trial reported an epoch, the search stops: trials not started stay so,
+the stopper records it in the run folder (``tunekit_stopped.json``), and the usual summary groups the failure.
+``k`` is the search's slots (the trials it runs at once), at least 2 and at most 5: every trial of the first
+slot-full failed alike, or five did. A failure counts once it is final (after its retries); with the search's
+slots kept (``has_room``, on one machine always) a retry runs before any new trial, so the verdict comes after
+``k`` trials and their retries, not after every first attempt. Ray's own failures (a lost node, a dead worker:
+``RayActorError``) never count: they pass on a retry elsewhere.
+
+The error is read from Ray's pickle of it (``Trial.pickled_error_file``: the exception the trial raised, kept
+by Ray for its result grid), else from the last line of error.txt.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.stopper import Stopper
 
+from ..errors import TunekitError
 from .ray_api import give_up
 
-CONFIG_ERROR = "tunekit.errors.TunekitError"  # how a traceback's last line names tunekit's own checks
 DOOMED_AFTER = (2, 5)  # the first k trials to end, k = the search's slots within these bounds
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What a failed trial raised: its type and message, as one line, and what kind of failure it is."""
+
+    line: str  # "tunekit.errors.TunekitError: batch_size 64 is larger ..."
+    config: bool  # a TunekitError: tunekit's own checks, the same in every attempt
+    ray: bool  # Ray's own failure (a worker or node lost): passes on a retry elsewhere
+
+
+def failure_of(trial: Any) -> Failure:
+    """The trial's last failure, from Ray's pickle of the exception (else the last line of error.txt)."""
+    exc = _pickled(getattr(trial, "pickled_error_file", None))
+    if exc is not None:
+        from ray.exceptions import RayActorError, RayTaskError
+
+        cause = exc.as_instanceof_cause() if isinstance(exc, RayTaskError) else exc
+        inner = getattr(exc, "cause", None) if isinstance(exc, RayTaskError) else cause
+        kind = type(inner if inner is not None else cause)
+        message = str(inner if inner is not None else cause).strip().splitlines()
+        line = f"{kind.__module__}.{kind.__qualname__}: {message[0] if message else ''}"[:300]
+        return Failure(line, isinstance(inner, TunekitError) or isinstance(cause, TunekitError),
+                       isinstance(cause, RayActorError) or isinstance(inner, RayActorError))
+    line = error_line(trial)
+    return Failure(line, line.startswith("tunekit.errors.TunekitError"), line.startswith("ray."))
+
+
+def _pickled(path: Any) -> BaseException | None:
+    if not path:
+        return None
+    try:
+        import ray.cloudpickle as pickle
+
+        with open(path, "rb") as f:
+            exc = pickle.load(f)  # Ray's own pickle of this search's trial's exception (not a foreign file)
+    except Exception:  # noqa: BLE001 - unreadable or of a class gone: the text is the fallback
+        return None
+    return exc if isinstance(exc, BaseException) else None
 
 
 def error_line(trial: Any) -> str:
@@ -42,13 +88,9 @@ def error_line(trial: Any) -> str:
     return (lines[-1].strip() if lines else "unknown error")[:300]
 
 
-def is_config_error(line: str) -> bool:
-    return line.startswith(CONFIG_ERROR)
-
-
 class Verdict:
-    """What the failures so far say of the search: ``doomed`` (the error line) once its first trials to end
-    all failed alike before any trial reported an epoch. The scheduler records; the stopper reads."""
+    """What the failures so far say of the search: ``doomed`` (the error) once its first trials to end all
+    failed alike before any trial reported an epoch. The scheduler records; the stopper reads."""
 
     def __init__(self, slots: int = 1) -> None:
         self.needed = min(max(DOOMED_AFTER[0], slots), DOOMED_AFTER[1])
@@ -59,31 +101,40 @@ class Verdict:
     def result(self) -> None:
         self.reported = True
 
-    def ended(self, line: str | None) -> None:
-        """A trial ended for good: failed with ``line`` (after its retries, or not retried), or not (None)."""
+    def ended(self, failure: Failure | None) -> None:
+        """A trial ended for good: with ``failure`` (after its retries, or not retried), or without one."""
         if self.reported or self.doomed is not None:
             return
-        if line is None:
+        if failure is None:
             self.reported = True  # ended without failing: not a search that cannot succeed
             return
-        if line.startswith("ray."):
+        if failure.ray:
             return  # Ray's own failure (a node, a worker): it passes on a retry elsewhere
-        self.first.append(line)
+        self.first.append(failure.line)
         if len(self.first) >= self.needed and len(set(self.first)) == 1:
-            self.doomed = line
+            self.doomed = failure.line
 
 
 class Doomed(Stopper):
-    """Ray's experiment stopper: the whole search ends once its verdict says it cannot succeed."""
+    """Ray's experiment stopper: the whole search ends once its verdict says it cannot succeed, and the run
+    folder records why (``record``: its ``tunekit_stopped.json``; a re-run reports it, --resume refuses it)."""
 
-    def __init__(self, verdict: Verdict) -> None:
-        self.verdict = verdict
+    def __init__(self, verdict: Verdict, record: Path | None = None) -> None:
+        self.verdict, self.record = verdict, record
+        self.written = False
 
     def __call__(self, trial_id: str, result: dict) -> bool:
         return False
 
     def stop_all(self) -> bool:
-        return self.verdict.doomed is not None
+        if self.verdict.doomed is None:
+            return False
+        if self.record is not None and not self.written:
+            self.written = True
+            self.record.write_text(json.dumps({
+                "why": "its first trials all failed with the same error before any trained an epoch",
+                "error": self.verdict.doomed, "failed": len(self.verdict.first)}, indent=2))
+        return True
 
 
 class Failures:
@@ -95,34 +146,44 @@ class Failures:
     def _failed(self, tune_controller, trial: Any) -> None:
         """Ray's on_trial_error: before a retry (Ray then re-adds the trial) or for good."""
         if self.verdict is not None and not trial.should_recover():
-            self.verdict.ended(error_line(trial))
+            self.verdict.ended(failure_of(trial))
 
     def _retried(self, tune_controller, trial: Any) -> bool:
         """Ray's on_trial_add for a trial that failed: False where it is not to be retried, and was ended."""
-        line = error_line(trial)
-        if not is_config_error(line):
+        failure = failure_of(trial)
+        if not failure.config:
             return True
         give_up(tune_controller, trial)
         if self.verdict is not None:
-            self.verdict.ended(line)
+            self.verdict.ended(failure)
         return False
 
 
 class Scheduler(Failures, FIFOScheduler):
-    """Ray's first-in-first-out scheduler with the failure handling above (a search without ASHA)."""
+    """Ray's first-in-first-out scheduler with the failure handling above, for a search without ASHA; with
+    ``max_running`` it keeps the search's slots (``has_room``, asked by ``tuner.slots``' searchers), so a retry
+    (Ray requeues it behind every trial it has pending) runs before any new trial."""
 
-    def __init__(self, verdict: Verdict | None = None) -> None:
+    def __init__(self, verdict: Verdict | None = None, max_running: int | None = None) -> None:
         super().__init__()
-        self.verdict = verdict
+        self.verdict, self.max_running = verdict, max_running
+        self._live: set[str] = set()  # trials added and not ended: running or about to
         self._known: set[str] = set()
 
+    def has_room(self) -> bool:
+        return self.max_running is None or len(self._live) < self.max_running
+
     def on_trial_add(self, tune_controller, trial) -> None:
-        if trial.trial_id in self._known and trial.run_metadata.num_failures:
-            self._retried(tune_controller, trial)
+        retry = trial.trial_id in self._known and trial.run_metadata.num_failures
         self._known.add(trial.trial_id)
+        if retry and not self._retried(tune_controller, trial):
+            return
+        if trial.status not in ("TERMINATED", "ERROR"):
+            self._live.add(trial.trial_id)
 
     def on_trial_error(self, tune_controller, trial) -> None:
         self._failed(tune_controller, trial)
+        self._live.discard(trial.trial_id)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         if self.verdict is not None:
@@ -130,5 +191,9 @@ class Scheduler(Failures, FIFOScheduler):
         return FIFOScheduler.CONTINUE
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        self._live.discard(trial.trial_id)
         if self.verdict is not None:
             self.verdict.ended(None)
+
+    def on_trial_remove(self, tune_controller, trial) -> None:
+        self._live.discard(trial.trial_id)

@@ -29,7 +29,7 @@ from ray.tune import Callback
 
 from ..config import PROGRESS_DISPLAYS, SEARCH_KEYS
 from ..runfolder import EVENTS_FILE, Status, ended_status
-from .failures import error_line, is_config_error
+from .failures import failure_of
 
 DISPLAYS = PROGRESS_DISPLAYS
 __all__ = ["DISPLAYS", "EVENTS_FILE", "SUMMARY_ABOVE", "ProgressCallback"]
@@ -61,7 +61,7 @@ class ProgressCallback(Callback):
         self.free_since: list[float] = []
         self.holding: dict[str, Any] = {}  # trials running in a slot, by id
         self.waiting: set[str] = set()  # trials paused by ASHA at a rung, waiting for promotion
-        self.retrying: set[str] = set()  # trials that failed, waiting for their retry
+        self.retrying: dict[str, Any] = {}  # trials that failed, waiting for their retry, by id
         self.attempt_epochs: dict[str, int] = {}  # the last epoch a trial reported since its (re)start
         self.started_at: dict[str, float] = {}
         self.start_seconds: list[float] = []  # a free slot -> the trial's first training step
@@ -85,7 +85,7 @@ class ProgressCallback(Callback):
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self.started_at[trial.trial_id] = self.free_since.pop(0) if self.free_since else time.time()
         self.holding[trial.trial_id] = trial
-        self.retrying.discard(trial.trial_id)
+        self.retrying.pop(trial.trial_id, None)
         self.attempt_epochs.pop(trial.trial_id, None)
         if trial.trial_id in self.waiting:
             self.waiting.discard(trial.trial_id)
@@ -114,6 +114,9 @@ class ProgressCallback(Callback):
 
     def on_step_end(self, iteration, trials, **info) -> None:
         # Ray calls no callback when a scheduler pauses a trial: look among the running ones
+        for trial in [t for t in self.retrying.values() if t.status == "PAUSED"]:
+            del self.retrying[trial.trial_id]  # it failed while waiting at a rung, and waits there still
+            self.waiting.add(trial.trial_id)
         for trial in [t for t in self.holding.values() if t.status == "PAUSED"]:
             self._release_slot(trial)
             self.waiting.add(trial.trial_id)
@@ -126,7 +129,7 @@ class ProgressCallback(Callback):
         self._release_slot(trial)  # the failed run's slot; its retry takes one like any trial
         if trial.status == "ERROR":
             return  # not retried after all (a configuration error): on_trial_error has said so
-        self.retrying.add(trial.trial_id)
+        self.retrying[trial.trial_id] = trial
         failures = trial.run_metadata.num_failures
         self._say(trial, f"{self._failure(trial)}; retried ({failures} of {trial.max_failures})")
 
@@ -148,10 +151,10 @@ class ProgressCallback(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._ended(trial)
-        self.retrying.discard(trial.trial_id)
+        self.retrying.pop(trial.trial_id, None)
         self.counts["errored"] += 1
         retries = trial.run_metadata.num_failures - 1
-        why = ("not retried: a configuration error, the same in every attempt" if is_config_error(error_line(trial))
+        why = ("not retried: a configuration error, the same in every attempt" if failure_of(trial).config
                else f"errored after {retries} retr{'y' if retries == 1 else 'ies'}" if retries else "errored")
         self._say(trial, f"{self._failure(trial)}; {why} (traceback: {trial.path}/error.txt)")
         self._done_line()
@@ -248,7 +251,7 @@ class ProgressCallback(Callback):
         """'failed in setup: TunekitError: ...' (or 'in epoch k'): where this attempt failed, and with what."""
         last = self.attempt_epochs.get(trial.trial_id)
         where = "in setup" if last is None else f"in epoch {last + 1}"
-        line = error_line(trial)
+        line = failure_of(trial).line
         kind, sep, message = line.partition(": ")
         return f"failed {where}: {kind.rsplit('.', 1)[-1]}{sep}{message}"
 

@@ -88,7 +88,7 @@ def file_as_paused(tune_controller: Any, trial: Any) -> None:
     from ray.tune.experiment import Trial
 
     controller = getattr(tune_controller, "_tune_controller", tune_controller)
-    if trial in getattr(controller, "_pending_trials", ()):
+    if trial in controller._pending_trials:  # (an AttributeError here: Ray renamed it; see check())
         controller._set_trial_status(trial, Trial.PAUSED)
     else:
         trial.set_status(Trial.PAUSED)
@@ -105,6 +105,7 @@ def give_up(tune_controller: Any, trial: Any) -> None:
     controller._set_trial_status(trial, Trial.ERROR)
     controller._search_alg.on_trial_complete(trial.trial_id, error=True)
     controller._callbacks.on_trial_error(iteration=controller._iteration, trials=controller._trials, trial=trial)
+    controller._mark_trial_to_checkpoint(trial)  # the next snapshot has it ERROR
 
 
 def is_saving(trial: Any) -> bool:
@@ -152,8 +153,18 @@ def quiet_environment(verbose: bool) -> Iterator[None]:
                 os.environ[key] = value
 
 
+CONTROLLER_ATTRIBUTES = ("_pending_trials", "_search_alg", "_callbacks", "_iteration", "_trials")
+
+
+def check_controller(controller: Any) -> list[str]:
+    """What a live TuneController lacks of the attributes used above (they are set per instance)."""
+    controller = getattr(controller, "_tune_controller", controller)
+    return [f"TuneController.{name} is gone" for name in CONTROLLER_ATTRIBUTES if not hasattr(controller, name)]
+
+
 def check() -> list[str]:
-    """What the installed Ray lacks of the above (empty when all is there)."""
+    """What the installed Ray lacks of the above (empty when all is there; the controller's own attributes:
+    ``check_controller``, on a live one)."""
     import ray
     from ray.train._internal.storage import StorageContext
     from ray.tune import TuneContext

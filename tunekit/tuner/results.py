@@ -8,7 +8,6 @@ kept and the other checkpoints removed, the report written, the summary printed.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,24 +50,21 @@ class SearchResult:
         return int(self.trials["status"].isin([Status.UNFINISHED.value, Status.NOT_STARTED.value]).sum())
 
     @property
+    def doomed(self) -> bool:
+        """tunekit stopped it because its first trials all failed alike before any trained an epoch
+        (``tuner.failures.Doomed``, which records it in the run folder)."""
+        return (self.path / runfolder.STOPPED_FILE).is_file()
+
+    @property
     def interrupted(self) -> bool:
-        """Trials did not end, or the searcher had not made them all (a stopped search)."""
-        return self.unfinished > 0 or self.planned > len(self.trials)
+        """Trials did not end, or the searcher had not made them all (a stopped search; not a doomed one)."""
+        return not self.doomed and (self.unfinished > 0 or self.planned > len(self.trials))
 
     @property
     def not_started(self) -> int:
         """Trials never started: made and left (an interrupted search), or never made by the searcher."""
         made = int((self.trials["status"] == Status.NOT_STARTED.value).sum())
         return made + max(0, self.planned - len(self.trials))
-
-    @property
-    def doomed(self) -> bool:
-        """Stopped because its first trials all failed with one error before any trained an epoch
-        (``tuner.failures``): trials were left unstarted, none reported."""
-        errors = self.errored["error"].fillna("") if "error" in self.errored else None
-        epochs = self.trials["epochs_run"].fillna(0) if "epochs_run" in self.trials else None
-        return (errors is not None and epochs is not None and len(errors) >= 2 and errors.nunique() == 1
-                and not (epochs > 0).any() and self.not_started > 0)
 
     def best_model(self, rank: int = 1, device: str = "auto"):
         """The trial of this ``rank`` (1: the best) as a loaded model, from the weights the search kept."""
@@ -115,10 +111,6 @@ def finish(state: Search, hurry: bool = False) -> None:
     for line in summary(result):
         echo(line)
     if result.doomed:
-        error = result.errored["error"].iloc[0]
-        (run_dir / runfolder.STOPPED_FILE).write_text(json.dumps(
-            {"why": "its first trials all failed with the same error before any trained an epoch", "error": error,
-             "failed": len(result.errored), "not_started": result.not_started}, indent=2))
         echo(f"stopped: the first {len(result.errored)} trial(s) to end all failed with the same error before any "
              f"trial trained an epoch, so the other {result.not_started} were not started (tunekit stops a search "
              f"that cannot succeed). Fix the error, then search again (--restart starts over).")

@@ -1,12 +1,14 @@
-"""The searchers of an ASHA search with a limit on its trials at once (``--num-gpus`` below what Ray
-counts, ``max_concurrent``): they add a trial only when the scheduler has room for one.
+"""The searchers of a search that keeps its slots (``--num-gpus`` below what Ray counts, ``max_concurrent``, on
+one machine the plan's slots): they add a trial only when the scheduler has room for one (``has_room``:
+``tuner.asha.PromotingASHA``, ``tuner.failures.Scheduler``).
 
 Ray's own limits (``BasicVariantGenerator(max_concurrent=N)``, ``ConcurrencyLimiter``) count every trial
 the searcher made and Ray has not ended, so a trial paused at an ASHA rung holds a slot: once every slot
 holds a waiting trial nothing new can start, and ASHA must let a waiting trial go on whatever its rank
-(on the simulator, 27 trials on 3 slots ran 50% of the epochs of running every trial to the end instead
-of the paper's 30%: benchmarks/RESULTS.md). Here the limit counts the trials that run or are about to
-(``PromotingASHA.has_room``), and a free slot goes first to a waiting trial that has earned it.
+(in ``benchmarks/asha_sim.py``, 1.7-2.2x the epochs of the paper's rule: benchmarks/RESULTS.md). Here the
+limit counts the trials that run or are about to (``has_room``), and a free slot goes first to a waiting
+trial that has earned it; and since a searcher adds a trial only into a free slot, Ray holds no queue of new
+trials that a retry (which Ray requeues last) would wait behind.
 
     scheduler = PromotingASHA(max_t=8, grace_period=1, reduction_factor=3, total_trials=16, max_running=2)
     search_alg = SlotGenerator(scheduler, random_state=0)                     # grid / random
@@ -16,12 +18,17 @@ of the paper's 30%: benchmarks/RESULTS.md). Here the limit counts the trials tha
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Protocol
 
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from .asha import PromotingASHA
+
+class Keeper(Protocol):
+    """A scheduler that keeps the search's slots."""
+
+    def has_room(self) -> bool: ...
+
 
 _LINK = "scheduler"  # the attribute that links a searcher to its scheduler: not part of its saved state
 
@@ -29,7 +36,7 @@ _LINK = "scheduler"  # the attribute that links a searcher to its scheduler: not
 class SlotGenerator(BasicVariantGenerator):
     """Ray's variant generator (grid, random) that adds a trial only when the scheduler has room."""
 
-    def __init__(self, scheduler: PromotingASHA, **kwargs: Any) -> None:
+    def __init__(self, scheduler: Keeper, **kwargs: Any) -> None:
         super().__init__(max_concurrent=0, **kwargs)
         self.scheduler = scheduler
 
@@ -54,7 +61,7 @@ class SlotLimiter(ConcurrencyLimiter):
     """Ray's ConcurrencyLimiter (around Optuna) that asks the scheduler instead of counting every trial
     it suggested: ``max_concurrent`` remains Ray's bound on trials queued at once."""
 
-    def __init__(self, searcher: Searcher, scheduler: PromotingASHA, max_concurrent: int) -> None:
+    def __init__(self, searcher: Searcher, scheduler: Keeper, max_concurrent: int) -> None:
         super().__init__(searcher, max_concurrent=max_concurrent)
         self.scheduler = scheduler
 
