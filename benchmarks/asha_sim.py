@@ -4,8 +4,8 @@ paper's rule (Li et al., MLSys 2020, Algorithm 2).
 
     python benchmarks/asha_sim.py                      # the setups, synthetic curves, 100 runs each
     python benchmarks/asha_sim.py --faults             # + retries, crashes while waiting, a driver kill + resume
-    python benchmarks/asha_sim.py --curves benchmarks/curves/demo_full.csv   # curves a real search recorded
-    python benchmarks/asha_sim.py --export ~/ray_results/demo-full benchmarks/curves/demo_full.csv
+    python benchmarks/asha_sim.py --curves benchmarks/data/curves_demo_full.csv   # curves a real search recorded
+    python benchmarks/asha_sim.py --export ~/ray_results/demo-full benchmarks/data/curves_demo_full.csv
 
 A run: ``trials`` trials, each a learning curve (a loss per epoch up to ``max_t``), on ``slots`` slots
 (Ray's resources); each epoch takes a random time (a speed per trial, a jitter per epoch). A free slot

@@ -46,7 +46,9 @@ def page(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
                              "fit_time": 40 + 10 * i, "gpu_mem": 1 + 0.5 * i, "status": "completed", "run": "r"})
     runs = pd.DataFrame(rows)
     out = tmp_path_factory.mktemp("report")
-    rp.write(rp.build(runs), out)
+    built = rp.build(runs)
+    rp.write(built, out)
+    runs.attrs["transfer"] = built.transfer  # the ImageNet-against-fine-tuning chart of each dataset
     return out / "report.html", runs
 
 
@@ -57,14 +59,21 @@ def test_report_html_renders_without_errors(page, tmp_path):
     console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line]
     assert not [line for line in console if "Uncaught" in line or "Error" in line], console
     dom = proc.stdout
-    # six charts: error against fit time and against GPU memory, and the lr slice plot, per dataset
-    assert dom.count('class="main-svg"') >= 6 and dom.count('class="plot-container plotly"') == 6
+    # eight charts: error against fit time and against GPU memory, the lr slice plot and fine-tuning against
+    # ImageNet top-1, per dataset
+    transfer = runs.attrs["transfer"]
+    assert all(t is not None for t in transfer.values())
+    assert dom.count('class="main-svg"') >= 8 and dom.count('class="plot-container plotly"') == 8
     points = len(re.findall(r'class="point plotly-customdata"', dom))
     models_per_dataset = runs.groupby("dataset")["model"].nunique().sum()
-    assert points == 2 * models_per_dataset + len(runs)  # every model in both study charts, every run in a slice
+    on_imagenet = sum(len(t.models) for t in transfer.values())
+    # every model in both study charts and the ImageNet one, every run in a slice
+    assert points == 2 * models_per_dataset + len(runs) + on_imagenet
     legend_entries = len(re.findall(r'class="traces"', dom))
     families = runs.assign(family=runs["model"].map(rp.family)).groupby("dataset")["family"].nunique().sum()
-    assert legend_entries == 3 * families + 2 * 2  # a family per chart, and each study chart's Pareto front
+    verdicts = sum(t.models["verdict"].nunique() for t in transfer.values())
+    # a family per chart, each study chart's Pareto front, a trace per verdict in the ImageNet charts
+    assert legend_entries == 3 * families + 2 * 2 + verdicts
 
 
 def test_report_html_screenshot(page, tmp_path):
@@ -75,3 +84,23 @@ def test_report_html_screenshot(page, tmp_path):
     pixels = np.asarray(Image.open(shot).convert("L"))
     assert pixels.shape == (2600, 1200) and (pixels < 200).mean() > 0.02  # text, tables and charts, not blank
     print(f"screenshot: {shot}")
+
+
+def test_the_models_plot_renders_every_tag_and_its_front(tmp_path):
+    """`tunekit models --plot`: one page that opens offline, every tag with both values a point, the front drawn."""
+    from click.testing import CliRunner
+
+    from tunekit.cli import main
+    from tunekit.timm_table import load, pareto
+
+    html = tmp_path / "models.html"
+    out = CliRunner().invoke(main, ["models", "--img-size", "224", "--max-params", "30", "--plot", str(html)])
+    assert out.exit_code == 0 and html.is_file(), out.output
+    proc = browser(tmp_path, "--dump-dom", html.as_uri())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line]
+    assert not [line for line in console if "Uncaught" in line or "Error" in line], console
+    rows = load().select(img_size=224, max_params=30)
+    shown = [r for r in rows if r.top1 is not None and r.infer_samples_per_s is not None]
+    assert len(re.findall(r'class="point"', proc.stdout)) == len(shown)  # the front's points are among them
+    assert "the front" in proc.stdout and len(pareto(rows)) >= 5

@@ -33,23 +33,24 @@ class Remote:
     md5: str | None
     folder: str  # top-level folder inside the archive
     layout: str  # what the user would put there by hand
+    images: int | None = None  # how many images it holds (for a cost estimate before the download)
 
 
 REMOTES = {
     "pets": Remote(
         "pets", "https://s3.amazonaws.com/fast-ai-imageclas/oxford-iiit-pet.tgz",
         811_706_944, "e4db5c768afd933bb91f5f594d7417a4", "oxford-iiit-pet",
-        "oxford-iiit-pet/images/<Breed_Name>_<n>.jpg",
+        "oxford-iiit-pet/images/<Breed_Name>_<n>.jpg", 7390,
     ),
     "planet": Remote(
         "planet", "https://s3.amazonaws.com/fast-ai-sample/planet_sample.tgz",
         15_523_994, "8bfb174b3162f07fbde09b54555bdb00", "planet_sample",
-        "planet_sample/labels.csv and planet_sample/train/<image_name>.jpg",
+        "planet_sample/labels.csv and planet_sample/train/<image_name>.jpg", 1000,
     ),
     "imagenette": Remote(
         "imagenette", "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz",
         99_003_388, "c475f8f7617a200ba35b9facc48443c3", "imagenette2-160",
-        "imagenette2-160/train/<wnid>/*.JPEG and imagenette2-160/val/<wnid>/*.JPEG",
+        "imagenette2-160/train/<wnid>/*.JPEG and imagenette2-160/val/<wnid>/*.JPEG", 13394,
     ),
 }
 

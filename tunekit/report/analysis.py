@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ..prescreen import Screen, agreement
 from ..runfolder import Status
-from .estimates import AXES, effects, importance
+from .estimates import AXES, effects, importance, spearman_interval
 from .study import SCORE_CONSTANT, UNSHARED, pareto, ranking
+from .transfer import Transfer, imagenet_vs_finetune
 
 COMPLETED, STOPPED = Status.COMPLETED.value, Status.STOPPED.value
 MIN_MODELS_FOR_AGREEMENT = 5  # fewer models: the rank correlation's interval would span almost everything
@@ -34,6 +34,7 @@ class Report:
     asha: dict[str, Any] = field(default_factory=dict)
     rank_agreement: pd.DataFrame = field(default_factory=pd.DataFrame)
     prescreen: dict[str, dict[str, Any]] = field(default_factory=dict)  # run -> prescreen.agreement(...)
+    transfer: dict[str, Transfer | None] = field(default_factory=dict)  # dataset -> ImageNet against fine-tuning
 
     @property
     def time_basis(self) -> str:
@@ -69,6 +70,7 @@ def build(runs: pd.DataFrame, constant: float = SCORE_CONSTANT, screens: dict[st
     report.importance = importance(runs)
     report.asha = _asha(runs)
     report.rank_agreement = _rank_agreement(rank)
+    report.transfer = imagenet_vs_finetune(rank, report.time_basis) if not rank.empty else {}
     return report
 
 
@@ -108,21 +110,6 @@ def _rank_agreement(rank: pd.DataFrame) -> pd.DataFrame:
             low, high = spearman_interval(rho, n) if math.isfinite(rho) else (np.nan, np.nan)
             rows.append({"dataset_a": a, "dataset_b": b, "models": n, "spearman": rho, "ci_low": low, "ci_high": high})
     return pd.DataFrame(rows)
-
-
-def spearman_interval(rho: float, n: int, level: float = 0.95) -> tuple[float, float]:
-    """The interval of a Spearman correlation of ``n`` pairs: Fisher's z with Bonett and Wright's (2000)
-    standard error, sqrt((1 + rho^2 / 2) / (n - 3)). A perfect agreement (|rho| = 1, which n = 5 models
-    give one time in 120 by chance alone) is taken at the nearest value a ranking of n can reach (one
-    adjacent swap, 1 - 12 / (n (n^2 - 1))), so the interval never has zero width. Coverage, simulated on
-    bivariate normals (rho 0.5 to 0.95, n 5 to 40): 0.94 to 0.99 (benchmarks/RESULTS.md; tests/test_report.py)."""
-    if n <= 3:
-        return np.nan, np.nan
-    if abs(rho) >= 1 - 1e-9:
-        rho = math.copysign(1 - 12 / (n * (n * n - 1)), rho)
-    z, se = math.atanh(rho), math.sqrt((1 + rho * rho / 2) / (n - 3))
-    half = float(stats.norm.ppf(0.5 + level / 2)) * se
-    return math.tanh(z - half), math.tanh(z + half)
 
 
 def side_by_side(rank: pd.DataFrame) -> pd.DataFrame:

@@ -81,6 +81,27 @@ def slice_plot(runs: pd.DataFrame, axis: str, metric: str, dataset: str, log_x: 
     return fig
 
 
+def imagenet_chart(models: pd.DataFrame, dataset: str) -> Any:
+    """Fine-tune error against ImageNet top-1 (``report.transfer``), each model's timm tag, throughput and
+    verdict on hover."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for verdict, colour in (("", "#1f77b4"), ("fine-tunes better", "#2ca02c"), ("fine-tunes worse", "#d62728")):
+        part = models[models["verdict"] == verdict]
+        if part.empty:
+            continue
+        fig.add_trace(go.Scatter(
+            x=part["top1"], y=part["error_rate"], mode="markers", name=verdict or "as ImageNet predicts",
+            marker={"size": 9, "color": colour},
+            customdata=part[["model", "tag", "fit_time"]].to_numpy(),
+            hovertemplate="<b>%{customdata[0]}</b> (%{customdata[1]})<br>ImageNet top-1 %{x:.2f}%<br>error_rate "
+                          "%{y:.4f}<br>fit_time %{customdata[2]:.1f} s<extra>%{fullData.name}</extra>"))
+    fig.update_layout(title=f"{dataset}: fine-tune error against ImageNet top-1", xaxis_title="ImageNet top-1 (%)",
+                      yaxis_title="fine-tune error rate", height=480, margin={"l": 60, "r": 20, "t": 50, "b": 50})
+    return fig
+
+
 def chart_html(fig: Any, first: bool) -> str:
     """A chart as an HTML fragment; the first of a page carries plotly.js itself (offline, no CDN)."""
     return fig.to_html(full_html=False, include_plotlyjs=True if first else False,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .. import runfolder
@@ -47,6 +48,25 @@ def error_vs_cost(ranked: pd.DataFrame, cost: str, dataset: str, front: pd.Serie
         ax.annotate(r["model"], (r[cost], r["error_rate"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set(xlabel=COST_LABELS[cost], ylabel="error rate", title=f"{dataset}: error rate against {COST_LABELS[cost]}")
     ax.legend(fontsize=7, ncol=2 if ranked["family"].nunique() < 20 else 3)
+    return _save(fig, path)
+
+
+def imagenet_plot(models: pd.DataFrame, dataset: str, path: Path) -> Path:
+    """Fine-tune error against ImageNet top-1, one point per model, the models outside the others' prediction
+    interval named (``report.transfer``)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    ax.scatter(models["top1"], models["error_rate"], s=30, color="tab:blue")
+    slope, intercept = np.polyfit(models["top1"], models["error_rate"], 1)
+    xs = np.linspace(models["top1"].min(), models["top1"].max(), 20)
+    ax.plot(xs, intercept + slope * xs, "k--", lw=1, label="straight line through them")
+    for r in models.itertuples():
+        if r.verdict:
+            ax.annotate(f"{r.model} ({r.verdict})", (r.top1, r.error_rate), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points", color="tab:red")
+    ax.set(xlabel="ImageNet top-1 (%), timm's table", ylabel="fine-tune error rate",
+           title=f"{dataset}: fine-tuning against ImageNet accuracy ({len(models)} models)")
+    ax.legend(fontsize=7)
     return _save(fig, path)
 
 

@@ -22,14 +22,15 @@ import pandas as pd
 
 from ..runfolder import Status
 from .analysis import Report, side_by_side
-from .charts import COST_LABELS, chart_html, config_text
+from .charts import COST_LABELS, chart_html, config_text, imagenet_chart
 from .charts import error_vs_cost as error_vs_cost_chart
 from .charts import slice_plot as slice_chart
 from .estimates import LOG_AXES, axis_kinds, comparable
-from .plots import effects_plot, learning_curves
+from .plots import effects_plot, imagenet_plot, learning_curves
 from .plots import error_vs_cost as error_vs_cost_png
 from .plots import slice_plot as slice_png
 from .study import family, pareto
+from .transfer import MIN_MODELS
 
 REPEATS_SHOWN = 30  # rows of the repeats table in the report (all of them are in results.csv)
 
@@ -112,6 +113,10 @@ def _charts(report: Report, out: Path) -> dict[str, list[Chart]]:
                 png = slice_png(data, axis, "error_rate", dataset, out / f"slice_{axis}_{_slug(dataset)}.png")
                 found[dataset].append(Chart(title, png, slice_chart(data, axis, "error_rate", dataset,
                                                                           log_x=axis in LOG_AXES)))
+        transfer = report.transfer.get(dataset)
+        if transfer is not None:
+            png = imagenet_plot(transfer.models, dataset, out / f"imagenet_vs_finetune_{_slug(dataset)}.png")
+            found[dataset].append(Chart(f"{dataset}: {IMAGENET_TITLE}", png, imagenet_chart(transfer.models, dataset)))
     found[""] = []
     png = effects_plot(report.effects, out / "effects.png") if not report.effects.empty else None
     if png is not None:
@@ -165,7 +170,8 @@ def _blocks(report: Report, found: dict[str, list[Chart]]) -> list[tuple[str, An
                 if len(repeats) > REPEATS_SHOWN else ""
             b.append(("p", f"Repeated configurations (seeds): error rate mean, std and min over count runs{shown}:"))
             b.append(("table", repeats.head(REPEATS_SHOWN)))
-        b += [("chart", chart) for chart in found.get(dataset, [])]
+        b += [("chart", chart) for chart in found.get(dataset, []) if not chart.title.endswith(IMAGENET_TITLE)]
+        b += _transfer_blocks(report, dataset, found)
     b += _effect_blocks(report, found)
     if report.asha:
         a = report.asha
@@ -187,6 +193,42 @@ def _blocks(report: Report, found: dict[str, list[Chart]]) -> list[tuple[str, An
     if not bad.empty:
         b.append(("h2", "Errored and diverged runs"))
         b.append(("table", bad[[c for c in ("trial", "model", "status", "error") if c in bad]]))
+    return b
+
+
+IMAGENET_TITLE = "fine-tuning against ImageNet accuracy"
+
+
+def _transfer_blocks(report: Report, dataset: str, found: dict[str, list[Chart]]) -> list[tuple[str, Any]]:
+    """The study's first question for one dataset: is timm's ImageNet chart reproduced for fine-tuning?"""
+    if dataset not in report.transfer:
+        return []
+    t = report.transfer[dataset]
+    b: list[tuple[str, Any]] = [("h2", f"{dataset}: is ImageNet accuracy reproduced for fine-tuning?")]
+    if t is None:
+        b.append(("p", f"Fewer than {MIN_MODELS} ranked models have a row in timm's published table (ImageNet "
+                       f"top-1): not enough for a rank correlation, so none is shown."))
+        return b
+    rho, low, high = t.accuracy
+    n = len(t.models)
+    text = (f"Over the {n} ranked models with a row in timm's published table, the Spearman correlation of "
+            f"ImageNet top-1 with fine-tune accuracy (1 - error rate) is {rho:+.2f} (95% interval {low:+.2f} to "
+            f"{high:+.2f}, from {n} models; 1: ImageNet ordered them exactly as fine-tuning did).")
+    if t.speed is not None:
+        s, slow, shigh = t.speed
+        text += (f" timm's throughput against fit time (faster should fit sooner) over {t.n_speed} models: "
+                 f"{s:+.2f} ({slow:+.2f} to {shigh:+.2f}); the throughput is timm's training benchmark where it "
+                 f"lists the model, else its inference one.")
+    better = t.models[t.models["verdict"] == "fine-tunes better"]["model"].tolist()
+    worse = t.models[t.models["verdict"] == "fine-tunes worse"]["model"].tolist()
+    text += (" Outside the 95% prediction interval of a straight line of error on top-1 fitted to the other "
+             f"models: fine-tune better than their ImageNet accuracy predicts: {', '.join(better) or 'none'}; "
+             f"worse: {', '.join(worse) or 'none'}. A model named without a tag is read as the installed timm's "
+             f"default tag (the timm tag column says which).")
+    b.append(("p", text))
+    shown = t.models[["model", "tag", "top1", "error_rate", "throughput", "throughput_kind", "fit_time", "verdict"]]
+    b.append(("table", shown.rename(columns={"tag": "timm tag", "top1": "ImageNet top-1"})))
+    b += [("chart", c) for c in found.get(dataset, []) if c.title.endswith(IMAGENET_TITLE)]
     return b
 
 

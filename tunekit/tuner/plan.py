@@ -52,6 +52,12 @@ def plan(state: Search) -> None:
     if not opts.dry_run and not state.plan.finished and packs(state.plan):
         state.step_times = time_alone(state)
     lines = state.plan.lines(spec) + (state.shares.lines() if state.shares else [])
+    if opts.dry_run or state.plan.total_gpus > 0:
+        from ..estimate import estimate
+
+        cost = estimate(spec)  # from timm's published throughput (None: the data's size is not known yet)
+        if cost is not None and cost.estimated:
+            lines.append(cost.line())
     if opts.dry_run:
         from .nodes import check_local_data
 

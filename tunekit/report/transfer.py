@@ -1,0 +1,91 @@
+"""The study's first question: is timm's ImageNet chart reproduced for fine-tuning? For the ranked models that
+have a row in timm's table (``tunekit.timm_table``; a study CSV's older names are read through timm's renames):
+fine-tune error against ImageNet top-1, fit time against timm's throughput, the rank correlations with their
+intervals, and the models that fine-tune clearly better or worse than their ImageNet accuracy predicts.
+
+    found = imagenet_vs_finetune(ranking)      # dataset -> Transfer (None for fewer than MIN_MODELS models)
+
+"Clearly": a model's error lies outside the 95% prediction interval of a straight line of error on top-1 fitted
+to the other models (leave one out), so one model is judged by the others, and with few models almost none is.
+Names without a tag are read as the installed timm's default tag (what a tunekit search of that name loaded; a
+study of an older timm may have loaded another tag of the same architecture): the table shows which tag was read.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ..timm_table import load
+from .estimates import spearman_interval
+
+MIN_MODELS = 5  # fewer: no estimate (the rank correlation's interval would span almost everything)
+
+
+@dataclass
+class Transfer:
+    dataset: str
+    models: pd.DataFrame  # model, tag, top1, throughput, throughput_kind, error_rate, fit_time, residual, verdict
+    accuracy: tuple[float, float, float]  # Spearman of top-1 against fine-tune accuracy (1 - error), its interval
+    speed: tuple[float, float, float] | None  # Spearman of throughput against 1 / fit time, its interval
+    n_speed: int
+
+
+def imagenet_vs_finetune(ranking: pd.DataFrame, time_column: str = "fit_time") -> dict[str, Transfer | None]:
+    table = load()
+    out: dict[str, Transfer | None] = {}
+    for dataset, part in ranking.groupby("dataset", sort=True):
+        rows = []
+        for r in part.itertuples():
+            row = table.find(str(r.model))
+            if row is None or row.top1 is None:
+                continue
+            train = row.train_samples_per_s
+            rows.append({"model": r.model, "tag": row.model, "top1": row.top1,
+                         "throughput": train if train is not None else row.infer_samples_per_s,
+                         "throughput_kind": "train" if train is not None else "inference",
+                         "error_rate": float(r.error_rate), "fit_time": float(getattr(r, time_column))})
+        df = pd.DataFrame(rows)
+        if len(df) < MIN_MODELS:
+            out[str(dataset)] = None
+            continue
+        if df["top1"].nunique() < 2 or df["error_rate"].nunique() < 2:
+            out[str(dataset)] = None  # nothing to rank
+            continue
+        rho = float(stats.spearmanr(df["top1"], -df["error_rate"])[0])
+        accuracy = (rho, *spearman_interval(rho, len(df)))
+        timed = df.dropna(subset=["throughput", "fit_time"])
+        speed = None
+        if len(timed) >= MIN_MODELS and timed["throughput"].nunique() > 1 and timed["fit_time"].nunique() > 1:
+            s = float(stats.spearmanr(timed["throughput"], -timed["fit_time"])[0])
+            speed = (s, *spearman_interval(s, len(timed)))
+        df["residual"], df["verdict"] = _outliers(df["top1"].to_numpy(float), df["error_rate"].to_numpy(float))
+        out[str(dataset)] = Transfer(str(dataset), df.sort_values("top1", ascending=False).reset_index(drop=True),
+                                     accuracy, speed, len(timed))
+    return out
+
+
+def _outliers(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> tuple[list[float], list[str]]:
+    """Each point's distance from the line fitted to the others, and whether it is outside their prediction
+    interval: 'fine-tunes better' (below: less error than its top-1 predicts), 'worse', or ''."""
+    residuals, verdicts = [], []
+    for i in range(len(x)):
+        keep = np.arange(len(x)) != i
+        xs, ys = x[keep], y[keep]
+        n = len(xs)
+        slope, intercept = np.polyfit(xs, ys, 1)
+        fitted = intercept + slope * xs
+        s = math.sqrt(float(np.sum((ys - fitted) ** 2)) / (n - 2)) if n > 2 else math.nan
+        sxx = float(np.sum((xs - xs.mean()) ** 2))
+        predicted = intercept + slope * x[i]
+        half = float(stats.t.ppf(0.5 + level / 2, n - 2)) * s * math.sqrt(1 + 1 / n + (x[i] - xs.mean()) ** 2 / sxx) \
+            if n > 2 and sxx > 0 else math.inf
+        gap = float(y[i] - predicted)
+        residuals.append(gap)
+        verdicts.append("" if not math.isfinite(half) or abs(gap) <= half else
+                        "fine-tunes better" if gap < 0 else "fine-tunes worse")
+    return residuals, verdicts
