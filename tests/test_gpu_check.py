@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -30,7 +28,10 @@ def test_gpu_check_runs_every_step_on_the_cpu(tmp_path):
     # benchmarks/gpu_sweep.py's tiny mode: 12 trials through tunekit search, and the same 12 bare, timed
     sweep = steps["sweep"]["figures"]
     assert sweep["trials"] == 12 and sweep["tunekit_s"] > 0 and sweep["bare_sum_s"] > 0
-    assert sweep["ratio"] == pytest.approx(sweep["tunekit_s"] / sweep["bare_sum_s"], abs=0.01)
+    # the figures are each rounded to 2 decimals before they are stored: the ratio agrees with the stored times
+    # within what that rounding can move it (0.005 of its own, and 0.005 s in each time), on any machine's speed
+    t, b = sweep["tunekit_s"], sweep["bare_sum_s"]
+    assert abs(sweep["ratio"] - t / b) <= 0.005 + 0.005 * (1 + t / b) / b + 1e-9, sweep
     assert steps["bench"]["figures"]["test_resnet"]["loop_over_ceiling"] > 0
     # `tunekit bench --pack 1,2`: two trials trained at once, in their own processes, each measured
     packing = steps["bench"]["figures"]["packing"]
