@@ -87,10 +87,24 @@ COMMANDS = [
     Command("tunekit report ~/ray_results/demo", r"shapes: top \d+ by score(.*\n)*wrote \d+ files"),
     Command("tunekit report ~/ray_results/pets ~/ray_results/planet --out report/", r"nothing to report: ", 2),
     Command("tunekit report study_sweep.csv --out study/", r"nothing to report: .*study_sweep.csv does not exist", 2),
+    # Models (timm's tables); --space writes into the working folder, not the repository's search_spaces/
+    Command("tunekit models --pareto --img-size 224 --max-params 30",
+            r"\d+ of \d+ pretrained tags \(timm's tables(.*\n)*\* \S+ +\d+\.\d+"),
+    Command("tunekit models --name '*convnext*' --pretrain in22k --csv > convnexts.csv", r"^\d+$",
+            run="tunekit models --name '*convnext*' --pretrain in22k --csv > convnexts.csv && "
+                "grep -c convnext convnexts.csv"),
+    Command("tunekit models --img-size 224 --plot models.html", r"plot: models.html"),
+    Command("tunekit models --pareto --img-size 224 --max-params 30 --space search_spaces/front.py --data pets",
+            r"space: front.py \(\d+ models",
+            run="tunekit models --pareto --img-size 224 --max-params 30 --space front.py --data pets"),
+    Command("tunekit search search_spaces/front.py --dry-run", r"\d+ trial\(s\), searcher grid(.*\n)*  cost     about",
+            run="tunekit search front.py --dry-run"),
     # Rank
-    Command('tunekit rank "fashion_mnist?n_train=300&n_valid=100" --models tf_efficientnet_lite0,resnet18',
-            r"rank +model +LogME(.*\n)*.*resnet18 +no pretrained weights here"),
-    Command("tunekit rank folder:~/data/birds --models search_spaces/pets.py --max-images 500",
+    Command("tunekit rank --models resnet50.tv_in1k,densenet121.tv_in1k,inception_v3.tv_in1k",
+            r"rank +model +top-1 +LogME +by\n +1 +inception_v3.tv_in1k +77.47 +- +ImageNet top-1"),
+    Command('tunekit rank "fashion_mnist?n_train=300&n_valid=100" --models tf_efficientnet_lite0,resnet18 '
+            '--method logme', r"rank +model +top-1 +LogME +by(.*\n)*.*resnet18 .*not scored: no pretrained weights here"),
+    Command("tunekit rank folder:~/data/birds --models search_spaces/pets.py --method hybrid --keep 2",
             r"data folder '.*/data/birds' does not exist", 2),
     # The winner as a model
     Command("tunekit export ~/ray_results/demo best/", r"exported run_trial_.* \(rank 1, .*\n.*model folder: best \(model.safetensors"),
