@@ -40,7 +40,8 @@ def test_report_files_from_csv_and_round_trip(study_csv, tmp_path):
 def test_html_is_self_contained_with_interactive_charts(study_csv, tmp_path):
     rp.write(rp.build(rp.load_sources([study_csv])), tmp_path)
     page = (tmp_path / "report.html").read_text()
-    assert page.count("Plotly.newPlot(") == 4  # error against fit time and GPU memory, two datasets
+    # error against fit time and GPU memory, and fine-tuning against ImageNet top-1, two datasets
+    assert page.count("Plotly.newPlot(") == 6
     assert page.count("plotly.js v") == 1  # plotly.js inlined once, for the page's first chart
     assert "<table" in page
     assert not re.search(r"<(script|img|link)[^>]+(src|href)=[\"']?https?:", page)  # nothing fetched: offline
