@@ -67,3 +67,23 @@ def test_agreement_is_kendalls_tau_over_the_models_fine_tuned(errors, tau):
 def test_too_few_models_give_no_tau():
     out = agreement(screen(), pd.DataFrame([{"model": "a", "error_rate": 0.1}]), "error_rate", "min")
     assert out["n"] == 1 and out["tau"] is None
+
+
+def test_a_hybrid_screen_keeps_keep_models_when_its_shortlist_has_too_few_with_weights():
+    from tunekit.prior import rank_by, select
+
+    class Unscored:
+        def __init__(self, model):
+            self.model, self.logme, self.status = model, None, "no pretrained weights here"
+
+        def to_dict(self):
+            return {"model": self.model, "logme": None, "status": self.status}
+
+    models = ["inception_v3.tv_in1k", "resnet101.tv_in1k", "densenet201.tv_in1k", "resnet50.tv_in1k",
+              "densenet121.tv_in1k", "resnet34.tv_in1k"]
+    scores = {"inception_v3.tv_in1k": 0.9}  # of the prior's top 4, only one has weights here
+    choices = rank_by(models, "hybrid", keep=2, logme_of=lambda names: [
+        type("R", (), {"model": n, "logme": scores[n], "status": "scored", "to_dict": lambda self: {}})()
+        if n in scores else Unscored(n) for n in names])
+    kept = select(choices, 2, "hybrid")
+    assert kept == ["inception_v3.tv_in1k", "densenet121.tv_in1k"]  # topped up by the prior past the shortlist

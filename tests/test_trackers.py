@@ -1,7 +1,9 @@
 """A search logs to the real trackers, offline: a real MLflow tracking server on 127.0.0.1 (SQLite store in a
 temp folder), read back with ``mlflow.MlflowClient``; W&B in offline mode, its run files read back with
 W&B's own record type (tests/wandb_files.py). One ASHA search feeds both, through the CLI, as a user runs it;
-then the server goes away in the middle of a second search, which ends as if nothing happened."""
+a restarted search gets its own tracker runs, one stopped by two Ctrl-C's leaves none running; then the server
+goes away in the middle of a last search (the module's last test: the server is shared), which ends as if
+nothing happened."""
 
 from __future__ import annotations
 
@@ -146,6 +148,7 @@ def test_every_trial_is_one_wandb_run_grouped_under_the_search(tracked):
         assert [h["epoch"] for h in mine.history] == progress["epoch"].tolist()
         assert [h["error_rate"] for h in mine.history] == pytest.approx(progress["error_rate"].tolist(), rel=1e-12)
         assert mine.tags == (expected_status(row),) and mine.summary["status"] == expected_status(row)
+        assert mine.exit_code == 0  # finished, not left running
     assert {Path(p).name for p in report.artifacts} == REPORT
     assert report.summary["best_error_rate"] == pytest.approx(results["error_rate"].min())
     assert f"upload: wandb sync {run / 'wandb'}/offline-run-*" in out
@@ -168,18 +171,20 @@ def test_a_resumed_search_goes_on_in_its_mlflow_runs(mlflow_server, tmp_path):
     run per trial, its metric history continued."""
     from mlflow import MlflowClient
 
+    from tunekit.tracking import MlflowSettings
     from tunekit.tuner.trackers import MlflowTracker
 
     uri, _ = mlflow_server
     run_dir = tmp_path / "runs" / "resumed"
     trial = Trial("run_trial_abc12_00000", run_dir / "run_trial_abc12_00000_0_lr=0.01", epoch=1)
-    first = MlflowTracker({"tracking_uri": uri}, "resumed", run_dir)
+    settings = MlflowSettings(uri, "resumed")
+    first = MlflowTracker(settings, "resumed", run_dir, "inst-1")
     first.setup()
     first.log_trial_start(trial)
     first.log_trial_result(1, trial, {"epoch": 1, "error_rate": 0.5})
     first.on_experiment_end([trial])  # stopped: the run is marked unfinished
     trial.last_result = {"epoch": 3, "error_rate": 0.3}
-    second = MlflowTracker({"tracking_uri": uri}, "resumed", run_dir)
+    second = MlflowTracker(settings, "resumed", run_dir, "inst-1")  # the same instance: --resume
     second.setup()
     second.log_trial_start(trial)
     for epoch, error in ((2, 0.4), (3, 0.3)):
@@ -192,6 +197,50 @@ def test_a_resumed_search_goes_on_in_its_mlflow_runs(mlflow_server, tmp_path):
     assert [(m.step, m.value) for m in client.get_metric_history(mine.info.run_id, "error_rate")] == [
         (1, 0.5), (2, 0.4), (3, 0.3)]
     assert mine.data.tags["status"] == "completed" and mine.info.status == "FINISHED"
+
+
+def test_a_restarted_search_gets_a_new_parent_and_group_and_no_run_is_left_running(mlflow_server, data, tmp_path):
+    """A 2-trial search, then the same with --restart: a new MLflow parent run (the old one stays as it was,
+    finished) and a new W&B group; then --restart again, stopped at once by two Ctrl-C's: every MLflow run and
+    every W&B run of it closed (unfinished), none left RUNNING."""
+    from mlflow import MlflowClient
+
+    uri, _ = mlflow_server
+    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    args = ("--mlflow", uri, "--wandb", "again", "--name", "again")
+    for restart in ((), ("--restart",)):
+        proc = run_search(tmp_path, data, *args, *restart, env=env, epochs=2, wandb=False, lrs=(0.02, 0.01))
+        out = proc.communicate(timeout=600)[0]
+        assert proc.returncode == 0, out
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("again")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("tunekit.role") == "search"]
+    assert len(parents) == 2 and {r.info.status for r in parents} == {"FINISHED"}
+    for parent in parents:  # each search its own two trial runs, under its own parent
+        mine = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert len(mine) == 2 and {r.data.tags["tunekit.instance"] for r in mine} == {parent.data.tags["tunekit.instance"]}
+    groups = {r.group for r in read_runs(tmp_path / "runs" / "again" / "wandb")}
+    old = next((tmp_path / "runs").glob("again.old-*"))
+    assert len(groups) == 1 and groups != {r.group for r in read_runs(old / "wandb")}  # a new W&B group
+    # the third, stopped at once
+    proc = run_search(tmp_path, data, *args, "--restart", env=env, epochs=3, wandb=False, lrs=(0.02, 0.01))
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "epoch 1/3" in line:
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGINT)
+            break
+    out = "".join(seen) + proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130 and "stopped at once (a second Ctrl-C)" in out, out
+    runs = client.search_runs([experiment.experiment_id])
+    assert len([r for r in runs if r.data.tags.get("tunekit.role") == "search"]) == 3
+    assert not [r for r in runs if r.info.status == "RUNNING"], [(r.info.run_name, r.info.status) for r in runs]
+    stopped = read_runs(tmp_path / "runs" / "again" / "wandb")
+    assert stopped and all(r.exit_code is not None for r in stopped), [(r.name, r.exit_code) for r in stopped]
+    assert {r.summary.get("status") for r in stopped} <= {"unfinished", "completed", "stopped early at epoch 1"}
 
 
 def test_a_tracker_server_that_goes_away_mid_search_warns_once_and_the_search_ends(mlflow_server, data, tmp_path):

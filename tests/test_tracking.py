@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from tunekit.errors import TunekitError
-from tunekit.tracking import check_ready, check_trackers, describe, wandb_mode, with_options
+from tunekit.tracking import check_ready, check_trackers, describe, reachability, resolve, with_options
 
 
 @pytest.mark.parametrize("value, message", [
@@ -39,34 +39,64 @@ def test_options_add_to_the_space_files_trackers():
                       "mlflow": {"tracking_uri": "http://127.0.0.1:5000"}}
     assert file["wandb"]["project"] == "old"  # not changed in place
     assert with_options(file, wandb=None, mlflow=None) == file
-    line = describe(merged, "demo")
+    resolved, notes = resolve(merged, "demo", "/runs/demo", "20261202-101500-ab12")
+    line = describe(resolved)
     assert "W&B project 'backbones' (group 'pets'" in line and "MLflow http://127.0.0.1:5000 (experiment 'demo'" in line
+    assert notes == []
 
 
-def test_wandb_mode_follows_the_setting_then_wandbs_own_variable(monkeypatch):
+def test_the_defaults_are_set_once_and_wandbs_own_environment_is_respected(monkeypatch):
+    """One home for a tracker's defaults: W&B's group is one per search instance (a --restart makes a new one);
+    WANDB_MODE gives the mode where the space does not, and 'disabled' turns W&B off with a note; WANDB_DIR is
+    where W&B writes, else the run folder."""
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    assert wandb_mode({}) == "online" and wandb_mode({"mode": "offline"}) == "offline"
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    settings = {"wandb": {"project": "p"}, "mlflow": {"tracking_uri": "http://h:1"}}
+    resolved, _ = resolve(settings, "demo", "/runs/demo", "inst1")
+    w = resolved["wandb"]
+    assert (w.group, w.mode, w.dir) == ("demo-inst1", "online", "/runs/demo") and resolved["mlflow"].experiment == "demo"
+    assert resolve(settings, "demo", "/runs/demo", "inst2")[0]["wandb"].group == "demo-inst2"
     monkeypatch.setenv("WANDB_MODE", "offline")
-    assert wandb_mode({}) == "offline" and wandb_mode({"mode": "online"}) == "online"
+    monkeypatch.setenv("WANDB_DIR", "/elsewhere")
+    w = resolve(settings, "demo", "/runs/demo", "inst1")[0]["wandb"]
+    assert (w.mode, w.dir) == ("offline", "/elsewhere")
+    assert resolve({"wandb": {"project": "p", "mode": "online"}}, "d", "/r", "i")[0]["wandb"].mode == "online"
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    assert wandb_mode({}) == "offline"
+    resolved, notes = resolve(settings, "demo", "/runs/demo", "inst1")
+    assert "wandb" not in resolved and "mlflow" in resolved
+    assert notes == ["note: WANDB_MODE=disabled: the search does not log to W&B (unset it to log)"]
 
 
 def test_a_tracker_that_is_not_installed_names_its_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed: its import fails
+    resolved, _ = resolve({"wandb": {"project": "p", "mode": "offline"}}, "d", "/r", "i")
     with pytest.raises(TunekitError) as e:
-        check_ready({"wandb": {"project": "p"}})
+        check_ready(resolved)
     assert str(e.value) == ("--wandb: logging to Weights & Biases needs the wandb package, which is not installed: "
                             "pip install 'tunekit[wandb]'")
 
 
-def test_an_mlflow_server_that_does_not_answer_fails_before_the_search():
+def test_an_mlflow_uri_that_cannot_be_logged_to_fails_before_the_search_and_not_a_dry_run(tmp_path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    dead, _ = resolve({"mlflow": {"tracking_uri": f"http://127.0.0.1:{port}"}}, "d", "/r", "i")
     with pytest.raises(TunekitError, match=rf"--mlflow http://127.0.0.1:{port}: no MLflow server answers there"):
-        check_ready({"mlflow": {"tracking_uri": f"http://127.0.0.1:{port}"}}, timeout_s=2)
-    check_ready({"mlflow": {"tracking_uri": "file:///tmp/mlruns"}})  # a local store: nothing to ask
+        check_ready(dead, timeout_s=2)
+    assert "no MLflow server answers there" in reachability(dead)[0]  # a dry run says so, and goes on
+    refused, _ = resolve({"mlflow": {"tracking_uri": "not a uri at all"}}, "d", "/r", "i")
+    with pytest.raises(TunekitError, match="--mlflow not a uri at all: MLflow does not take this tracking URI"):
+        check_ready(refused)
+    local, _ = resolve({"mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'm.db'}"}}, "d", "/r", "i")
+    check_ready(local)  # a store MLflow takes: nothing to refuse
+
+
+def test_mlflow_filter_values_are_quoted():
+    from tunekit.tuner.trackers import quoted
+
+    assert quoted("run_trial_1") == "'run_trial_1'" and quoted("it's") == '"it\'s"'
+    with pytest.raises(ValueError):
+        quoted("both ' and " + '"')
 
 
 def test_the_cli_refuses_a_missing_extra_with_one_line_and_exit_2_before_ray_starts(monkeypatch, tmp_path):
@@ -78,10 +108,20 @@ def test_the_cli_refuses_a_missing_extra_with_one_line_and_exit_2_before_ray_sta
     result = CliRunner().invoke(main, ["search", "search_spaces/demo.py", "--mlflow", "http://127.0.0.1:9",
                                        "--storage-path", str(tmp_path)])
     assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert lines == ["Error: --mlflow: logging to MLflow needs the mlflow package, which is not installed: "
-                     "pip install 'tunekit[mlflow]'"]
+    assert result.output.splitlines()[-1] == ("Error: --mlflow: logging to MLflow needs the mlflow package, which is "
+                                              "not installed: pip install 'tunekit[mlflow]'")
     assert not ray.is_initialized() and not (tmp_path / "demo").exists()
+
+
+def test_a_dead_server_does_not_block_a_dry_run(tmp_path):
+    """--dry-run says where the trials would log and that the server does not answer now, and plans all the same."""
+    from tunekit.cli import main
+
+    result = CliRunner().invoke(main, ["search", "search_spaces/demo.py", "--dry-run", "--mlflow", "http://127.0.0.1:9",
+                                       "--storage-path", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "trackers MLflow http://127.0.0.1:9 (experiment 'demo'" in result.output
+    assert "MLflow: --mlflow http://127.0.0.1:9: no MLflow server answers there" in result.output
 
 
 def test_a_space_files_trackers_are_checked_with_the_file(tmp_path):
@@ -104,6 +144,10 @@ class Tracker:
 
     def __init__(self, fail_on: int | None = None) -> None:
         self.release, self.logged, self.fail_on = threading.Event(), [], fail_on
+        self.ended: list[str] = []
+
+    def end_open(self, status: str) -> None:
+        self.ended.append(status)
 
     def setup(self, **info) -> None:
         pass
@@ -133,9 +177,10 @@ def test_a_slow_tracker_does_not_hold_up_the_search():
     for epoch in (1, 2, 3):  # each returns at once, though the tracker is stuck on the first
         guard.on_trial_result(epoch, [], "trial", {"epoch": epoch})
     assert tracker.logged == [] and not tracker.release.is_set()
-    tracker.release.set()
-    guard.on_experiment_end([])  # waits for the backlog, in order
-    assert tracker.logged == [1, 2, 3] and lines == []
+    threading.Timer(1.5, tracker.release.set).start()  # the server answers again after the search ended
+    guard.on_experiment_end([])  # waits for the backlog, in order, and says so
+    assert tracker.logged == [1, 2, 3] and len(lines) == 1
+    assert lines[0].startswith("MLflow: writing what it has left (") and lines[0].endswith("event(s)), at most 30 s")
 
 
 def test_a_failing_tracker_warns_once_and_is_left_out():
@@ -147,6 +192,7 @@ def test_a_failing_tracker_warns_once_and_is_left_out():
         guard.on_trial_result(epoch, [], "trial", {"epoch": epoch})
     guard.on_experiment_end([])
     assert tracker.logged == [1]
+    assert tracker.ended == ["unfinished"]  # the runs it had opened: closed, where it still can
     assert lines == ["warning: MLflow: ConnectionError: server gone; the search goes on without it (the run folder "
                      "has every result)"]
 
@@ -166,6 +212,9 @@ def test_a_backlog_too_long_or_a_drain_too_slow_turns_the_tracker_off():
 
 class Quiet:
     def setup(self, **info) -> None:
+        pass
+
+    def end_open(self, status: str) -> None:
         pass
 
 

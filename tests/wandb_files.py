@@ -26,6 +26,7 @@ class OfflineRun:
     history: list[dict] = field(default_factory=list)  # one dict per logged row (by _step)
     summary: dict = field(default_factory=dict)
     artifacts: list[str] = field(default_factory=list)  # file paths of logged artifacts
+    exit_code: int | None = None  # None: the run never finished (left RUNNING)
 
 
 def _records(data: bytes):
@@ -75,6 +76,8 @@ def read_run(run_dir: Path) -> OfflineRun:
                                 for i in record.summary.update})
         elif kind == "artifact":
             run.artifacts += [m.path for m in record.artifact.manifest.contents]
+        elif kind == "exit":
+            run.exit_code = record.exit.exit_code
     run.config.pop("_wandb", None)
     return run
 

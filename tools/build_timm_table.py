@@ -15,9 +15,9 @@ pretrained tag the installed timm knows (``timm.list_pretrained()``), its column
 - pretrain data: model_metadata-in1k.csv where it lists the tag (its names are timm's older ones, mapped through
   ``timm.models.get_deprecated_models()``), else the dataset the tag's own name gives first (timm names its tags
   after what they were trained on: ``fb_in22k_ft_in1k`` is in22k), with ``pretrain_source`` saying which;
-- throughput and GMACs: the benchmark rows of the tag's architecture, for the tags of the size the benchmark ran
-  at (it measured each architecture at one size: a tag of another size, convnext_tiny's ``_384`` ones, is left
-  blank); old names mapped as above.
+- throughput and GMACs: the benchmark row of the tag's architecture at the tag's own size (timm measures some
+  architectures at several sizes; a tag of a size it did not measure, convnext_tiny's ``_384`` ones, is left
+  blank); old names mapped as above. in21k and in22k, one dataset under two names, are written in22k.
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ from tunekit.timm_table import COLUMNS, SOURCE_FILE, TABLE_FILE
 
 # what timm's tag names say a model was (pre)trained on, as the datasets appear in them
 DATASETS = ("in1k", "in12k", "in21k", "in22k", "laion2b", "laion400m", "laion5b", "openai", "jft300m", "jft3b",
-            "ig1b", "ig3b", "yfcc15m", "merged2b", "m38m", "dfn2b", "dfn5b", "lvd142m", "webli", "cc12m", "sw",
-            "datacompxl", "metaclip", "sa1b", "ocr")
+            "ig1b", "ig3b", "yfcc15m", "merged2b", "m38m", "dfn2b", "dfn5b", "lvd142m", "webli", "cc12m",
+            "datacompxl", "metaclip", "sa1b")
+SAME = {"in21k": "in22k"}  # ImageNet-21k and -22k are one dataset under two names
 
 
 def number(text: str | None) -> float | None:
@@ -56,8 +57,10 @@ def one(folder: Path, pattern: str) -> Path:
 
 
 def tag_dataset(tag: str) -> str | None:
+    """The first dataset a tag's name gives (``fb_in22k_ft_in1k``: in22k; ``sw_in12k``: in12k), by one name."""
     tokens = tag.split("_")
-    return next((t for t in tokens if t in DATASETS), None)
+    found = next((t for t in tokens if t in DATASETS), None)
+    return SAME.get(found, found)
 
 
 def build(results: Path, commit: str) -> tuple[list[dict], dict]:
@@ -81,9 +84,9 @@ def build(results: Path, commit: str) -> tuple[list[dict], dict]:
     for row in read(results / "results-imagenet.csv"):
         imagenet.setdefault(row["model"], []).append(row)
     infer_file, train_file = one(results, "benchmark-infer-*.csv"), one(results, "benchmark-train-*.csv")
-    infer: dict[str, dict[str, str]] = {}
+    infer: dict[tuple[str, int], dict[str, str]] = {}  # (arch, size): timm measures some archs at several sizes
     for row in read(infer_file):
-        infer.setdefault(arch_of(current(row["model"])) or row["model"], row)
+        infer.setdefault((arch_of(current(row["model"])) or row["model"], int(row["infer_img_size"])), row)
     train: dict[str, dict[str, str]] = {}
     for row in read(train_file):  # 2022: many names are timm's older ones; an arch's own row wins
         arch = arch_of(current(row["model"]))
@@ -92,7 +95,7 @@ def build(results: Path, commit: str) -> tuple[list[dict], dict]:
     pretrain: dict[str, str] = {}
     for row in read(results / "model_metadata-in1k.csv"):
         name = current(row["model"])
-        if name is not None:
+        if name is not None:  # its older names are one weight each: the tag timm's renames give, or the default
             tag = name if "." in name else f"{name}.{get_pretrained_cfg(name).tag}"
             pretrain[tag] = row["pretrain"]
     old_names: dict[str, list[str]] = {}
@@ -106,11 +109,13 @@ def build(results: Path, commit: str) -> tuple[list[dict], dict]:
         native = int(cfg.input_size[-1])
         evals = imagenet.get(name, [])
         ev = next((r for r in evals if int(r["img_size"]) == native), evals[0] if evals else None)
-        inf, tr = infer.get(arch), train.get(arch)
-        # a benchmark measured the arch at one size: it says nothing of a tag at another (convnext_tiny's _384)
-        inf = inf if inf and int(inf["infer_img_size"]) == native else None
+        # a benchmark of the arch at another size says nothing of this tag (convnext_tiny's _384 tags)
+        inf, tr = infer.get((arch, native)), train.get(arch)
         tr = tr if tr and int(tr["train_img_size"]) == native else None
         from_tag = tag_dataset(tag)
+        meta = pretrain.get(name)
+        if meta is not None and from_tag is not None and SAME.get(meta.split("-")[0], meta.split("-")[0]) != from_tag:
+            meta = None  # a bare name's metadata, given to a default tag of other weights: the tag's own name wins
         row = {
             "model": name, "arch": arch, "tag": tag,
             "default": get_pretrained_cfg(arch).tag == tag if arch in archs else False,
@@ -118,8 +123,8 @@ def build(results: Path, commit: str) -> tuple[list[dict], dict]:
             "top1_img_size": int(ev["img_size"]) if ev else None,
             "params_m": number(ev["param_count"]) if ev else (number(inf["param_count"]) if inf else None),
             "img_size": native, "crop_pct": cfg.crop_pct, "fixed_input_size": bool(cfg.fixed_input_size),
-            "pretrain": pretrain.get(name) or from_tag,
-            "pretrain_source": "metadata" if name in pretrain else ("tag" if from_tag else None),
+            "pretrain": meta or from_tag,
+            "pretrain_source": "metadata" if meta else ("tag" if from_tag else None),
             "infer_samples_per_s": number(inf["infer_samples_per_sec"]) if inf else None,
             "infer_img_size": int(inf["infer_img_size"]) if inf else None,
             "infer_batch_size": int(inf["infer_batch_size"]) if inf else None,

@@ -6,10 +6,12 @@ left out: a scale, not a promise.
     cost = estimate(spec)            # a Cost, or None where the data's size is unknown before its download
     cost.line()                      # the plan's line
 
-Per trial: (training images x epochs, the frozen one included) / training throughput + (validation images x
-epochs) / inference throughput, each throughput scaled from the size timm measured it at to the trial's image
-size by the pixel count. Where timm lists no training throughput (it is from 2022 and partial), the inference
-one times the median training/inference ratio of the models that have both.
+Per trial: training images x unfrozen epochs / training throughput, training images x frozen epochs (the head
+alone learns: the body's forward pass, as in inference) and validation images x epochs over the inference
+throughput, each throughput scaled from the size timm measured it at to the trial's image size by the pixel
+count, averaged over the sizes and epoch counts the space can draw. Where timm lists no training throughput (it
+is from 2022 and partial), the inference one times the median training/inference ratio of the models that have
+both.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def image_counts(data: str) -> tuple[int, int] | None:
         return facts.n_train, facts.n_valid
     remote = REMOTES.get(spec.kind)
     if remote is not None and remote.images:
-        valid = round(remote.images * spec.opt("valid_pct"))
+        valid = remote.valid_images or round(remote.images * spec.opt("valid_pct"))
         return remote.images - valid, valid
     return None
 
@@ -91,22 +93,26 @@ def estimate(spec: SearchSpec) -> Cost | None:
     table, ratio = load(), training_ratio()
     models = [str(m) for m in spec.values_of("model") or []]
     sizes = spec.values_of("img_size") or [None]
-    epochs = spec.values_of("epochs") or [TrialConfig.epochs]
-    freeze = spec.values_of("freeze_epochs") or [TrialConfig.freeze_epochs]
-    pretrained = spec.values_of("pretrained") or [TrialConfig.pretrained]
+    # the epochs a trial runs, frozen and not, over the combinations the space gives (each as likely)
+    combos = [(f if p is not False else 0, reported_epochs(e, f, p) - (f if p is not False else 0))
+              for e in spec.values_of("epochs") or [TrialConfig.epochs]
+              for f in spec.values_of("freeze_epochs") or [TrialConfig.freeze_epochs]
+              for p in spec.values_of("pretrained") or [TrialConfig.pretrained]]
     per_model = spec.trial_count() / max(1, len(models))  # trials per model choice, spread evenly
     seconds, estimated, derived = 0.0, 0, 0
     for model in models:
         row = table.find(model)
         if row is None:
             continue
-        size = int(sizes[-1] or row.img_size)
-        speeds = _per_s(row, size, ratio)
-        if speeds is None:
+        per_size = [_per_s(row, int(size or row.img_size), ratio) for size in sizes]
+        if any(speeds is None for speeds in per_size):
             continue
-        train, infer, from_inference = speeds
-        total = max(reported_epochs(e, f, p) for e in epochs for f in freeze for p in pretrained)
-        seconds += per_model * total * (n_train / train + n_valid / infer)
+        trial_s = 0.0
+        for train, infer, _ in per_size:
+            for frozen, unfrozen in combos:
+                # a frozen epoch trains the head only: its cost is the body's forward pass, as in inference
+                trial_s += (frozen * n_train + (frozen + unfrozen) * n_valid) / infer + unfrozen * n_train / train
+        seconds += per_model * trial_s / (len(per_size) * len(combos))
         estimated += round(per_model)
-        derived += round(per_model) if from_inference else 0
+        derived += round(per_model) if per_size[0][2] else 0
     return Cost(seconds / 3600, spec.trial_count(), estimated, (n_train, n_valid), ratio, derived)

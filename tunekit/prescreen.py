@@ -58,7 +58,9 @@ def prescreen(spec: SearchSpec, run_dir: Path, restoring: bool,
         echo(f"  prescreen read back from {saved} (not ranked again)")
     else:
         models = [str(m) for m in spec.values_of("model") or []]
-        method, keep = spec.prescreen.get("method", DEFAULT_METHOD), spec.prescreen["keep"]
+        # a resumed search from before the methods, whose ranking was not saved, ranks as it was made: by LogME
+        method = spec.prescreen.get("method", "logme" if restoring else DEFAULT_METHOD)
+        keep = spec.prescreen["keep"]
         options = {k: v for k, v in spec.prescreen.items() if k not in ("keep", "method")}
         img_size = spec.values_of("img_size")
         if "img_size" not in options and img_size and len(img_size) == 1:

@@ -13,9 +13,10 @@
 The default is ``prior``. On the transferability benchmark LogME, NLEEP and SFDA are published on (11 ImageNet
 models x 11 datasets) the prior's mean weighted Kendall tau is above LogME's published one, and the hybrid and
 LogME can be measured offline only on three real models here, too few to overturn that
-(``benchmarks/prior_check.py``; figures in benchmarks/RESULTS.md). A model without a row in the table (a user's
-own, or a tag newer than the table) has no prior: it is scored by LogME, ranked by it among such models after the
-others, and never cut by a pre-screen on the prior's say; the output says so.
+(``benchmarks/prior_check.py``; figures in benchmarks/RESULTS.md). A model without an ImageNet top-1 in the
+table (a user's own, a tag newer than the table, or one timm publishes no ImageNet score for: in22k-only
+weights) has no prior: it is scored by LogME, ranked by it among such models after the others, and never cut by
+a pre-screen on the prior's say; the output says so.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def rank_by(models: list[str], method: str = DEFAULT_METHOD, keep: int | None = 
         checked = known[:shortlist(len(models), keep)]
         order = by_logme(checked + unknown, "LogME (of the prior's shortlist)")
         for m in unknown:
-            choices[m].by = choices[m].by.replace("of the prior's shortlist", "no row in timm's table")
+            choices[m].by = choices[m].by.replace("of the prior's shortlist", "no ImageNet top-1 in timm's table")
         rest = known[len(checked):]
         for m in rest:
             choices[m].by = "ImageNet top-1"
@@ -100,7 +101,7 @@ def rank_by(models: list[str], method: str = DEFAULT_METHOD, keep: int | None = 
     else:
         for m in known:
             choices[m].by = "ImageNet top-1"
-        order = known + by_logme(unknown, "LogME (no row in timm's table)")
+        order = known + by_logme(unknown, "LogME (no ImageNet top-1 in timm's table)")
     for i, m in enumerate(order, 1):
         choices[m].rank = i
     return [choices[m] for m in order]
@@ -124,6 +125,9 @@ def select(choices: list[Choice], keep: int, method: str = DEFAULT_METHOD,
         kept += [c.model for c in choices if c.top1 is None and c.logme is not None]
     else:
         kept = _first(choices, keep, lambda c: c.logme is not None)
+        if len(kept) < keep:  # the shortlist had too few with weights: the next by the prior, as a prior screen would
+            kept += _first([c for c in choices if c.model not in kept], keep - len(kept),
+                           lambda c: c.by == "ImageNet top-1" and ok(c))
     return [c.model for c in choices if c.model in set(kept)]
 
 

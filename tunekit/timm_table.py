@@ -100,10 +100,16 @@ class Table:
                 continue
             if min_throughput is not None and (r.infer_samples_per_s is None or r.infer_samples_per_s < min_throughput):
                 continue
-            if pretrain is not None and (r.pretrain or "").split("-")[0] != pretrain:
+            if pretrain is not None and _dataset(r.pretrain) != _dataset(pretrain):
                 continue
             out.append(r)
         return out
+
+
+def _dataset(pretrain: str | None) -> str:
+    """What a pretrain value names, by one name: 'in21k-selfsl' and 'in22k' are both ImageNet-22k."""
+    name = (pretrain or "").split("-")[0]
+    return "in22k" if name == "in21k" else name
 
 
 @functools.lru_cache(maxsize=1)

@@ -83,39 +83,129 @@ def with_options(trackers: dict[str, dict[str, str]], **options: str | None) -> 
     return out
 
 
-def check_ready(trackers: dict[str, dict[str, str]], timeout_s: float = 5.0) -> None:
-    """Before Ray starts: each tracker's package is installed (else: the extra to install), and an
-    MLflow server given by an http(s) URI answers (a typo or a server not started yet fails here, not
-    in the middle of a search)."""
-    for name in trackers:
+@dataclass(frozen=True)
+class WandbSettings:
+    """W&B as a search logs to it: every default filled in (``resolve``)."""
+
+    project: str
+    group: str  # the space's group, else one per search instance: a --restart does not mix with the old runs
+    mode: str  # online | offline
+    dir: str  # where W&B writes its files: WANDB_DIR where set, else the run folder
+    entity: str | None = None
+
+    def describe(self) -> str:
+        return f"W&B project {self.project!r} (group {self.group!r}, {self.mode})"
+
+
+@dataclass(frozen=True)
+class MlflowSettings:
+    """MLflow as a search logs to it: every default filled in (``resolve``)."""
+
+    tracking_uri: str
+    experiment: str  # the space's, else the search's name
+
+    def describe(self) -> str:
+        return f"MLflow {self.tracking_uri} (experiment {self.experiment!r}, a run per trial)"
+
+
+Resolved = dict[str, Any]  # tracker name -> WandbSettings | MlflowSettings
+
+
+def resolve(trackers: dict[str, dict[str, str]], search: str, run_dir: str,
+            instance: str) -> tuple[Resolved, list[str]]:
+    """The trackers as the search logs to them, and what it should say of them: W&B's own environment
+    (WANDB_MODE, WANDB_DIR) respected; ``WANDB_MODE=disabled`` turns W&B off, with a note; the defaults of
+    project group and experiment set here, once. ``instance``: this search's identity (a --restart makes a new
+    one), which names the default W&B group and finds the MLflow runs of a resumed search."""
+    out: Resolved = {}
+    notes: list[str] = []
+    if "wandb" in trackers:
+        w = trackers["wandb"]
+        env = os.environ.get("WANDB_MODE", "").lower()
+        if not w.get("mode") and env in ("disabled", "dryrun_disabled"):
+            notes.append("note: WANDB_MODE=disabled: the search does not log to W&B (unset it to log)")
+        else:
+            mode = w.get("mode") or ("offline" if env in ("offline", "dryrun") else "online")
+            out["wandb"] = WandbSettings(w["project"], w.get("group") or f"{search}-{instance}", mode,
+                                         os.environ.get("WANDB_DIR") or str(run_dir), w.get("entity"))
+    if "mlflow" in trackers:
+        m = trackers["mlflow"]
+        out["mlflow"] = MlflowSettings(m["tracking_uri"], m.get("experiment") or search)
+    return out, notes
+
+
+def check_ready(resolved: Resolved, timeout_s: float = 5.0) -> None:
+    """Before a search starts (not for a dry run, nor for reporting a finished search): each tracker's package
+    is installed (else: the extra to install), MLflow takes the URI and a server given by http(s) answers, and
+    W&B online has a login. A typo, a server not started yet, a URI MLflow refuses fail here in one line, not in
+    the middle of a search."""
+    for name in resolved:
         if importlib.util.find_spec(name) is None:
             tracker = TRACKERS[name]
             raise TunekitError(f"{tracker.option}: logging to {tracker.title} needs the {name} package, which is "
                                f"not installed: {tracker.extra}")
-    uri = trackers.get("mlflow", {}).get("tracking_uri", "")
+    if "mlflow" in resolved:
+        problem = mlflow_problem(resolved["mlflow"].tracking_uri, timeout_s)
+        if problem:
+            raise TunekitError(problem)
+    if "wandb" in resolved and resolved["wandb"].mode == "online" and not _wandb_key():
+        raise TunekitError("--wandb: W&B needs a login to log online: run 'wandb login' or set WANDB_API_KEY; or log "
+                           "offline (WANDB_MODE=offline, or trackers={'wandb': {'mode': 'offline'}}) and upload "
+                           "later with 'wandb sync'")
+
+
+def mlflow_problem(uri: str, timeout_s: float = 5.0) -> str | None:
+    """Why MLflow cannot log to ``uri`` now (one line), or None: an http(s) server that does not answer, or a
+    URI MLflow itself refuses (asked as a search would: listing the experiments there)."""
     if uri.startswith(("http://", "https://")):
         try:
             urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s).close()
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
-            raise TunekitError(f"--mlflow {uri}: no MLflow server answers there ({reason}); start it "
-                               f"(mlflow server --host ... --port ...) or fix the URI") from None
+            return (f"--mlflow {uri}: no MLflow server answers there ({reason}); start it "
+                    f"(mlflow server --host ... --port ...) or fix the URI")
+        return None
+    if importlib.util.find_spec("mlflow") is None:
+        return None  # said by check_ready
+    import warnings
+
+    from mlflow import MlflowClient
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as e:  # noqa: BLE001 - whatever MLflow says, in one line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        return f"--mlflow {uri}: MLflow does not take this tracking URI ({first}); give http(s)://HOST:PORT"
+    return None
 
 
-def wandb_mode(settings: dict[str, str]) -> str:
-    """online or offline: the space's setting, else W&B's own WANDB_MODE ('disabled' counts as offline)."""
-    mode = settings.get("mode") or os.environ.get("WANDB_MODE", "online")
-    return "online" if mode in ("online", "run") else "offline"
+def _wandb_key() -> bool:
+    """Whether W&B has an API key here (WANDB_API_KEY, or what 'wandb login' stored), as W&B looks for it."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        import wandb
+
+        return bool(wandb.login(prompt=False))  # W&B's own check of a stored key, asking nothing
+    except Exception:  # noqa: BLE001 - an old or a broken W&B: as if no login
+        return False
 
 
+def reachability(resolved: Resolved) -> list[str]:
+    """For a dry run: whether each tracker could be logged to now, without failing (it is checked for real when
+    the search starts)."""
+    out = []
+    if "mlflow" in resolved:
+        problem = mlflow_problem(resolved["mlflow"].tracking_uri, timeout_s=2.0)
+        out.append(f"  note     MLflow: {problem} (a dry run goes on; a search would stop here)" if problem
+                   else f"  note     MLflow answers at {resolved['mlflow'].tracking_uri}")
+    if "wandb" in resolved and resolved["wandb"].mode == "online" and not _wandb_key():
+        out.append("  note     W&B: no login here for online logging (wandb login, or WANDB_MODE=offline)")
+    return out
 
-def describe(trackers: dict[str, dict[str, str]], search: str) -> str:
+
+def describe(resolved: Resolved) -> str:
     """One line for the plan: where the trials log besides the run folder."""
-    parts = []
-    if "wandb" in trackers:
-        w = trackers["wandb"]
-        parts.append(f"W&B project {w['project']!r} (group {w.get('group', search)!r}, {wandb_mode(w)})")
-    if "mlflow" in trackers:
-        m = trackers["mlflow"]
-        parts.append(f"MLflow {m['tracking_uri']} (experiment {m.get('experiment', search)!r}, a run per trial)")
-    return "; ".join(parts)
+    return "; ".join(settings.describe() for settings in resolved.values()) or "none"

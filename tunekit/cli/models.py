@@ -85,16 +85,23 @@ def models(name: str | None, max_params: float | None, img_size: int | None, min
                    err=as_csv or as_json)
 
 
-def _installed() -> frozenset[str]:
-    from ..catalog import _index
+def _installed() -> tuple[str, frozenset[str]]:
+    """The installed timm's version and names (arch and arch.tag), from tunekit's index of them: written the
+    first time (importing timm once, seconds), then read without timm."""
+    from importlib import metadata
 
-    return _index()  # the installed timm's names, where tunekit has listed them (empty: not yet)
+    from .. import catalog
+
+    if not catalog._index():
+        catalog.write_index()
+        catalog._index.cache_clear()
+    return metadata.version("timm"), catalog._index()
 
 
 def _dump(rows: list, front: set[str], as_json: bool) -> None:
-    known = _installed()
-    records = [{**asdict(r), "pareto": r.model in front,
-                "installed_timm": (r.model in known) if known else None} for r in rows]
+    version, known = _installed()
+    records = [{**asdict(r), "pareto": r.model in front, "installed_timm": version,
+                "in_installed_timm": r.model in known if known else None} for r in rows]
     if as_json:
         click.echo(json.dumps(records, indent=1))
         return

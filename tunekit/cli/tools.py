@@ -216,8 +216,8 @@ def rank(data: str | None, models: str, method: str, keep: int | None, as_json: 
 
     def logme_of(todo: list[str]) -> list[Any]:
         if data is None:
-            raise click.UsageError(f"--method {method}: LogME of {', '.join(todo)} needs DATA (the prior has no "
-                                   f"row for them, or the method asks for it)")
+            raise click.UsageError(f"--method {method}: LogME of {', '.join(todo)} needs DATA (timm's table has no "
+                                   f"ImageNet top-1 for them, or the method asks for it)")
         from ..rank import rank_models
 
         setup_logging(verbose=False)

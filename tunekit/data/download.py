@@ -34,6 +34,7 @@ class Remote:
     folder: str  # top-level folder inside the archive
     layout: str  # what the user would put there by hand
     images: int | None = None  # how many images it holds (for a cost estimate before the download)
+    valid_images: int | None = None  # of them in its own validation split (None: the spec's valid_pct makes one)
 
 
 REMOTES = {
@@ -50,7 +51,7 @@ REMOTES = {
     "imagenette": Remote(
         "imagenette", "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz",
         99_003_388, "c475f8f7617a200ba35b9facc48443c3", "imagenette2-160",
-        "imagenette2-160/train/<wnid>/*.JPEG and imagenette2-160/val/<wnid>/*.JPEG", 13394,
+        "imagenette2-160/train/<wnid>/*.JPEG and imagenette2-160/val/<wnid>/*.JPEG", 13394, 3925,
     ),
 }
 

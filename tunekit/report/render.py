@@ -30,7 +30,6 @@ from .plots import effects_plot, imagenet_plot, learning_curves
 from .plots import error_vs_cost as error_vs_cost_png
 from .plots import slice_plot as slice_png
 from .study import family, pareto
-from .transfer import MIN_MODELS
 
 REPEATS_SHOWN = 30  # rows of the repeats table in the report (all of them are in results.csv)
 
@@ -201,14 +200,10 @@ IMAGENET_TITLE = "fine-tuning against ImageNet accuracy"
 
 def _transfer_blocks(report: Report, dataset: str, found: dict[str, list[Chart]]) -> list[tuple[str, Any]]:
     """The study's first question for one dataset: is timm's ImageNet chart reproduced for fine-tuning?"""
-    if dataset not in report.transfer:
+    t = report.transfer.get(dataset)
+    if t is None:  # fewer than MIN_MODELS models with an ImageNet top-1, or nothing to rank: nothing to show
         return []
-    t = report.transfer[dataset]
     b: list[tuple[str, Any]] = [("h2", f"{dataset}: is ImageNet accuracy reproduced for fine-tuning?")]
-    if t is None:
-        b.append(("p", f"Fewer than {MIN_MODELS} ranked models have a row in timm's published table (ImageNet "
-                       f"top-1): not enough for a rank correlation, so none is shown."))
-        return b
     rho, low, high = t.accuracy
     n = len(t.models)
     text = (f"Over the {n} ranked models with a row in timm's published table, the Spearman correlation of "
@@ -216,9 +211,8 @@ def _transfer_blocks(report: Report, dataset: str, found: dict[str, list[Chart]]
             f"{high:+.2f}, from {n} models; 1: ImageNet ordered them exactly as fine-tuning did).")
     if t.speed is not None:
         s, slow, shigh = t.speed
-        text += (f" timm's throughput against fit time (faster should fit sooner) over {t.n_speed} models: "
-                 f"{s:+.2f} ({slow:+.2f} to {shigh:+.2f}); the throughput is timm's training benchmark where it "
-                 f"lists the model, else its inference one.")
+        text += (f" timm's inference throughput against fit time (faster should fit sooner) over {t.n_speed} models: "
+                 f"{s:+.2f} ({slow:+.2f} to {shigh:+.2f}).")
     better = t.models[t.models["verdict"] == "fine-tunes better"]["model"].tolist()
     worse = t.models[t.models["verdict"] == "fine-tunes worse"]["model"].tolist()
     text += (" Outside the 95% prediction interval of a straight line of error on top-1 fitted to the other "
@@ -226,8 +220,9 @@ def _transfer_blocks(report: Report, dataset: str, found: dict[str, list[Chart]]
              f"worse: {', '.join(worse) or 'none'}. A model named without a tag is read as the installed timm's "
              f"default tag (the timm tag column says which).")
     b.append(("p", text))
-    shown = t.models[["model", "tag", "top1", "error_rate", "throughput", "throughput_kind", "fit_time", "verdict"]]
-    b.append(("table", shown.rename(columns={"tag": "timm tag", "top1": "ImageNet top-1"})))
+    shown = t.models[["model", "tag", "top1", "error_rate", "throughput", "fit_time", "verdict"]]
+    b.append(("table", shown.rename(columns={"tag": "timm tag", "top1": "ImageNet top-1",
+                                             "throughput": "inference img/s (timm)"})))
     b += [("chart", c) for c in found.get(dataset, []) if c.title.endswith(IMAGENET_TITLE)]
     return b
 

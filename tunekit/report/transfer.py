@@ -29,7 +29,7 @@ MIN_MODELS = 5  # fewer: no estimate (the rank correlation's interval would span
 @dataclass
 class Transfer:
     dataset: str
-    models: pd.DataFrame  # model, tag, top1, throughput, throughput_kind, error_rate, fit_time, residual, verdict
+    models: pd.DataFrame  # model, tag, top1, throughput (inference), error_rate, fit_time, residual, verdict
     accuracy: tuple[float, float, float]  # Spearman of top-1 against fine-tune accuracy (1 - error), its interval
     speed: tuple[float, float, float] | None  # Spearman of throughput against 1 / fit time, its interval
     n_speed: int
@@ -44,10 +44,8 @@ def imagenet_vs_finetune(ranking: pd.DataFrame, time_column: str = "fit_time") -
             row = table.find(str(r.model))
             if row is None or row.top1 is None:
                 continue
-            train = row.train_samples_per_s
             rows.append({"model": r.model, "tag": row.model, "top1": row.top1,
-                         "throughput": train if train is not None else row.infer_samples_per_s,
-                         "throughput_kind": "train" if train is not None else "inference",
+                         "throughput": row.infer_samples_per_s,  # one benchmark for all (timm's inference one)
                          "error_rate": float(r.error_rate), "fit_time": float(getattr(r, time_column))})
         df = pd.DataFrame(rows)
         if len(df) < MIN_MODELS:

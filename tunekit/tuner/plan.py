@@ -52,6 +52,8 @@ def plan(state: Search) -> None:
     if not opts.dry_run and not state.plan.finished and packs(state.plan):
         state.step_times = time_alone(state)
     lines = state.plan.lines(spec) + (state.shares.lines() if state.shares else [])
+    if spec.trackers:
+        lines += trackers(state)
     if opts.dry_run or state.plan.total_gpus > 0:
         from ..estimate import estimate
 
@@ -69,6 +71,21 @@ def plan(state: Search) -> None:
         lines += state.notes
     for line in lines:
         state.echo(line)
+
+
+def trackers(state: Search) -> list[str]:
+    """The trackers the trials log to (``tracking.resolve``), checked where they are used: before a search starts
+    (a dead server, a URI MLflow refuses, a missing login fail here); a dry run says whether they answer now,
+    without failing; a finished search, reported, needs none."""
+    from ..tracking import check_ready, describe, reachability, resolve
+
+    state.resolved, notes = resolve(state.spec.trackers, state.spec.name, str(state.run_dir), state.instance)
+    lines = [f"  trackers {describe(state.resolved)}"] + [f"  {n}" for n in notes]
+    if state.options.dry_run:
+        return lines + reachability(state.resolved)
+    if not state.plan.finished:
+        check_ready(state.resolved)
+    return lines
 
 
 def packs(plan: Plan) -> bool:
@@ -148,8 +165,10 @@ def make_plan(spec: SearchSpec, run_dir: Path, total_cpus: float, total_gpus: fl
                 restoring, gpu_auto=spec.gpus_per_trial == "auto", capped=capped and gpus > 0, asked_gpus=gpus)
 
 
-def save_spec(spec: SearchSpec, run_dir: Path) -> None:
-    """The run folder reproduces the search on its own: a copy of the space file and the resolved spec."""
+def save_spec(spec: SearchSpec, run_dir: Path, instance: str = "") -> None:
+    """The run folder reproduces the search on its own: a copy of the space file and the resolved spec (with the
+    search instance, which a resumed search keeps)."""
     if spec.path is not None and spec.path.resolve() != (run_dir / SPACE_COPY).resolve():
         shutil.copyfile(spec.path, run_dir / SPACE_COPY)
-    (run_dir / SPEC_FILE).write_text(json.dumps(spec.describe(), indent=2, default=str))
+    described = {**spec.describe(), **({"instance": instance} if instance else {})}
+    (run_dir / SPEC_FILE).write_text(json.dumps(described, indent=2, default=str))

@@ -38,6 +38,8 @@ def decide(state: Search) -> None:
         else:
             state.outcome = report_finished(state, previous)
     state.previous = previous if action in ("continue", "report") else dataclasses.replace(previous, exists=False)
+    # the trackers' identity: a continued search keeps its own (a folder written before instances: its name)
+    state.instance = (previous.instance or run_dir.name) if state.previous.exists else new_instance()
 
 
 def action_for(previous: Previous, resume: bool, restart: bool) -> str:
@@ -86,7 +88,14 @@ def previous_search(spec: SearchSpec, run_dir: Path, resume: bool) -> Previous:
     errored = sum(s == "ERROR" for s in states.values())
     stopped = (runfolder.read_json(run_dir / runfolder.STOPPED_FILE) or {}).get("error", "")
     return Previous(run_dir, exists=True, same_space=same, finished=finished, trials=len(states), errored=errored,
-                    when=when, stopped=stopped)
+                    when=when, stopped=stopped, instance=str(saved.get("instance", "")))
+
+
+def new_instance() -> str:
+    """A new search instance: when it started, and a few random letters (two started the same second differ)."""
+    import secrets
+
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
 
 def move_aside(run_dir: Path) -> Path:

@@ -35,11 +35,6 @@ use                                    why
 ``RAY_AIR_NEW_OUTPUT=0``               the classic console output, which is quiet at verbose=0
 ``experiment_state-*.json`` layout     trial status and config without unpickling anything
 (runfolder.ray_trials)                 (``trial_data``: [trial JSON, metadata JSON] pairs)
-``WandbLoggerCallback._logger_actor_``  the W&B process of a trial also sets its status at the end
-``cls``, ``_WandbLoggingActor._handle``  (tuner.trackers.WandbRunActor); a stopped search's open runs
-``_result``, ``._trial_queues``, ``._``  get their END (Ray sends none and waits out its timeout); the
-``signal_logging_actor_stop``,          processes are made without restarts (Ray's core logs an error
-``._remote_logger_class`` (private)     line for restartable ones)
 =====================================  ===========================================================
 """
 
@@ -183,18 +178,4 @@ def check() -> list[str]:
     problems += [f"{cls.__module__}.{cls.__name__}.{name} is gone" for cls, name in wanted if not hasattr(cls, name)]
     if "trial_working_directory" not in dir(StorageContext):
         problems.append("ray.train._internal.storage.StorageContext.trial_working_directory is gone")
-    return problems + _tracker_problems()
-
-
-def _tracker_problems() -> list[str]:
-    """What tuner.trackers relies on in Ray's W&B callback (read from its source: the callback imports
-    W&B, which need not be installed)."""
-    import inspect
-
-    import ray.air.integrations.wandb as wandb_module
-
-    source = inspect.getsource(wandb_module)
-    wanted = ("_logger_actor_cls", "class _WandbLoggingActor", "def _handle_result",
-              "if not self._remote_logger_class:", "self._trial_queues[trial]", "def _signal_logging_actor_stop",
-              "self._wandb.log(")
-    return [f"{wandb_module.__name__} no longer has {name!r}" for name in wanted if name not in source]
+    return problems

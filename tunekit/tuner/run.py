@@ -25,16 +25,16 @@ def run(state: Search) -> None:
         from ..prescreen import save_screen
 
         save_screen(state.screen, state.run_dir)
-    save_spec(state.original or spec, state.run_dir)
+    save_spec(state.original or spec, state.run_dir, state.instance)
     if state.step_times:
         from ..runfolder import STEP_TIMES_FILE
         from ..unshared import save
 
         save(state.step_times, state.run_dir / STEP_TIMES_FILE)
-    if spec.trackers:
+    if state.resolved:
         from .trackers import make_trackers
 
-        state.trackers = make_trackers(spec.trackers, spec.name, state.run_dir, state.echo)
+        state.trackers = make_trackers(state.resolved, spec.name, state.run_dir, state.instance, state.echo)
     start = time.perf_counter()
     with quiet_environment(opts.verbose):  # Ray's switches for this search only, not the caller's later Tuners
         tuner, progress = build_tuner(spec, state.storage, state.restoring, opts.verbose, state.echo, plan,

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from ..config import DEFAULT_STORAGE
 from ..gpu_share import fraction_text
 from ..spec import SearchSpec
-from ..tracking import describe
 
 if TYPE_CHECKING:
     from ..gpu_share import AutoShares
@@ -58,6 +57,8 @@ class Search:
     trial_start_s: list[float] = field(default_factory=list)  # each trial: a free slot -> its first step
     start_phases: list[dict[str, float]] = field(default_factory=list)  # each trial run's start, by phase
     trackers: list = field(default_factory=list)  # tuner.trackers.Detached: W&B, MLflow (the report goes there too)
+    resolved: dict = field(default_factory=dict)  # tracking.resolve: each tracker's settings, defaults filled in
+    instance: str = ""  # this search's identity: kept by --resume, new for a new search or --restart
     outcome: Any = None  # set by the stage that ends the search: its SearchResult, or a dry run's Plan
 
     @property
@@ -125,7 +126,7 @@ class Plan:
             f"  per trial {self.cpus_per_trial:g} CPU, {self.gpu_text}; "
             f"up to {self.concurrency} at once on {self.total_cpus:g} CPU / {self.total_gpus:g} GPU",
             f"  budget   at most {self.epoch_budget} epochs ({self.trials} x {self.max_epochs})",
-        ] + ([f"  trackers {describe(spec.trackers, self.name)}"] if spec.trackers else [])
+        ]
 
 
 @dataclass
@@ -140,6 +141,7 @@ class Previous:
     errored: int = 0  # trials that failed (--resume retries them)
     when: str = ""  # when its state was last saved
     stopped: str = ""  # tunekit stopped it: its first trials all failed with this error (tuner.failures)
+    instance: str = ""  # the search instance it holds (its trackers' identity)
 
     def done(self, resume: bool) -> bool:
         """Finished, and not to be continued (``--resume`` of a finished search retries its errored trials;

@@ -1,17 +1,21 @@
-"""A search's experiment trackers: Ray's W&B and MLflow logger callbacks, set up the way tunekit logs
-(one tracker run per trial, the config as params.json has it, each epoch's metrics under TensorBoard's
-names with the epoch as the step, the trial's status as a tag), each behind a ``Detached`` guard.
+"""A search's experiment trackers, W&B and MLflow, set up the way tunekit logs (one tracker run per trial, the
+config as params.json has it, each epoch's metrics under TensorBoard's names with the epoch as the step, the
+trial's status as a tag), each a Ray logger callback behind a ``Detached`` guard. Their settings, defaults and
+checks are ``tunekit.tracking``'s; this module only builds the callbacks from them.
 
-    trackers = make_trackers(spec.trackers, spec.name, run_dir, echo)    # (tracking.check_ready first)
-    callbacks += [t.callback for t in trackers]
-    ...                                                                  # tuner.fit()
-    for t in trackers: t.upload_report(run_dir, interrupted)             # after the report is written
+    trackers = make_trackers(resolved, spec.name, run_dir, instance, echo)   # tracking.resolve, check_ready first
+    callbacks += trackers
+    ...                                                                      # tuner.fit()
+    upload_reports(trackers, run_dir, result, echo)                          # after the report is written
 
-Both callbacks run on the driver, so only the machine that runs ``tunekit search`` talks to the
-tracker (W&B: Ray's one logging process per trial, placed on the driver's node; MLflow: HTTP calls
-from the driver). A trial paused at an ASHA rung keeps its tracker run open, and a promoted trial
-logs on into it: Ray calls the callbacks' start again, not their end (and a resumed search finds its
-MLflow runs by their tags).
+Both run on the driver, so only the machine that runs ``tunekit search`` talks to the tracker. W&B: every
+trial's run is written by this one process (W&B keeps several runs open in a process, served by one W&B service
+process), so a search holds one W&B process whatever its trial count, also while many trials wait at an ASHA
+rung (Ray's own callback started two processes per open trial: at 120 trials it lost most of them). MLflow:
+HTTP calls from the driver. A trial paused at a rung keeps its run open, and a promoted trial logs on into it:
+Ray calls the callbacks' start again, not their end. A search instance (``instance``: the run folder's, kept by
+--resume and made anew by --restart) names the W&B runs and the default group, and finds a resumed search's
+MLflow runs by their tags.
 """
 
 from __future__ import annotations
@@ -25,13 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from ray.air.integrations.mlflow import MLflowLoggerCallback
-from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor  # (ray_api's table: why)
 from ray.tune import Callback
+from ray.tune.logger import LoggerCallback
 
 from ..config import METRICS, total_epochs
-from ..errors import TunekitError
 from ..runfolder import Status, ended_status
-from ..tracking import TRACKERS, wandb_mode
+from ..tracking import TRACKERS, MlflowSettings, Resolved, WandbSettings
 from .ray_api import trial_local_path
 
 REPORT_FILES = ("report.html", "report.md", "ranking.csv", "effects.csv", "results.csv")
@@ -57,11 +60,12 @@ def status_text(trial: Any, failed: bool) -> str:
 class Detached(Callback):
     """Runs a tracker callback's hooks on a thread of their own, in order, so the search never waits for
     a tracker (a slow server, a full queue): Ray's loop, and so every trial's next epoch, goes on. The
-    first hook that fails, or a backlog of ``backlog`` hooks, turns the tracker off with one warning; at
-    the end of the search its backlog gets ``drain_s`` to finish."""
+    first hook that fails, or a backlog of ``backlog`` hooks, turns the tracker off with one warning (the runs
+    it opened are then closed as unfinished, where the tracker still can); at the end of the search its backlog
+    gets ``drain_s`` to finish, which is said when there is one to wait for."""
 
     def __init__(self, tracker: Callback, title: str, echo: Callable[[str], None], backlog: int = 10_000,
-                 drain_s: float = 120.0) -> None:
+                 drain_s: float = 30.0) -> None:
         self.tracker, self.title, self.echo = tracker, title, echo
         self.backlog, self.drain_s = backlog, drain_s
         self.failed: str | None = None
@@ -73,9 +77,7 @@ class Detached(Callback):
         return {**self.__dict__, "calls": None, "thread": None}
 
     def _submit(self, hook: str, *args: Any, **kwargs: Any) -> None:
-        if self.failed is not None:
-            return
-        if self.calls is None:  # not set up: Ray did not start the search
+        if self.failed is not None or self.calls is None:  # failed, or not set up (Ray did not start the search)
             return
         if self.calls.qsize() >= self.backlog:
             self._fail(f"{self.backlog} events behind")
@@ -96,6 +98,8 @@ class Detached(Callback):
             self.failed = why
             self.echo(f"warning: {self.title}: {why}; the search goes on without it (the run folder has "
                       f"every result)")
+            with contextlib.suppress(Exception):  # what it opened, closed where it still can be
+                self.tracker.end_open(Status.UNFINISHED.value)
 
     def setup(self, **info: Any) -> None:
         self.calls = queue.Queue()
@@ -120,13 +124,18 @@ class Detached(Callback):
         self.close()
 
     def close(self, drain_s: float | None = None) -> None:
-        """Wait for the backlog (at most ``drain_s``, default the guard's), then stop the thread."""
+        """End the tracker's open runs as unfinished (a stopped search: Ray may end no trial), wait for the backlog
+        (at most ``drain_s``, default the guard's, said when there is a backlog), then stop the thread."""
         thread, self.thread = self.thread, None
         if thread is None:
             return
         wait = self.drain_s if drain_s is None else drain_s
+        self.calls.put(("end_open", (Status.UNFINISHED.value,), {}))
         self.calls.put(None)
-        thread.join(wait)
+        thread.join(min(wait, 1.0))
+        if thread.is_alive() and self.failed is None:  # a backlog worth saying it is waited on
+            self.echo(f"{self.title}: writing what it has left ({self.calls.qsize()} event(s)), at most {wait:.0f} s")
+            thread.join(max(0.0, wait - 1.0))
         if thread.is_alive():
             self._fail(f"still busy after {wait:.0f}s at the end of the search")
 
@@ -140,86 +149,77 @@ class Detached(Callback):
 
 
 def quiet_settings():
-    """W&B's settings for a logging process: no system metrics, console, code or machine capture (they
-    would describe the process that logs, on the driver's machine, not the trial), which on a 2-core
-    machine took ~4 s of CPU per trial from the trials (the demo: 166 s with them, RESULTS.md)."""
+    """W&B's settings for the search's runs: no system metrics, console, code or machine capture (they would
+    describe the driver that logs, not the trial), which on a 2-core machine took ~4 s of CPU per trial from the
+    trials (the demo: 166 s with them, RESULTS.md)."""
     import wandb
 
     return wandb.Settings(x_disable_stats=True, x_disable_meta=True, x_disable_machine_info=True, console="off",
                           save_code=False, disable_git=True, disable_job_creation=True, silent=True)
 
 
-class WandbRunActor(_WandbLoggingActor):
-    """Ray's process that logs one trial to W&B, which also sets the trial's status when it ends."""
+class WandbTracker(LoggerCallback):
+    """W&B: a run per trial in ``project``, grouped (``WandbSettings.group``), all written by this process; offline
+    runs under W&B's dir (``wandb sync`` uploads them). A run's id is the search instance's and the trial's, so a
+    resumed search goes on in its runs (``resume='allow'``)."""
 
-    STATUS = "tunekit_status"  # a result carrying only this and the step: the status, as tag and summary
+    def __init__(self, settings: WandbSettings, search: str, run_dir: Path, instance: str) -> None:
+        self.settings, self.search, self.run_dir, self.instance = settings, search, run_dir, instance
+        self.runs: dict[str, Any] = {}  # trial id -> its open W&B run
 
-    def _handle_result(self, result: dict) -> tuple[dict, dict]:
-        status = result.pop(self.STATUS, None)
-        if status is not None:
-            self._wandb.run.tags = (status,)
-            self._wandb.run.summary[STATUS_TAG] = status
-        return super()._handle_result(result)
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "runs": {}}
 
+    def _init(self, **kwargs: Any) -> Any:
+        import wandb
 
-class WandbTracker(WandbLoggerCallback):
-    """Ray's W&B callback: a run per trial in ``project``, grouped by the search (or ``group``); offline
-    runs are written under the run folder's wandb/ (``wandb sync`` uploads them)."""
-
-    _logger_actor_cls = WandbRunActor
-
-    def __init__(self, settings: dict[str, str], search: str, run_dir: Path) -> None:
-        self.mode = wandb_mode(settings)
-        self.entity = {"entity": settings["entity"]} if "entity" in settings else {}
-        super().__init__(project=settings["project"], group=settings.get("group", search), upload_timeout=60,
-                         dir=str(run_dir), mode=self.mode, resume="allow", settings=quiet_settings(), **self.entity)
-        self.open: set[Any] = set()
-
-    def setup(self, *args: Any, **kwargs: Any) -> None:
-        with _offline(self.mode):  # Ray's setup asks for an API key unless WANDB_MODE says offline
-            super().setup(*args, **kwargs)
-        # Ray's own class makes restartable logging processes, and Ray's core then logs an error line at the
-        # first one ("constructor arguments in the object store and max_restarts > 0"): ours do not restart
-        # (a W&B process that dies ends that trial's W&B run; the run folder has every result)
-        import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        env = {"WANDB_API_KEY": os.environ["WANDB_API_KEY"]} if "WANDB_API_KEY" in os.environ else {}
-        self._remote_logger_class = ray.remote(num_cpus=0, scheduling_strategy=here, max_restarts=0,
-                                               runtime_env={"env_vars": env})(self._logger_actor_cls)
+        s = self.settings
+        with _wandb_mode(s.mode):
+            return wandb.init(project=s.project, group=s.group, dir=s.dir, mode=s.mode, reinit="create_new",
+                              settings=quiet_settings(), **({"entity": s.entity} if s.entity else {}), **kwargs)
 
     def log_trial_start(self, trial) -> None:
-        self.open.add(trial)
-        super().log_trial_start(trial)
+        if trial.trial_id in self.runs:  # promoted from an ASHA rung: its run goes on
+            return
+        from ray.tune.utils import flatten_dict
+
+        config = {k: v for k, v in flatten_dict(dict(trial.config)).items() if not callable(v)}
+        self.runs[trial.trial_id] = self._init(name=str(trial), id=f"{self.instance}-{trial.trial_id}",
+                                               resume="allow", config=config, job_type="trial")
 
     def log_trial_result(self, iteration: int, trial, result: dict) -> None:
-        metrics = epoch_metrics(result)
-        super().log_trial_result(iteration, trial, {**metrics, "training_iteration": int(metrics.get("epoch", 0))})
+        run = self.runs.get(trial.trial_id)
+        if run is not None:
+            metrics = epoch_metrics(result)
+            run.log(metrics, step=int(metrics.get("epoch", iteration)))
 
     def log_trial_end(self, trial, failed: bool = False) -> None:
-        self._status(trial, status_text(trial, failed))
-        super().log_trial_end(trial, failed)
+        self._end(trial.trial_id, status_text(trial, failed), failed)
 
-    def _status(self, trial, status: str) -> None:
-        self.open.discard(trial)
-        if trial in self._trial_queues:
-            epoch = int((trial.last_result or {}).get("epoch", 0) or 0)
-            super().log_trial_result(0, trial, {WandbRunActor.STATUS: status, "training_iteration": epoch})
+    def _end(self, trial_id: str, status: str, failed: bool = False) -> None:
+        run = self.runs.pop(trial_id, None)
+        if run is not None:
+            run.tags = (status,)
+            run.summary[STATUS_TAG] = status
+            run.finish(exit_code=1 if failed else 0)
+
+    def end_open(self, status: str) -> None:
+        """Every run still open ends with ``status`` (a stopped search, or the tracker turned off)."""
+        for trial_id in list(self.runs):
+            self._end(trial_id, status)
 
     def on_experiment_end(self, trials, **info) -> None:
-        for trial in list(self.open):  # a stopped search: Ray ends no trial, so no run would finish
-            self._status(trial, Status.UNFINISHED.value)
-            self._signal_logging_actor_stop(trial)
-        super().on_experiment_end(trials, **info)
+        self.end_open(Status.UNFINISHED.value)
+
+    def end_search(self) -> None:
+        """The search stopped at once (no report, so no summary run): nothing more to close."""
 
     def upload_report(self, run_dir: Path, result: Any) -> str:
         """The report as an artifact of one summary run in the search's group; returns where to look."""
         import wandb
 
-        run = wandb.init(project=self.project, group=self.group, name=f"{run_dir.name} (report)", job_type="report",
-                         dir=str(run_dir), mode=self.mode, reinit="create_new", settings=quiet_settings(),
-                         **self.entity)
+        run = self._init(name=f"{run_dir.name} (report)", job_type="report", id=f"{self.instance}-report",
+                         resume="allow")
         artifact = wandb.Artifact(f"{run_dir.name}-report", type="report")
         for name in REPORT_FILES:
             if (run_dir / name).is_file():
@@ -228,28 +228,39 @@ class WandbTracker(WandbLoggerCallback):
         run.summary.update(best_of(result))
         run.summary[STATUS_TAG] = "interrupted" if result.interrupted else "finished"
         run.finish()
-        where = f"W&B project {self.project!r}, group {self.group!r}"
-        if self.mode == "offline":
-            return f"{where}: offline runs in {run_dir / 'wandb'}; upload: wandb sync {run_dir / 'wandb'}/offline-run-*"
+        s = self.settings
+        where = f"W&B project {s.project!r}, group {s.group!r}"
+        if s.mode == "offline":
+            return f"{where}: offline runs in {s.dir}/wandb; upload: wandb sync {s.dir}/wandb/offline-run-*"
         return where
 
 
-class MlflowTracker(MLflowLoggerCallback):
-    """Ray's MLflow callback: the search as a parent run in ``experiment`` (default: the search's name),
-    each trial a run nested in it; the report goes to the parent run as artifacts. Ray's callback sets up
-    the experiment; the runs are written here in batches (Ray's helper makes a request per key, and
-    after a failed lookup of the run logs to a new one), with ``MlflowClient``: one request per epoch."""
+def quoted(value: str) -> str:
+    """A value in an MLflow search filter, quoted (single quotes, or double where it holds one)."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise ValueError(f"an MLflow filter cannot quote {value!r} (it holds both quote marks)")
 
-    def __init__(self, settings: dict[str, str], search: str, run_dir: Path) -> None:
-        super().__init__(tracking_uri=settings["tracking_uri"], experiment_name=settings.get("experiment", search))
+
+class MlflowTracker(MLflowLoggerCallback):
+    """MLflow: the search as a parent run in ``experiment``, each trial a run nested in it; the report goes to
+    the parent run as artifacts. Ray's callback sets up the experiment; the runs are written here in batches
+    (Ray's helper makes a request per key, and after a failed lookup of the run logs to a new one), with
+    ``MlflowClient``: one request per epoch. The parent and the trials' runs carry the search instance as a tag:
+    a resumed search goes on in them, a --restart (a new instance) makes new ones."""
+
+    def __init__(self, settings: MlflowSettings, search: str, run_dir: Path, instance: str) -> None:
+        super().__init__(tracking_uri=settings.tracking_uri, experiment_name=settings.experiment)
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a line per run otherwise
-        self.search, self.run_dir = search, run_dir
+        self.search, self.run_dir, self.instance = search, run_dir, instance
         self.parent: str | None = None
         self.runs: dict[Any, str] = {}  # trial -> its MLflow run id
 
     def _find(self, tags: dict[str, str]) -> str | None:
         """The run of this experiment with these tags (a resumed search's), made by an earlier run of it."""
-        query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        query = " and ".join(f"tags.`{k}` = {quoted(v)}" for k, v in tags.items())
         found = self.client.search_runs([self.experiment_id], query, max_results=1)
         if not found:
             return None
@@ -262,9 +273,10 @@ class MlflowTracker(MLflowLoggerCallback):
         super().setup(*args, **kwargs)
         self.client = client = MlflowClient(self.tracking_uri)  # (made here: Ray pickles callbacks before)
         self.experiment_id = client.get_experiment_by_name(self.experiment_name).experiment_id
-        mine = {"tunekit.run_folder": str(self.run_dir), "tunekit.role": "search"}
-        self.parent = self._find(mine) or client.create_run(self.experiment_id, run_name=self.search,
-                                                            tags=mine).info.run_id
+        mine = {"tunekit.instance": self.instance, "tunekit.role": "search"}
+        self.parent = self._find(mine) or client.create_run(
+            self.experiment_id, run_name=self.search,
+            tags={**mine, "tunekit.run_folder": str(self.run_dir)}).info.run_id
 
     def log_trial_start(self, trial) -> None:
         from mlflow.entities import Param, RunTag
@@ -275,7 +287,8 @@ class MlflowTracker(MLflowLoggerCallback):
         tags = {"mlflow.parentRunId": self.parent, "trial_name": str(trial)}
         run_id = self._find(tags)
         if run_id is None:
-            tags.update({"tunekit.role": "trial", "trial_folder": Path(trial_local_path(trial)).name})
+            tags.update({"tunekit.role": "trial", "tunekit.instance": self.instance,
+                         "trial_folder": Path(trial_local_path(trial)).name})
             run_id = self.client.create_run(self.experiment_id, run_name=str(trial), tags=tags).info.run_id
             params = [Param(k, str(v)) for k, v in flatten_dict(dict(trial.config)).items()]
             self.client.log_batch(run_id, params=params, tags=[RunTag("tunekit.search", self.search)])
@@ -299,9 +312,18 @@ class MlflowTracker(MLflowLoggerCallback):
         if trial in self.runs:
             self._end(trial, status_text(trial, failed), "FAILED" if failed else "FINISHED")
 
+    def end_open(self, status: str) -> None:
+        """Every trial run still open ends as KILLED with ``status`` (a stopped search, the tracker turned off)."""
+        for trial in list(self.runs):
+            self._end(trial, status, "KILLED")
+
     def on_experiment_end(self, trials, **info) -> None:
-        for trial in list(self.runs):  # a stopped search: its open trials
-            self._end(trial, Status.UNFINISHED.value, "KILLED")
+        self.end_open(Status.UNFINISHED.value)
+
+    def end_search(self) -> None:
+        """The search stopped at once (no report): its parent run ends as KILLED, as an interrupted one."""
+        if self.parent is not None:
+            self.client.set_terminated(self.parent, status="KILLED")
 
     def upload_report(self, run_dir: Path, result: Any) -> str:
         """The report as artifacts of the search's parent run; returns where to look."""
@@ -316,11 +338,10 @@ class MlflowTracker(MLflowLoggerCallback):
 
 
 @contextlib.contextmanager
-def _offline(mode: str) -> Iterator[None]:
-    """WANDB_MODE=offline meanwhile, for an offline tracker (W&B's own variable, as it was after)."""
+def _wandb_mode(mode: str) -> Iterator[None]:
+    """WANDB_MODE as the tracker's mode meanwhile (W&B's own variable, as it was after)."""
     saved = os.environ.get("WANDB_MODE")
-    if mode == "offline":
-        os.environ["WANDB_MODE"] = "offline"
+    os.environ["WANDB_MODE"] = mode
     try:
         yield
     finally:
@@ -330,25 +351,14 @@ def _offline(mode: str) -> Iterator[None]:
             os.environ["WANDB_MODE"] = saved
 
 
-def check_login(trackers: dict[str, dict[str, str]]) -> None:
-    """W&B online needs an API key: asked as Ray's callback asks for it, before the search starts."""
-    if "wandb" in trackers and wandb_mode(trackers["wandb"]) == "online":
-        try:
-            WandbLoggerCallback(project=trackers["wandb"]["project"]).setup()
-        except ValueError:
-            raise TunekitError("--wandb: W&B needs a login to log online: run 'wandb login' or set WANDB_API_KEY; "
-                               "or log offline (WANDB_MODE=offline, or trackers={'wandb': {'mode': 'offline'}}) "
-                               "and upload later with 'wandb sync'") from None
-
-
 KINDS = {"wandb": WandbTracker, "mlflow": MlflowTracker}
 
 
-def make_trackers(trackers: dict[str, dict[str, str]], search: str, run_dir: Path,
+def make_trackers(resolved: Resolved, search: str, run_dir: Path, instance: str,
                   echo: Callable[[str], None]) -> list[Detached]:
-    """The search's trackers, each guarded (``Detached``): give Ray ``[t for t in make_trackers(...)]``."""
-    return [Detached(KINDS[name](settings, search, run_dir), TRACKERS[name].title, echo)
-            for name, settings in trackers.items()]
+    """The search's trackers, each guarded (``Detached``), for Ray's callbacks."""
+    return [Detached(KINDS[name](settings, search, run_dir, instance), TRACKERS[name].title, echo)
+            for name, settings in resolved.items()]
 
 
 def best_of(result: Any) -> dict[str, float | str]:
@@ -364,4 +374,3 @@ def upload_reports(trackers: list[Detached], run_dir: Path, result: Any, echo: C
     for guard in trackers:
         guard.close()  # (Ray closed it at the end of the search, unless it never started)
         guard.run(lambda t=guard.tracker: echo(f"tracked: {t.upload_report(run_dir, result)}"))
-

@@ -5,7 +5,7 @@
 Each rule a user can break is checked here, once, for the CLI and the Python API alike: unknown
 options, --resume with --restart, an option given twice (``--gpus-per-trial 0.5 --set
 gpus_per_trial=0.25``), the space file itself (``spec.load_spec``), a Ray the caller started without
-the space's ``imports``, a tracker that is not installed or does not answer (``tracking.check_ready``).
+the space's ``imports``. (Trackers are checked where they are used: ``plan``, before a search starts.)
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ..config import PROGRESS_DISPLAYS
 from ..data.spec import DataSpec
 from ..errors import TunekitError, did_you_mean
 from ..spec import SearchSpec, build_spec, load_spec
-from ..tracking import TRACKERS, check_ready, with_options
+from ..tracking import TRACKERS, with_options
 from .state import Search, SearchOptions
 
 # Settings of the space a search's options may give (as the CLI's --gpus-per-trial, ...), beside --set.
@@ -43,11 +43,6 @@ def validate(space: str | Path | SearchSpec | dict[str, Any], options: dict[str,
         spec = dataclasses.replace(spec, data=str(DataSpec.parse(spec.data).with_options(strict=True)))
     if any(v is not None for v in tracker_options.values()):
         spec = dataclasses.replace(spec, trackers=with_options(spec.trackers, **tracker_options))
-    if spec.trackers:
-        check_ready(spec.trackers)
-        from .trackers import check_login
-
-        check_login(spec.trackers)
     from .session import RaySession
 
     session = RaySession(opts.verbose, opts.echo)
