@@ -262,3 +262,8 @@ def test_a_tracker_server_that_goes_away_mid_search_warns_once_and_the_search_en
     assert len(warnings) == 1 and "the search goes on without it" in warnings[0], out
     results = pd.read_csv(tmp_path / "runs" / "gone" / "results.csv")
     assert len(results) == 2 and results["status"].isin(["completed", "stopped early"]).all()
+    # seeing a finished search's results needs no tracker: with its server gone, it is reported all the same
+    again = run_search(tmp_path, data, "--mlflow", uri, "--name", "gone", env=quick, epochs=2, wandb=False,
+                       lrs=(0.02, 0.01))
+    out = again.communicate(timeout=120)[0]
+    assert again.returncode == 0 and "already finished" in out and "no MLflow server" not in out, out
