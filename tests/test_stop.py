@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from wandb_files import read_runs
 
 DRIVER = """
 import sys
@@ -132,6 +133,9 @@ def test_a_doomed_search_of_50_trials_ends_with_nothing_left_running(tmp_path, w
     assert out.count("retried (1 of 1)") == (2 if fault == "runtime" else 0), out
     results = pd.read_csv(tmp_path / "runs" / "space" / "results.csv")
     assert (results["status"] == "errored").sum() == 2 and len(results) == 2, results["status"]  # none more made
+    if wandb:  # the failed trials' W&B runs: closed, as errored
+        trials = [r for r in read_runs(tmp_path / "runs" / "space" / "wandb") if r.job_type != "report"]
+        assert len(trials) == 2 and all(r.exit_code == 1 and r.summary["status"] == "errored" for r in trials)
     assert left_behind(before) == {}
 
 
@@ -158,4 +162,6 @@ def test_ctrl_c_twice_stops_at_once_with_nothing_left_running(tmp_path):
     assert "stopped at once (a second Ctrl-C): results.csv written" in out, out
     run = tmp_path / "runs" / "space"
     assert (run / "results.csv").is_file() and not (run / "report.html").exists()
+    wandb_runs = read_runs(run / "wandb")  # the open trials' W&B runs: closed, as unfinished
+    assert wandb_runs and all(r.exit_code is not None for r in wandb_runs), [(r.name, r.exit_code) for r in wandb_runs]
     assert left_behind(before) == {}
