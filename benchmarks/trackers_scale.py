@@ -1,7 +1,7 @@
 """The trackers at scale: a search of many short ASHA trials with no tracker, with W&B offline, and with MLflow (a
 real ``mlflow server`` on 127.0.0.1), side by side: wall time, the peak number of W&B processes and of all the
-search's processes, the peak memory of the search's processes, and whether every trial has one complete tracker
-run (config, per-epoch history as long as its progress.csv, a final status).
+search's processes, the peak memory of the search's processes and of its driver alone, and whether every trial
+has one complete tracker run (config, per-epoch history as long as its progress.csv, a final status).
 
     python benchmarks/trackers_scale.py                  # 200 trials
     python benchmarks/trackers_scale.py --trials 120 --json trackers.json
@@ -39,13 +39,15 @@ space = {{"model": "test_resnet", "pretrained": False, "batch_size": 32, "img_si
 
 
 class Sampler(threading.Thread):
-    """Twice a second: the processes started since ``before`` (all, and W&B's), and their resident memory."""
+    """Twice a second: the processes started since ``before`` (all, and W&B's own: a program named wandb*, not the
+    driver whose options name it), their resident memory, and the driver's alone."""
 
     def __init__(self, before: set[int]) -> None:
         super().__init__(daemon=True)
         self.before, self.done = before, threading.Event()
+        self.driver: int | None = None
         self.peak_all = self.peak_wandb = 0
-        self.peak_gib = 0.0
+        self.peak_gib = self.peak_driver_gib = 0.0
 
     def run(self) -> None:
         page = os.sysconf("SC_PAGE_SIZE")
@@ -55,12 +57,15 @@ class Sampler(threading.Thread):
                 if not entry.name.isdigit() or int(entry.name) in self.before:
                     continue
                 try:
-                    cmd = (entry / "cmdline").read_bytes()
-                    rss += int((entry / "statm").read_text().split()[1]) * page
+                    program = Path((entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")).name
+                    mine = int((entry / "statm").read_text().split()[1]) * page
                 except OSError:
                     continue
                 n_all += 1
-                n_wandb += b"wandb" in cmd
+                n_wandb += program.startswith("wandb")
+                rss += mine
+                if int(entry.name) == self.driver:
+                    self.peak_driver_gib = max(self.peak_driver_gib, mine / 2**30)
             self.peak_all, self.peak_wandb = max(self.peak_all, n_all), max(self.peak_wandb, n_wandb)
             self.peak_gib = max(self.peak_gib, rss / 2**30)
 
@@ -73,16 +78,20 @@ def search(space: Path, storage: Path, name: str, *options: str, env: dict | Non
     sampler = Sampler(pids())
     sampler.start()
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "tunekit.cli", "search", str(space), "--storage-path", str(storage),
-                           "--name", name, "--progress", "summary", *options], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=3600)
+    proc = subprocess.Popen([sys.executable, "-m", "tunekit.cli", "search", str(space), "--storage-path",
+                             str(storage), "--name", name, "--progress", "summary", *options],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+    sampler.driver = proc.pid
+    stdout, stderr = proc.communicate(timeout=3600)
     wall = time.perf_counter() - t0
     sampler.done.set()
     if proc.returncode != 0:
-        raise SystemExit(f"the {name} search failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
-    warned = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("warning:")]
+        raise SystemExit(f"the {name} search failed:\n{stdout[-3000:]}{stderr[-3000:]}")
+    warned = [line for line in (stdout + stderr).splitlines() if line.startswith("warning:")]
     return {"wall_s": round(wall, 1), "peak_processes": sampler.peak_all, "peak_wandb_processes": sampler.peak_wandb,
-            "peak_memory_gib": round(sampler.peak_gib, 2), "warnings": warned}
+            "peak_memory_gib": round(sampler.peak_gib, 2), "peak_driver_gib": round(sampler.peak_driver_gib, 2),
+            "warnings": warned}
 
 
 def trials_of(run: Path) -> dict[str, int]:
@@ -167,12 +176,13 @@ def main() -> None:
             os.killpg(server.pid, signal.SIGTERM)
     base = record["none"]["wall_s"]
     print(f"{args.trials} trials, ASHA (grace 1, reduction 3), 3 epochs, tiny models, on this machine")
-    print(f"{'':8s}{'wall s':>8s}{'x none':>8s}{'peak procs':>11s}{'W&B procs':>10s}{'peak GiB':>9s}  complete runs")
+    print(f"{'':8s}{'wall s':>8s}{'x none':>8s}{'peak procs':>11s}{'W&B procs':>10s}{'peak GiB':>9s}"
+          f"{'driver GiB':>11s}  complete runs")
     for name in ("none", "wandb", "mlflow"):
         r = record[name]
         done = f"{r['complete']} of {r['trials']}" if "complete" in r else "-"
         print(f"{name:8s}{r['wall_s']:8.1f}{r['wall_s'] / base:8.2f}{r['peak_processes']:11d}"
-              f"{r['peak_wandb_processes']:10d}{r['peak_memory_gib']:9.2f}  {done}")
+              f"{r['peak_wandb_processes']:10d}{r['peak_memory_gib']:9.2f}{r['peak_driver_gib']:11.2f}  {done}")
         for line in r["warnings"]:
             print(f"          {line}")
     if args.json:

@@ -199,6 +199,33 @@ def test_a_resumed_search_goes_on_in_its_mlflow_runs(mlflow_server, tmp_path):
     assert mine.data.tags["status"] == "completed" and mine.info.status == "FINISHED"
 
 
+def test_a_tracker_turned_off_mid_search_closes_its_runs_and_the_searchs_own(mlflow_server, tmp_path):
+    """A tracker hook that fails (here: a result for a trial it never saw) turns the tracker off; what it had
+    opened is closed on the server: the trial's run KILLED as unfinished, the search's parent run FAILED."""
+    from mlflow import MlflowClient
+
+    from tunekit.tracking import MlflowSettings
+    from tunekit.tuner.trackers import Detached, MlflowTracker
+
+    uri, _ = mlflow_server
+    run_dir = tmp_path / "runs" / "off"
+    seen, unseen = (Trial(f"run_trial_off_0000{i}", run_dir / f"run_trial_off_0000{i}_{i}", epoch=1) for i in (0, 1))
+    lines: list[str] = []
+    guard = Detached(MlflowTracker(MlflowSettings(uri, "off"), "off", run_dir, "inst-off"), "MLflow", lines.append)
+    guard.setup()
+    guard.on_trial_start(0, [], seen)
+    guard.on_trial_result(1, [], unseen, {"epoch": 1, "error_rate": 0.5})
+    guard.on_trial_result(1, [], seen, {"epoch": 1, "error_rate": 0.5})  # the tracker is off: not logged
+    guard.close()
+    assert len(lines) == 1 and lines[0].startswith("warning: MLflow: KeyError"), lines
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("off").experiment_id])
+    states = {r.data.tags["tunekit.role"]: (r.info.status, r.data.tags.get("status")) for r in runs}
+    assert states == {"search": ("FAILED", None), "trial": ("KILLED", "unfinished")}, states
+    assert not client.get_metric_history([r for r in runs if r.data.tags["tunekit.role"] == "trial"][0].info.run_id,
+                                         "error_rate")
+
+
 def test_a_restarted_search_gets_a_new_parent_and_group_and_no_run_is_left_running(mlflow_server, data, tmp_path):
     """A 2-trial search to the end; the same with --restart, stopped by one Ctrl-C; again, stopped at once by two:
     each search its own MLflow parent run (the old ones stay as they were) and W&B group, and every MLflow and
@@ -247,6 +274,15 @@ def test_a_restarted_search_gets_a_new_parent_and_group_and_no_run_is_left_runni
     for folder in folders:
         wandb_runs = read_runs(folder / "wandb")
         assert wandb_runs and all(r.exit_code is not None for r in wandb_runs), [(r.name, r.exit_code) for r in wandb_runs]
+    # --restart with a server that does not answer: refused before the old search is moved aside
+    from click.testing import CliRunner
+
+    from tunekit.cli import main
+
+    refused = CliRunner().invoke(main, ["search", str(tmp_path / "asha.py"), "--storage-path", str(tmp_path / "runs"),
+                                        "--name", "again", "--restart", "--mlflow", "http://127.0.0.1:9"])
+    assert refused.exit_code == 2 and "no MLflow server answers there" in refused.output, refused.output
+    assert [tmp_path / "runs" / "again", *sorted((tmp_path / "runs").glob("again.old-*"))] == folders
 
 
 def test_a_tracker_server_that_goes_away_mid_search_warns_once_and_the_search_ends(mlflow_server, data, tmp_path):

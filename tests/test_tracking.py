@@ -64,7 +64,7 @@ def test_the_defaults_are_set_once_and_wandbs_own_environment_is_respected(monke
     monkeypatch.setenv("WANDB_MODE", "disabled")
     resolved, notes = resolve(settings, "demo", "/runs/demo", "inst1")
     assert "wandb" not in resolved and "mlflow" in resolved
-    assert notes == ["note: WANDB_MODE=disabled: the search does not log to W&B (unset it to log)"]
+    assert notes == ["note     WANDB_MODE=disabled: the search does not log to W&B (unset it to log)"]
 
 
 def test_a_tracker_that_is_not_installed_names_its_extra(monkeypatch):
@@ -85,9 +85,15 @@ def test_an_mlflow_uri_that_cannot_be_logged_to_fails_before_the_search_and_not_
         check_ready(dead, timeout_s=2)
     assert "no MLflow server answers there" in reachability(dead)[0]  # a dry run says so, and goes on
     refused, _ = resolve({"mlflow": {"tracking_uri": "not a uri at all"}}, "d", "/r", "i")
-    with pytest.raises(TunekitError, match="--mlflow not a uri at all: MLflow does not take this tracking URI"):
+    with pytest.raises(TunekitError, match="--mlflow not a uri at all: MLflow does not take this tracking URI") as e:
         check_ready(refused)
+    # one line, its first sentence whole (not cut mid-word), and what MLflow does take
+    assert "\n" not in str(e.value) and str(e.value).endswith(
+        "); give a server's http(s)://HOST:PORT or a database URI (sqlite:///PATH/mlflow.db)"), str(e.value)
     local, _ = resolve({"mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'm.db'}"}}, "d", "/r", "i")
+    assert reachability(local) == [f"  note     MLflow: sqlite:///{tmp_path / 'm.db'} is opened, and checked, when "
+                                   f"the search starts"]
+    assert not (tmp_path / "m.db").exists()  # a dry run writes no database
     check_ready(local)  # a store MLflow takes: nothing to refuse
 
 
@@ -149,6 +155,9 @@ class Tracker:
     def end_open(self, status: str) -> None:
         self.ended.append(status)
 
+    def abandon(self) -> None:  # turned off: closes what it opened (on a thread other than Ray's)
+        self.ended.append(f"abandoned on {threading.current_thread().name}")
+
     def setup(self, **info) -> None:
         pass
 
@@ -192,7 +201,7 @@ def test_a_failing_tracker_warns_once_and_is_left_out():
         guard.on_trial_result(epoch, [], "trial", {"epoch": epoch})
     guard.on_experiment_end([])
     assert tracker.logged == [1]
-    assert tracker.ended == ["unfinished"]  # the runs it had opened: closed, where it still can
+    assert tracker.ended == ["abandoned on tunekit-MLflow"]  # the runs it had opened: closed, where it still can
     assert lines == ["warning: MLflow: ConnectionError: server gone; the search goes on without it (the run folder "
                      "has every result)"]
 
@@ -205,9 +214,34 @@ def test_a_backlog_too_long_or_a_drain_too_slow_turns_the_tracker_off():
         guard.on_trial_result(epoch, [], "trial", {"epoch": epoch})
     assert lines == ["warning: MLflow: 2 events behind; the search goes on without it (the run folder has every "
                      "result)"]
+    guard.closer.join(5)  # its runs closed on a thread of its own: Ray's loop, which saw the backlog, goes on
+    assert tracker.ended == ["abandoned on tunekit-MLflow-close"]
     guard.on_experiment_end([])  # still stuck: the end does not wait past drain_s
     tracker.release.set()
     assert len(lines) == 1
+
+
+def test_the_end_of_a_search_waits_a_bounded_time_for_a_tracker_and_says_so():
+    """The report's upload (or a stop's last call) stuck on a slow server: given drain_s, then the search ends
+    without it, said once; a stop's drain that runs out says what is left, not that the search goes on."""
+    lines: list[str] = []
+    tracker = Tracker()
+    guard = detached(tracker, lines, drain_s=0.2)
+    guard.close()
+    guard.end(lambda: tracker.release.wait(10))
+    assert lines == ["warning: MLflow: still busy after 0s; the search ends without it (the run folder has every "
+                     "result)"]
+    guard.end(lambda: lines.append("a second end"))  # once
+    assert len(lines) == 1
+    tracker.release.set()
+    stopping: list[str] = []
+    stuck = Tracker()
+    guard = detached(stuck, stopping, drain_s=0.2)
+    guard.on_trial_result(1, [], "trial", {"epoch": 1})
+    guard.close(stopping=True)
+    stuck.release.set()
+    assert stopping[-1] == ("warning: MLflow: still busy after 0s at the end of the search; what it has not written "
+                            "is left (the run folder has every result)")
 
 
 class Quiet:
@@ -215,6 +249,9 @@ class Quiet:
         pass
 
     def end_open(self, status: str) -> None:
+        pass
+
+    def abandon(self) -> None:
         pass
 
 

@@ -123,11 +123,12 @@ def resolve(trackers: dict[str, dict[str, str]], search: str, run_dir: str,
         w = trackers["wandb"]
         env = os.environ.get("WANDB_MODE", "").lower()
         if not w.get("mode") and env in ("disabled", "dryrun_disabled"):
-            notes.append("note: WANDB_MODE=disabled: the search does not log to W&B (unset it to log)")
+            notes.append("note     WANDB_MODE=disabled: the search does not log to W&B (unset it to log)")
         else:
             mode = w.get("mode") or ("offline" if env in ("offline", "dryrun") else "online")
-            out["wandb"] = WandbSettings(w["project"], w.get("group") or f"{search}-{instance}", mode,
-                                         os.environ.get("WANDB_DIR") or str(run_dir), w.get("entity"))
+            group = w.get("group") or (f"{search}-{instance}" if instance else search)  # (""; before instances)
+            out["wandb"] = WandbSettings(w["project"], group, mode, os.environ.get("WANDB_DIR") or str(run_dir),
+                                         w.get("entity"))
     if "mlflow" in trackers:
         m = trackers["mlflow"]
         out["mlflow"] = MlflowSettings(m["tracking_uri"], m.get("experiment") or search)
@@ -176,8 +177,10 @@ def mlflow_problem(uri: str, timeout_s: float = 5.0) -> str | None:
             warnings.simplefilter("ignore")
             MlflowClient(uri).search_experiments(max_results=1)
     except Exception as e:  # noqa: BLE001 - whatever MLflow says, in one line
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        return f"--mlflow {uri}: MLflow does not take this tracking URI ({first}); give http(s)://HOST:PORT"
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        first = first.split(". ")[0].rstrip(".")  # its first sentence: MLflow's messages go on with links
+        return (f"--mlflow {uri}: MLflow does not take this tracking URI ({first}); give a server's "
+                f"http(s)://HOST:PORT or a database URI (sqlite:///PATH/mlflow.db)")
     return None
 
 
@@ -197,7 +200,11 @@ def reachability(resolved: Resolved) -> list[str]:
     """For a dry run: whether each tracker could be logged to now, without failing (it is checked for real when
     the search starts)."""
     out = []
-    if "mlflow" in resolved:
+    if "mlflow" in resolved and not resolved["mlflow"].tracking_uri.startswith(("http://", "https://")):
+        # opening a database or a folder store writes to it: a dry run leaves that to the search
+        out.append(f"  note     MLflow: {resolved['mlflow'].tracking_uri} is opened, and checked, when the search "
+                   f"starts")
+    elif "mlflow" in resolved:
         problem = mlflow_problem(resolved["mlflow"].tracking_uri, timeout_s=2.0)
         out.append(f"  note     MLflow: {problem} (a dry run goes on; a search would stop here)" if problem
                    else f"  note     MLflow answers at {resolved['mlflow'].tracking_uri}")

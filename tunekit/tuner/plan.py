@@ -74,18 +74,12 @@ def plan(state: Search) -> None:
 
 
 def trackers(state: Search) -> list[str]:
-    """The trackers the trials log to (``tracking.resolve``), checked where they are used: before a search starts
-    (a dead server, a URI MLflow refuses, a missing login fail here); a dry run says whether they answer now,
-    without failing; a finished search, reported, needs none."""
-    from ..tracking import check_ready, describe, reachability, resolve
+    """The plan's lines for the trackers (resolved and checked by ``previous.check_trackers``); a dry run says
+    whether they answer now, without failing."""
+    from ..tracking import describe, reachability
 
-    state.resolved, notes = resolve(state.spec.trackers, state.spec.name, str(state.run_dir), state.instance)
-    lines = [f"  trackers {describe(state.resolved)}"] + [f"  {n}" for n in notes]
-    if state.options.dry_run:
-        return lines + reachability(state.resolved)
-    if not state.plan.finished:
-        check_ready(state.resolved)
-    return lines
+    lines = [f"  trackers {describe(state.resolved)}"] + [f"  {n}" for n in state.tracker_notes]
+    return lines + reachability(state.resolved) if state.options.dry_run else lines
 
 
 def packs(plan: Plan) -> bool:

@@ -23,6 +23,12 @@ def decide(state: Search) -> None:
     spec, run_dir, opts = state.spec, state.run_dir, state.options
     previous = previous_search(spec, run_dir, opts.resume)
     action = action_for(previous, opts.resume, opts.restart)
+    continued = action in ("continue", "report")
+    # the trackers' identity: a continued search keeps its own ("" for a folder written before instances, whose
+    # trackers keep the names they had: tuner.trackers)
+    state.instance = previous.instance if continued else new_instance()
+    if spec.trackers and (opts.dry_run or action in ("new", "restart", "continue")):  # a finished one needs none
+        check_trackers(state)  # a dead server or a refused URI fails here: before a folder moves or a GPU probes
     if action == "restart":
         if opts.dry_run:
             state.notes.append(f"  note     --restart would move {run_dir.name} aside to {run_dir.name}.old-DATE first")
@@ -37,9 +43,19 @@ def decide(state: Search) -> None:
             state.notes += ["  note     " + line for line in previous.finished_lines()]
         else:
             state.outcome = report_finished(state, previous)
-    state.previous = previous if action in ("continue", "report") else dataclasses.replace(previous, exists=False)
-    # the trackers' identity: a continued search keeps its own (a folder written before instances: its name)
-    state.instance = (previous.instance or run_dir.name) if state.previous.exists else new_instance()
+    state.previous = previous if continued else dataclasses.replace(previous, exists=False)
+
+
+def check_trackers(state: Search) -> None:
+    """The trackers the trials log to (``tracking.resolve``), checked where they are used: before a search starts
+    or continues (a dead server, a URI MLflow refuses, a missing login fail here, nothing moved or started yet); a
+    dry run's plan says whether they answer now, without failing."""
+    from ..tracking import check_ready, resolve
+
+    state.resolved, state.tracker_notes = resolve(state.spec.trackers, state.spec.name, str(state.run_dir),
+                                                  state.instance)
+    if not state.options.dry_run:
+        check_ready(state.resolved)
 
 
 def action_for(previous: Previous, resume: bool, restart: bool) -> str:

@@ -143,9 +143,10 @@ def _stop_now(state: Search, trials: pd.DataFrame) -> None:
     trials.to_csv(state.run_dir / "results.csv", index=False)
     state.echo(f"stopped at once (a second Ctrl-C): results.csv written, no report (tunekit report {state.run_dir} "
                f"writes it)")
-    for guard in state.trackers:
-        guard.close(drain_s=5.0)  # the trials' open runs end as unfinished
-        guard.run(guard.tracker.end_search)
+    if state.trackers:
+        from .trackers import stop_trackers
+
+        stop_trackers(state.trackers)
 
 
 def summary(result: SearchResult, n: int = 5) -> list[str]:

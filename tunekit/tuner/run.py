@@ -37,13 +37,19 @@ def run(state: Search) -> None:
         state.trackers = make_trackers(state.resolved, spec.name, state.run_dir, state.instance, state.echo)
     start = time.perf_counter()
     with quiet_environment(opts.verbose):  # Ray's switches for this search only, not the caller's later Tuners
-        tuner, progress = build_tuner(spec, state.storage, state.restoring, opts.verbose, state.echo, plan,
-                                      state.checkpoints, state.shares, display=opts.progress,
-                                      trackers=state.trackers, local=opts.address is None)
         try:
+            tuner, progress = build_tuner(spec, state.storage, state.restoring, opts.verbose, state.echo, plan,
+                                          state.checkpoints, state.shares, display=opts.progress,
+                                          trackers=state.trackers, local=opts.address is None)
             tuner.fit()  # Ray stops gracefully on Ctrl-C and returns
         except KeyboardInterrupt:  # a second Ctrl-C: stop now (results.csv, no report), then the interrupt goes on
             finish(state, hurry=True)
+            raise
+        except Exception:  # the search cannot go on: its trackers' runs are not left running
+            if state.trackers:
+                from .trackers import stop_trackers
+
+                stop_trackers(state.trackers)
             raise
     state.echo(f"search ended after {time.perf_counter() - start:.0f}s")
     for line in (progress.start_summary(), progress.phase_summary()):

@@ -58,6 +58,7 @@ class Search:
     start_phases: list[dict[str, float]] = field(default_factory=list)  # each trial run's start, by phase
     trackers: list = field(default_factory=list)  # tuner.trackers.Detached: W&B, MLflow (the report goes there too)
     resolved: dict = field(default_factory=dict)  # tracking.resolve: each tracker's settings, defaults filled in
+    tracker_notes: list = field(default_factory=list)  # and what resolve said of them (a tracker turned off)
     instance: str = ""  # this search's identity: kept by --resume, new for a new search or --restart
     outcome: Any = None  # set by the stage that ends the search: its SearchResult, or a dry run's Plan
 

@@ -61,8 +61,8 @@ class Detached(Callback):
     """Runs a tracker callback's hooks on a thread of their own, in order, so the search never waits for
     a tracker (a slow server, a full queue): Ray's loop, and so every trial's next epoch, goes on. The
     first hook that fails, or a backlog of ``backlog`` hooks, turns the tracker off with one warning (the runs
-    it opened are then closed as unfinished, where the tracker still can); at the end of the search its backlog
-    gets ``drain_s`` to finish, which is said when there is one to wait for."""
+    it opened, the trials' and the search's own, are then closed where the tracker still can, off Ray's thread);
+    at the end of the search its backlog gets ``drain_s`` to finish, which is said when there is one to wait for."""
 
     def __init__(self, tracker: Callback, title: str, echo: Callable[[str], None], backlog: int = 10_000,
                  drain_s: float = 30.0) -> None:
@@ -71,10 +71,13 @@ class Detached(Callback):
         self.failed: str | None = None
         self.calls: queue.Queue | None = None
         self.thread: threading.Thread | None = None
+        self.worker: threading.Thread | None = None  # the thread the hooks run on (self.thread until closed)
+        self.closer: threading.Thread | None = None  # closing a failed tracker's runs, when not on its own thread
+        self.ended = False  # the search's own run closed (its report uploaded, or ended as stopped)
 
     def __getstate__(self) -> dict[str, Any]:
-        """Ray pickles the Tuner's callbacks before the search starts: without the thread (made in setup)."""
-        return {**self.__dict__, "calls": None, "thread": None}
+        """Ray pickles the Tuner's callbacks before the search starts: without the threads (made in setup)."""
+        return {**self.__dict__, "calls": None, "thread": None, "worker": None, "closer": None}
 
     def _submit(self, hook: str, *args: Any, **kwargs: Any) -> None:
         if self.failed is not None or self.calls is None:  # failed, or not set up (Ray did not start the search)
@@ -93,17 +96,27 @@ class Detached(Callback):
                 except Exception as e:  # noqa: BLE001 - any tracker failure: the search goes on without it
                     self._fail(f"{type(e).__name__}: {e}")
 
-    def _fail(self, why: str) -> None:
-        if self.failed is None:
-            self.failed = why
-            self.echo(f"warning: {self.title}: {why}; the search goes on without it (the run folder has "
-                      f"every result)")
-            with contextlib.suppress(Exception):  # what it opened, closed where it still can be
-                self.tracker.end_open(Status.UNFINISHED.value)
+    def _fail(self, why: str, after: str = "the search goes on without it") -> None:
+        """The tracker off, said once; what it opened is closed on its own thread (a hook that failed) or on one
+        made for it (Ray's loop, or the end of the search, never waits on a tracker's retries)."""
+        if self.failed is not None:
+            return
+        self.failed = why
+        self.echo(f"warning: {self.title}: {why}; {after} (the run folder has every result)")
+        if threading.current_thread() is self.worker:
+            self._abandon()
+        else:
+            self.closer = threading.Thread(target=self._abandon, name=f"tunekit-{self.title}-close", daemon=True)
+            self.closer.start()
+
+    def _abandon(self) -> None:
+        self.ended = True
+        with contextlib.suppress(Exception):  # where the tracker still can be reached
+            self.tracker.abandon()
 
     def setup(self, **info: Any) -> None:
         self.calls = queue.Queue()
-        self.thread = threading.Thread(target=self._work, name=f"tunekit-{self.title}", daemon=True)
+        self.thread = self.worker = threading.Thread(target=self._work, name=f"tunekit-{self.title}", daemon=True)
         self.thread.start()
         self._submit("setup", **info)
 
@@ -123,29 +136,54 @@ class Detached(Callback):
         self._submit("on_experiment_end", list(trials))
         self.close()
 
-    def close(self, drain_s: float | None = None) -> None:
+    def close(self, drain_s: float | None = None, stopping: bool = False) -> None:
         """End the tracker's open runs as unfinished (a stopped search: Ray may end no trial), wait for the backlog
         (at most ``drain_s``, default the guard's, said when there is a backlog), then stop the thread."""
         thread, self.thread = self.thread, None
-        if thread is None:
-            return
-        wait = self.drain_s if drain_s is None else drain_s
-        self.calls.put(("end_open", (Status.UNFINISHED.value,), {}))
-        self.calls.put(None)
-        thread.join(min(wait, 1.0))
-        if thread.is_alive() and self.failed is None:  # a backlog worth saying it is waited on
-            self.echo(f"{self.title}: writing what it has left ({self.calls.qsize()} event(s)), at most {wait:.0f} s")
-            thread.join(max(0.0, wait - 1.0))
-        if thread.is_alive():
-            self._fail(f"still busy after {wait:.0f}s at the end of the search")
+        if thread is not None:
+            wait = self.drain_s if drain_s is None else drain_s
+            self.calls.put(("end_open", (Status.UNFINISHED.value,), {}))
+            self.calls.put(None)
+            thread.join(min(wait, 1.0))
+            if thread.is_alive() and self.failed is None:  # a backlog worth saying it is waited on
+                self.echo(f"{self.title}: writing what it has left ({self.calls.qsize()} event(s)), at most "
+                          f"{wait:.0f} s")
+                thread.join(max(0.0, wait - 1.0))
+            if thread.is_alive():
+                self._fail(f"still busy after {wait:.0f}s at the end of the search",
+                           "what it has not written is left" if stopping else "the search ends without it")
+        if self.closer is not None:
+            self.closer.join(5.0)
 
-    def run(self, hook: Callable[[], None]) -> None:
-        """``hook`` now, on the caller's thread, unless the tracker failed (a failure warns)."""
-        if self.failed is None:
+    def run(self, hook: Callable[[], None], limit_s: float | None = None) -> None:
+        """``hook`` now, unless the tracker failed (a failure warns), on a thread of its own given at most
+        ``limit_s`` (default the guard's ``drain_s``): past that the search ends without it, said."""
+        if self.failed is not None:
+            return
+        limit = self.drain_s if limit_s is None else limit_s
+        errors: list[Exception] = []
+
+        def call() -> None:
             try:
                 hook()
             except Exception as e:  # noqa: BLE001
-                self._fail(f"{type(e).__name__}: {e}")
+                errors.append(e)
+
+        worker = threading.Thread(target=call, name=f"tunekit-{self.title}-end", daemon=True)
+        worker.start()
+        worker.join(limit)
+        if worker.is_alive():
+            self._fail(f"still busy after {limit:.0f}s", "the search ends without it")
+        elif errors:
+            self._fail(f"{type(errors[0]).__name__}: {errors[0]}")
+        if self.closer is not None:
+            self.closer.join(5.0)
+
+    def end(self, hook: Callable[[], None], limit_s: float | None = None) -> None:
+        """The search's own run closed by ``hook`` (the report's upload, or its end as stopped), once."""
+        if not self.ended:
+            self.ended = True
+            self.run(hook, limit_s)
 
 
 def quiet_settings():
@@ -184,8 +222,10 @@ class WandbTracker(LoggerCallback):
         from ray.tune.utils import flatten_dict
 
         config = {k: v for k, v in flatten_dict(dict(trial.config)).items() if not callable(v)}
-        self.runs[trial.trial_id] = self._init(name=str(trial), id=f"{self.instance}-{trial.trial_id}",
-                                               resume="allow", config=config, job_type="trial")
+        # a search begun before instances (instance ""): its runs' ids are the trials' own, as they were then
+        run_id = f"{self.instance}-{trial.trial_id}" if self.instance else trial.trial_id
+        self.runs[trial.trial_id] = self._init(name=str(trial), id=run_id, resume="allow", config=config,
+                                               job_type="trial")
 
     def log_trial_result(self, iteration: int, trial, result: dict) -> None:
         run = self.runs.get(trial.trial_id)
@@ -214,12 +254,16 @@ class WandbTracker(LoggerCallback):
     def end_search(self) -> None:
         """The search stopped at once (no report, so no summary run): nothing more to close."""
 
+    def abandon(self) -> None:
+        """The tracker turned off mid-search: every run it has open ends as unfinished."""
+        self.end_open(Status.UNFINISHED.value)
+
     def upload_report(self, run_dir: Path, result: Any) -> str:
         """The report as an artifact of one summary run in the search's group; returns where to look."""
         import wandb
 
-        run = self._init(name=f"{run_dir.name} (report)", job_type="report", id=f"{self.instance}-report",
-                         resume="allow")
+        run = self._init(name=f"{run_dir.name} (report)", job_type="report",
+                         id=f"{self.instance}-report" if self.instance else None, resume="allow")
         artifact = wandb.Artifact(f"{run_dir.name}-report", type="report")
         for name in REPORT_FILES:
             if (run_dir / name).is_file():
@@ -273,7 +317,9 @@ class MlflowTracker(MLflowLoggerCallback):
         super().setup(*args, **kwargs)
         self.client = client = MlflowClient(self.tracking_uri)  # (made here: Ray pickles callbacks before)
         self.experiment_id = client.get_experiment_by_name(self.experiment_name).experiment_id
-        mine = {"tunekit.instance": self.instance, "tunekit.role": "search"}
+        # a search begun before instances: its parent is found by its run folder, as it was then
+        mine = {"tunekit.instance": self.instance} if self.instance else {"tunekit.run_folder": str(self.run_dir)}
+        mine["tunekit.role"] = "search"
         self.parent = self._find(mine) or client.create_run(
             self.experiment_id, run_name=self.search,
             tags={**mine, "tunekit.run_folder": str(self.run_dir)}).info.run_id
@@ -325,6 +371,12 @@ class MlflowTracker(MLflowLoggerCallback):
         if self.parent is not None:
             self.client.set_terminated(self.parent, status="KILLED")
 
+    def abandon(self) -> None:
+        """The tracker turned off mid-search: the open trial runs end as KILLED, the search's own as FAILED."""
+        self.end_open(Status.UNFINISHED.value)
+        if self.parent is not None:
+            self.client.set_terminated(self.parent, status="FAILED")
+
     def upload_report(self, run_dir: Path, result: Any) -> str:
         """The report as artifacts of the search's parent run; returns where to look."""
         client = self.client
@@ -373,4 +425,12 @@ def upload_reports(trackers: list[Detached], run_dir: Path, result: Any, echo: C
     """The written report to every tracker still working (a failure warns, once); a line says where."""
     for guard in trackers:
         guard.close()  # (Ray closed it at the end of the search, unless it never started)
-        guard.run(lambda t=guard.tracker: echo(f"tracked: {t.upload_report(run_dir, result)}"))
+        guard.end(lambda t=guard.tracker: echo(f"tracked: {t.upload_report(run_dir, result)}"))
+
+
+def stop_trackers(trackers: list[Detached], drain_s: float = 5.0) -> None:
+    """A search stopped at once (a second Ctrl-C, an error): the open runs get ``drain_s`` to end as unfinished
+    and the search's own run ends as stopped."""
+    for guard in trackers:
+        guard.close(drain_s=drain_s, stopping=True)
+        guard.end(guard.tracker.end_search, limit_s=drain_s)
