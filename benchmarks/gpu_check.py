@@ -153,8 +153,8 @@ def run_all(kind: str, device: str, out: Path, env: dict[str, str], only: set[st
                       "--json", str(out / "study_fit.json")],
         "sweep": [sys.executable, str(ROOT / "benchmarks" / "gpu_sweep.py"), "--device", kind, "--out",
                   str(out / "sweep")],
-        "rank": tk + ["rank", data, "--models", ",".join(s["models"]), "--no-pretrained", "--device", device,
-                      "--max-images", str(s["rank_images"]), "--json"],
+        "rank": tk + ["rank", data, "--models", ",".join(s["models"]), "--method", "logme", "--no-pretrained",
+                      "--device", device, "--max-images", str(s["rank_images"]), "--json"],
         "export": tk + ["export", str(runs / "gpu_check"), str(model)],
         "predict": [*tk, "data", "shapes", str(images), "--n", "40", "--size", str(s["size"]), "--seed", "9"],
         "evaluate": tk + ["evaluate", str(model), "--data", data, "--split", "valid", "--device", device],
@@ -302,9 +302,9 @@ def _study_fit(log: str, out: Path) -> dict:
 
 
 def _rank(log: str, out: Path) -> dict:
-    rows = json.loads(log[log.index("["):])
-    return {r["model"]: {"logme": round(r["logme"], 4), "images_per_s": round(r["images_per_s"], 1),
-                         "peak_gib": round(r["peak_mem_gib"], 3)} for r in rows if r["logme"] is not None}
+    rows = json.loads(log[log.index("["):])  # tunekit rank --json: the measurements of a scoring under "extra"
+    return {r["model"]: {"logme": round(r["logme"], 4), "images_per_s": round(r["extra"]["images_per_s"], 1),
+                         "peak_gib": round(r["extra"]["peak_mem_gib"], 3)} for r in rows if r["logme"] is not None}
 
 
 def _export(log: str, out: Path) -> dict:

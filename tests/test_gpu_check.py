@@ -39,4 +39,5 @@ def test_gpu_check_runs_every_step_on_the_cpu(tmp_path):
     assert "packing 2 x test_resnet" in (out / "bench.log").read_text()
     assert steps["export"]["figures"]["trained_on"] == "cpu" and steps["predict"]["figures"]["images"] == 40
     assert 0 <= steps["evaluate"]["figures"]["error_rate"] <= 1
+    assert set(steps["rank"]["figures"]) == {"test_resnet", "test_vit"}  # rank --method logme: both scored
     assert record["machine"]["torch"] and "11 of 11 steps ok" in done.stdout
