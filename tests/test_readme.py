@@ -77,12 +77,15 @@ COMMANDS = [
             r"--address auto: no Ray cluster to join", 2),
     # Experiment trackers (tests/test_trackers.py logs a real search to both)
     Command('pip install "tunekit[wandb,mlflow]"', skip="the test extra installs both"),
-    Command("tunekit search search_spaces/demo.py --wandb backbones", r"--wandb: W&B needs a login to log online", 2),
+    # (under a name of its own: the demo above is finished, and a finished search is reported, its trackers unused)
+    Command("tunekit search search_spaces/demo.py --wandb backbones", r"--wandb: W&B needs a login to log online", 2,
+            run=demo("--wandb backbones --name backbones")),
     Command("WANDB_MODE=offline tunekit search search_spaces/demo.py --wandb backbones",
-            r"trackers W&B project 'backbones' \(group 'demo', offline\)",
+            r"trackers W&B project 'backbones' \(group 'demo-\d{8}-\d{6}-[0-9a-f]{4}', offline\)",
             run="WANDB_MODE=offline " + demo("--wandb backbones --dry-run")),
     Command("tunekit search search_spaces/demo.py --mlflow http://127.0.0.1:5000",
-            r"--mlflow http://127.0.0.1:5000: no MLflow server answers there", 2),
+            r"--mlflow http://127.0.0.1:5000: no MLflow server answers there", 2,
+            run=demo("--mlflow http://127.0.0.1:5000 --name tracked")),
     # Report
     Command("tunekit report ~/ray_results/demo", r"shapes: top \d+ by score(.*\n)*wrote \d+ files"),
     Command("tunekit report ~/ray_results/pets ~/ray_results/planet --out report/", r"nothing to report: ", 2),

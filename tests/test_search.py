@@ -162,12 +162,23 @@ def test_restart_moves_the_old_search_aside(small_shapes, tmp_path):
     space = {"model": "test_resnet", "pretrained": False, "batch_size": 32, "img_size": 32}
     """
     space = space_file(tmp_path, f"folder:{small_shapes}", body)
-    first = search(space, storage_path=tmp_path / "runs", echo=lambda line: None)
     lines: list[str] = []
+
+    def ctrl_c_once_ray_stopped(line: str) -> None:  # a Ctrl-C between Ray's end and the report: stop now
+        lines.append(line)
+        if line.startswith("search ended after"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        search(space, storage_path=tmp_path / "runs", echo=ctrl_c_once_ray_stopped)
+    assert any(line.startswith("stopped at once (a second Ctrl-C): results.csv written") for line in lines), lines
+    first = pd.read_csv(tmp_path / "runs" / "small" / "results.csv")
+    assert not (tmp_path / "runs" / "small" / "report.md").exists()
+    lines.clear()
     again = search(space, storage_path=tmp_path / "runs", restart=True, echo=lines.append)
     (old,) = (tmp_path / "runs").glob("small.old-*")
     assert lines[0] == f"moved the previous search aside: {old}"
-    assert sorted(p.name for p in old.glob("run_trial_*")) == [Path(p).name for p in first.trials["path"]]
+    assert sorted(p.name for p in old.glob("run_trial_*")) == [Path(p).name for p in first["path"]]
     assert len(again.trials) == 1 and again.trials["status"].tolist() == ["completed"]
     with pytest.raises(TunekitError, match="--resume and --restart contradict each other"):
         search(space, storage_path=tmp_path / "runs", restart=True, resume=True)
@@ -302,17 +313,28 @@ def test_out_of_memory_errors_one_trial_with_advice_and_the_search_goes_on(small
     assert "out of memory: test_resnet at batch_size 32" in report
 
 
-def test_a_search_whose_trials_all_fail_says_why_without_a_traceback(small_shapes, tmp_path, capfd):
-    """Every trial fails at its setup (a batch larger than the data): one summary naming the error and
-    the folder of its traceback, results.csv still written, exit code 1; a re-run says the same."""
+def test_a_search_whose_trials_all_fail_says_why_without_a_traceback(small_shapes, tmp_path, capfd, monkeypatch):
+    """Every trial fails at its setup (an error in the user's model code, which no up-front check can see):
+    one summary naming the error and the folder of its traceback, results.csv still written, exit code 1; a
+    re-run says the same."""
     from click.testing import CliRunner
 
+    import tunekit.tuner.validate as validate
     from tunekit.cli import main
+    from tunekit.tuner.trainable import FAULT_KEY
 
+    load_spec = validate.load_spec
+
+    def with_fault(*args, **kwargs):  # the space as its file says, with a fault in every trial's setup
+        spec = load_spec(*args, **kwargs)
+        spec.space[FAULT_KEY] = {"epoch": 0, "error": "runtime"}
+        return spec
+
+    monkeypatch.setattr(validate, "load_spec", with_fault)
     body = """
     epochs = 2
     max_failures = 0
-    space = {"model": "test_resnet", "pretrained": False, "batch_size": 512, "img_size": 32,
+    space = {"model": "test_resnet", "pretrained": False, "batch_size": 32, "img_size": 32,
              "lr": tune.grid_search([0.01, 0.02])}
     """
     space = space_file(tmp_path, f"folder:{small_shapes}", body, name="failing.py")
@@ -323,10 +345,10 @@ def test_a_search_whose_trials_all_fail_says_why_without_a_traceback(small_shape
         logged = capfd.readouterr().err  # Ray's own log of each failure too
         assert "Traceback" not in result.output + logged and "KeyError" not in result.output, (attempt, result.output)
         assert "2 of 2 trial(s) failed:" in result.output, (attempt, result.output)
-        assert "2 x tunekit.errors.TunekitError: batch_size 512 is larger than the" in result.output, result.output
+        assert "2 x RuntimeError: injected fault after epoch 0" in result.output, result.output
         shown = result.output.split("full traceback: ")[1].split()[0]
-        assert Path(shown).name == "error.txt" and 'loop.py", line' in Path(shown).read_text()
-    assert "already finished" in result.output
+        assert Path(shown).name == "error.txt" and 'trainable.py", line' in Path(shown).read_text()
+    print(result.output)
     results = pd.read_csv(tmp_path / "runs" / "failing" / "results.csv")
     assert len(results) == 2 and set(results["status"]) == {"errored"}
 

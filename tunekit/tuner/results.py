@@ -88,26 +88,36 @@ def finish(state: Search, hurry: bool = False) -> None:
     """Read the trials back, keep the best trials' weights, write the report into the run folder, print
     the ranked summary (and, for an interrupted search, how to continue it). ``hurry`` (a second Ctrl-C:
     stop now): results.csv only, no report and no upload to the trackers, whose open runs get a few
-    seconds to close as unfinished."""
+    seconds to close as unfinished. A Ctrl-C while the results are read or the report is written hurries
+    too, then goes on (exit code 130)."""
+    if not hurry:
+        try:
+            result = _read(state)
+            _report(state, result)
+        except KeyboardInterrupt:  # Ctrl-C again once Ray had stopped: stop now
+            _stop_now(state)
+            raise
+        _close(state, result)
+    else:
+        _stop_now(state)
+
+
+def _read(state: Search) -> SearchResult:
+    """The trials as Ray saved them (its final state: finished trials are final), the kept weights tidied."""
     from .. import report
 
-    spec, run_dir, echo = state.spec, state.run_dir, state.echo
-    # Ray has saved its final state: finished trials are final
+    spec, run_dir = state.spec, state.run_dir
     result = SearchResult(run_dir, report.load_run(run_dir), spec.metric, spec.mode, state.trial_start_s,
                           state.start_phases, planned=state.plan.trials)
     trials = result.trials
     ok = trials[trials["status"].isin(ENDED) & trials[spec.metric].notna()]
     tidy_ended(run_dir, dict(zip(ok["trial"], ok[spec.metric].astype(float))), spec)
-    if hurry:
-        _stop_now(state, trials)
-    else:
-        try:
-            _report(state, result)
-        except KeyboardInterrupt:  # Ctrl-C again while the report is written: stop now
-            _stop_now(state, trials)
-            for line in summary(result):
-                echo(line)
-            raise
+    return result
+
+
+def _close(state: Search, result: SearchResult) -> None:
+    """The ranked summary and what to do next; ``state.outcome`` set."""
+    spec, echo = state.spec, state.echo
     for line in summary(result):
         echo(line)
     if result.doomed:
@@ -115,8 +125,8 @@ def finish(state: Search, hurry: bool = False) -> None:
              f"trial trained an epoch, so the other {result.not_started} were not started (tunekit stops a search "
              f"that cannot succeed). Fix the error, then search again (--restart starts over).")
     elif result.interrupted:
-        echo(f"interrupted: {result.unfinished + max(0, result.planned - len(trials))} trial(s) unfinished or not "
-             f"started. Continue with:\n"
+        echo(f"interrupted: {result.unfinished + max(0, result.planned - len(result.trials))} trial(s) unfinished or "
+             f"not started. Continue with:\n"
              f"  tunekit search {spec.path or 'SPACE.py'} "
              f"--storage-path {state.storage} --name {spec.name} --resume")
     state.outcome = result
@@ -138,15 +148,18 @@ def _report(state: Search, result: SearchResult) -> None:
         upload_reports(state.trackers, run_dir, result, echo)
 
 
-def _stop_now(state: Search, trials: pd.DataFrame) -> None:
-    """A second Ctrl-C: results.csv only; the trackers' open runs get a few seconds to close."""
-    trials.to_csv(state.run_dir / "results.csv", index=False)
-    state.echo(f"stopped at once (a second Ctrl-C): results.csv written, no report (tunekit report {state.run_dir} "
-               f"writes it)")
+def _stop_now(state: Search) -> None:
+    """A second Ctrl-C: results.csv only; the trackers' open runs get a few seconds to close (before the
+    trials are read back, so a third Ctrl-C leaves none open)."""
     if state.trackers:
         from .trackers import stop_trackers
 
         stop_trackers(state.trackers)
+    result = _read(state)
+    result.trials.to_csv(state.run_dir / "results.csv", index=False)
+    state.echo(f"stopped at once (a second Ctrl-C): results.csv written, no report (tunekit report {state.run_dir} "
+               f"writes it)")
+    _close(state, result)
 
 
 def summary(result: SearchResult, n: int = 5) -> list[str]:

@@ -42,6 +42,12 @@ def run(state: Search) -> None:
                                           state.checkpoints, state.shares, display=opts.progress,
                                           trackers=state.trackers, local=opts.address is None)
             tuner.fit()  # Ray stops gracefully on Ctrl-C and returns
+            state.echo(f"search ended after {time.perf_counter() - start:.0f}s")
+            for line in (progress.start_summary(), progress.phase_summary()):
+                if line:
+                    state.echo(line)
+            state.trial_start_s = progress.start_seconds
+            state.start_phases = progress.start_phases
         except KeyboardInterrupt:  # a second Ctrl-C: stop now (results.csv, no report), then the interrupt goes on
             finish(state, hurry=True)
             raise
@@ -51,9 +57,3 @@ def run(state: Search) -> None:
 
                 stop_trackers(state.trackers)
             raise
-    state.echo(f"search ended after {time.perf_counter() - start:.0f}s")
-    for line in (progress.start_summary(), progress.phase_summary()):
-        if line:
-            state.echo(line)
-    state.trial_start_s = progress.start_seconds
-    state.start_phases = progress.start_phases
