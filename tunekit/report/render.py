@@ -238,7 +238,8 @@ def _prescreen_blocks(report: Report) -> list[tuple[str, Any]]:
         what = {"prior": "ImageNet top-1 in timm's published table (no forward pass)",
                 "logme": "LogME (a forward pass each)",
                 "hybrid": "the prior's shortlist checked by LogME"}.get(method, method)
-        b.append(("h2", f"Pre-screen: {method} against fine-tuning ({name})"))
+        label = {"prior": "the ImageNet prior", "logme": "LogME", "hybrid": "the hybrid"}.get(method, method)
+        b.append(("h2", f"Pre-screen: {label} against fine-tuning ({name})"))
         b.append(("p", f"The search fine-tuned the {kept} models of {len(rows)} ranked first by {what}; the others "
                        f"were never fine-tuned, so how well the ranking predicted is measured on the kept ones only. "
                        f"Fine-tuned: each model's best completed error rate."))
