@@ -9,7 +9,7 @@ without a tool: a torchvision ImageFolder of the same generated images behind a 
 model with the same pool and head, AdamW under a one-cycle schedule, autocast.
 
     python benchmarks/gpu_sweep.py --out /tmp/sweep-$(date +%s)          # on a GPU machine
-    python benchmarks/gpu_sweep.py --device cpu --out /tmp/sweep         # tiny: the test suite's check
+    python benchmarks/gpu_sweep.py --device cpu --out /tmp/sweep         # tiny (1 backbone, 4 trials): the suite's
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SIZES = {
     "cuda": {"models": ["resnet18", "convnext_tiny", "efficientnet_b0"], "lrs": [0.008, 0.02], "size": 224,
              "n": 3000, "batch": 64, "workers": 6},
-    "cpu": {"models": ["test_resnet", "test_convnext", "test_efficientnet"], "lrs": [0.008, 0.02], "size": 32, "n": 96,
-            "batch": 32, "workers": 0},
+    # the tiny mode checks the path (both ways, timed, one JSON) on one backbone: 4 trials
+    "cpu": {"models": ["test_resnet"], "lrs": [0.008, 0.02], "size": 32, "n": 96, "batch": 32, "workers": 0},
 }
 
 

@@ -12,7 +12,7 @@ from tunekit.cli import main
 def test_bench_prints_and_records(tmp_path):
     out = tmp_path / "bench.json"
     result = CliRunner().invoke(main, ["bench", "--models", "test_resnet", "--img-size", "32", "--batch-size", "32",
-                                       "--n-images", "300", "--device", "cpu", "--trial-start", "3",
+                                       "--n-images", "128", "--rounds", "1", "--device", "cpu", "--trial-start", "3",
                                        "--json", str(out)])
     assert result.exit_code == 0, result.output
     assert "loop/ceiling" in result.output and "decode-once cache" in result.output
@@ -31,7 +31,7 @@ def test_bench_prints_and_records(tmp_path):
     assert row.split()[1:] == [f"{record['ceiling_images_per_s']:.0f}", f"{record['loop_images_per_s']:.0f}",
                                f"{record['loop_ratio']:.2f}", f"{record['peak_mem_gib']:.2f}"]
     assert record["packing"] is None  # --pack: tests/test_gpu_check.py (its bench step packs 1 and 2 trials)
-    assert 0 < record["trial_start_s"] < 120 and "from a free trial slot to the trial's first training step" in result.output
+    assert record["trial_start_s"] > 0 and "from a free trial slot to the trial's first training step" in result.output
 
 
 def test_bench_rejects_unknown_models():

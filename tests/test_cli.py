@@ -18,7 +18,7 @@ def test_train_acceptance_run_learns_shapes():
     proc = subprocess.run(
         [sys.executable, "-m", "tunekit.cli", "train", "--data", "shapes", "--model", "test_resnet",
          "--no-pretrained", "--epochs", "3", "--json"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=900,
     )
     seconds = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr

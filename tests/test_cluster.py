@@ -34,8 +34,9 @@ space = {"model": "test_resnet", "lr": tune.grid_search([0.01, 0.005, 0.002, 0.0
 def cluster():
     if ray.is_initialized():
         ray.shutdown()
-    # a dead node is noticed within ~2 s (Ray's default is tens of seconds)
-    health = {"health_check_period_ms": 500, "health_check_failure_threshold": 4, "health_check_timeout_ms": 500}
+    # a dead node is noticed within ~10 s (Ray's default is tens of seconds); a live one whose raylet is slow to
+    # answer on a busy machine (trials importing torch on every core) is not taken for dead
+    health = {"health_check_period_ms": 500, "health_check_failure_threshold": 10, "health_check_timeout_ms": 2000}
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
                                                       "_system_config": health})
     workers = [c.add_node(num_cpus=2, num_gpus=1) for _ in range(2)]  # each declares 1 GPU it doesn't have

@@ -62,9 +62,13 @@ def test_demo_search_meets_its_promises(tmp_path):
     estimated = effects[effects["estimate"].notna()]
     assert len(estimated) and (estimated["n_runs"] >= 6).all() and estimated["ci_low"].notna().all()
     assert effects.loc[effects["axis"] == "lr", "contrast"].str.startswith("trend per decade").all()
-    report = subprocess.run([sys.executable, "-m", "tunekit.cli", "report", str(run), "--out", str(tmp_path / "r")],
-                            capture_output=True, text=True, timeout=300)
-    assert report.returncode == 0, report.stdout + report.stderr
+    # the commands after the search run in this process (their logic; the search above is the real process)
+    from click.testing import CliRunner
+
+    from tunekit.cli import main
+
+    report = CliRunner().invoke(main, ["report", str(run), "--out", str(tmp_path / "r")])
+    assert report.exit_code == 0, report.output
     assert "shapes: top" in report.stdout and all((tmp_path / "r" / f).is_file() for f in files)
     ranking = (tmp_path / "r" / "ranking.csv").read_text().splitlines()
     scores = [float(line.split(",")[6]) for line in ranking[1:]]
@@ -74,23 +78,20 @@ def test_demo_search_meets_its_promises(tmp_path):
     # the winner as a model: exported, evaluated on its own validation split, put to work on images
     kept = sorted(p.parent.name for p in run.glob("run_trial_*/model.safetensors"))
     assert len(kept) == 3  # keep_best's default
-    cli = [sys.executable, "-m", "tunekit.cli"]
-    export = subprocess.run([*cli, "export", str(run), str(tmp_path / "best")], capture_output=True, text=True,
-                            timeout=300)
-    assert export.returncode == 0, export.stdout + export.stderr
+    export = CliRunner().invoke(main, ["export", str(run), str(tmp_path / "best")])
+    assert export.exit_code == 0, export.output
     results = pd.read_csv(run / "results.csv").set_index("trial")
     trial = export.stdout.split()[1]
     assert trial in kept and results.loc[trial, "status"] in ("completed", "stopped early")
-    evaluate = subprocess.run([*cli, "evaluate", str(tmp_path / "best"), "--data", "shapes?n=2000", "--split", "valid"],
-                              capture_output=True, text=True, timeout=300)
-    assert evaluate.returncode == 0, evaluate.stdout + evaluate.stderr
+    evaluate = CliRunner().invoke(main, ["evaluate", str(tmp_path / "best"), "--data", "shapes?n=2000", "--split",
+                                         "valid"])
+    assert evaluate.exit_code == 0, evaluate.output
     error = json.loads((tmp_path / "best" / "evaluation" / "metrics.json").read_text())["error_rate"]
     assert abs(error - results.loc[trial, "error_rate"]) <= 0.005, (error, results.loc[trial, "error_rate"])
     from tunekit.data.dataset import generated_shapes
 
     circles = generated_shapes(2000, 64, 0, multilabel=False) / "circle"  # the images the demo trained on
-    predict = subprocess.run([*cli, "predict", str(tmp_path / "best"), str(circles)], capture_output=True, text=True,
-                             timeout=300)
-    assert predict.returncode == 0, predict.stdout + predict.stderr
+    predict = CliRunner().invoke(main, ["predict", str(tmp_path / "best"), str(circles)])
+    assert predict.exit_code == 0, predict.output
     rows = [line.split(",") for line in predict.stdout.splitlines()[1:]]
     assert len(rows) == len(list(circles.glob("*.jpg"))) and sum(r[1] == "circle" for r in rows) > len(rows) / 2

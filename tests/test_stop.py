@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -52,18 +53,24 @@ space = {"model": "test_resnet", "pretrained": False, "batch_size": 16, "img_siz
 WATCHED = ("ray::", "raylet", "gcs_server", "wandb", "dashboard", "log_monitor")
 
 
+# every process the test's search starts inherits this (Ray's services and workers, W&B's service): a Ray or W&B
+# of another job on the machine (a busy machine, a second suite) is not counted as the test's
+MARK = f"TUNEKIT_TEST_STOP={uuid.uuid4().hex}".encode()
+
+
 def watched_processes() -> dict[int, str]:
-    """pid -> command line of every Ray and W&B process on this machine."""
+    """pid -> command line of every Ray and W&B process of this test's searches."""
     out = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if not any(w in cmdline for w in WATCHED) or MARK not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
         except OSError:
             continue
-        if any(w in cmdline for w in WATCHED):
-            out[int(entry.name)] = cmdline.strip()
+        out[int(entry.name)] = cmdline.strip()
     return out
 
 
@@ -105,7 +112,8 @@ def start(tmp_path: Path, fault: str, wandb: bool, asha: bool = True) -> subproc
     (tmp_path / "space.py").write_text(textwrap.dedent(SPACE) + ("trackers = {'wandb': {'project': 'stop', "
                                                                  "'mode': 'offline'}}\n" if wandb else "")
                                        + ("" if asha else "asha = None\n"))
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    key, value = MARK.decode().split("=")
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", key: value}
     return subprocess.Popen([sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "space.py"),
                              str(tmp_path / "runs"), fault], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True, env=env)
@@ -148,12 +156,11 @@ def test_ctrl_c_twice_stops_at_once_with_nothing_left_running(tmp_path):
     seen = []
     for line in proc.stdout:
         seen.append(line)
-        if " start " in line or "start    " in line:
+        if " epoch 1/" in line:  # the first trials are training (their W&B runs open)
             break
-    time.sleep(2.0)  # the first trials are training
     os.killpg(proc.pid, signal.SIGINT)
     t0 = time.perf_counter()
-    time.sleep(0.5)
+    time.sleep(1.0)  # two Ctrl-C, not one: the driver has seen the first
     os.killpg(proc.pid, signal.SIGINT)
     out = "".join(seen) + proc.communicate(timeout=120)[0]
     seconds = time.perf_counter() - t0

@@ -33,9 +33,10 @@ import json
 import shutil
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas loads where a run folder is read, not in a trial's worker, which only writes one
+    import pandas as pd
 
 SPACE_COPY = "search_space.py"
 SPEC_FILE = "tunekit_spec.json"
@@ -115,6 +116,8 @@ def last_json_line(path: Path) -> dict[str, Any]:
 
 def read_progress(trial: Path) -> pd.DataFrame:
     """A trial's progress.csv (one row per epoch); empty before its first epoch or if unreadable."""
+    import pandas as pd
+
     try:
         df = pd.read_csv(trial / PROGRESS_FILE)
     except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError):
@@ -124,6 +127,8 @@ def read_progress(trial: Path) -> pd.DataFrame:
 
 def history(trial: Path, metric: str) -> dict[int, float]:
     """epoch -> ``metric`` from a trial's progress.csv (missing values: inf)."""
+    import pandas as pd
+
     df = read_progress(trial)
     if df.empty:
         return {}

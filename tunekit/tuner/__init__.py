@@ -25,13 +25,14 @@ from typing import TYPE_CHECKING
 
 from .._lazy import lazy_exports
 from ..config import DEFAULT_STORAGE
-from .flow import search
 from .state import Plan, Search, SearchOptions
 
 if TYPE_CHECKING:
+    from .flow import search
     from .results import SearchResult
 
-# Ray Tune, torch, timm and pandas load when a search runs, not for a dry run's plan (benchmarks/RESULTS.md)
-_LAZY = {"SearchResult": "results", "finish": "results", "summary": "results"}
+# Ray Tune, torch, timm and pandas load when a search runs, not for a dry run's plan (benchmarks/RESULTS.md);
+# the search's stages not at all in a trial's worker, which imports only tuner.trainable (its start is a trial's)
+_LAZY = {"search": "flow", "SearchResult": "results", "finish": "results", "summary": "results"}
 __all__ = ["DEFAULT_STORAGE", "Plan", "Search", "SearchOptions", "SearchResult", "finish", "search", "summary"]
 __getattr__ = lazy_exports(__name__, _LAZY)
