@@ -73,7 +73,7 @@ class RaySession:
 
 def runtime_env(spec) -> dict[str, Any] | None:
     """What Ray ships to every worker of a search: the files of the space's ``imports`` (a user's models)."""
-    from ..spec import module_files
+    from ..space_file import module_files
 
     return {"py_modules": module_files(spec.imports)} if spec.imports else None
 
