@@ -328,7 +328,8 @@ class PromotingASHA(Failures, FIFOScheduler):
         """Whether the searcher may add a trial now: a slot is free and no waiting trial has earned it."""
         if self.max_running is None:
             return True  # Ray's resources are the only limit (and the scheduler's choice goes first)
-        return self.ladder.occupied() < self.max_running and self.ladder.next_promotion() is None
+        held = self.verdict is not None and self.verdict.holds_back(len(self.ladder.trials), self.max_running)
+        return not held and self.ladder.occupied() < self.max_running and self.ladder.next_promotion() is None
 
     # ---- Ray's hooks --------------------------------------------------------------------------
 

@@ -16,8 +16,11 @@ the stopper records it in the run folder (``tunekit_stopped.json``), and the usu
 ``k`` is the search's slots (the trials it runs at once), at least 2 and at most 5: every trial of the first
 slot-full failed alike, or five did. A failure counts once it is final (after its retries); with the search's
 slots kept (``has_room``, on one machine always) a retry runs before any new trial, so the verdict comes after
-``k`` trials and their retries, not after every first attempt. Ray's own failures (a lost node, a dead worker:
-``RayActorError``) never count: they pass on a retry elsewhere.
+``k`` trials and their retries, not after every first attempt; and until the verdict is in (a trial trained an
+epoch, or two failed differently), no trial beyond the first slot-full starts (``Verdict.holds_back``), so a slot
+freed by the first failure is not given to a trial the second may show to be doomed. (On a cluster, whose slots
+Ray's resources decide, the stopper alone ends the search: a trial or two more may start.) Ray's own failures
+(a lost node, a dead worker: ``RayActorError``) never count: they pass on a retry elsewhere.
 
 The error is read from Ray's pickle of it (``Trial.pickled_error_file``: the exception the trial raised, kept
 by Ray for its result grid), else from the last line of error.txt.
@@ -97,12 +100,21 @@ class Verdict:
         self.first: list[str] = []  # the error lines of the first trials to end, all failed so far
         self.reported = False  # a trial reported an epoch: the search can succeed
         self.doomed: str | None = None
+        self.settled = 0  # trials ended for good, whatever the way
 
     def result(self) -> None:
         self.reported = True
 
+    def holds_back(self, made: int, slots: int) -> bool:
+        """Whether a new trial should wait for the verdict: the first slot-full (and at least ``needed`` trials)
+        is made, none has trained an epoch and every one that ended so far failed alike. Without it, a slot freed
+        by the first failure could start a trial before the second failure decides that none should start."""
+        undecided = not self.reported and self.doomed is None and len(set(self.first)) <= 1
+        return undecided and made >= max(self.needed, slots) and self.settled < made  # (all ended: nothing to wait for)
+
     def ended(self, failure: Failure | None) -> None:
         """A trial ended for good: with ``failure`` (after its retries, or not retried), or without one."""
+        self.settled += 1
         if self.reported or self.doomed is not None:
             return
         if failure is None:
@@ -171,7 +183,11 @@ class Scheduler(Failures, FIFOScheduler):
         self._known: set[str] = set()
 
     def has_room(self) -> bool:
-        return self.max_running is None or len(self._live) < self.max_running
+        if self.max_running is None:
+            return True
+        if self.verdict is not None and self.verdict.holds_back(len(self._known), self.max_running):
+            return False
+        return len(self._live) < self.max_running
 
     def on_trial_add(self, tune_controller, trial) -> None:
         retry = trial.trial_id in self._known and trial.run_metadata.num_failures
