@@ -176,20 +176,28 @@ def test_the_report_answers_whether_imagenet_accuracy_is_reproduced(tmp_path):
         error = 0.5 - 0.005 * top1 if name != "densenet121.tv_in1k" else 0.01  # densenet121: far better
         fit_time = 1e6 / (row.infer_samples_per_s or 1e4)  # the faster, the sooner
         rows.append({"dataset": "pets", "model": name, "error_rate": error, "fit_time": fit_time, "gpu_mem": 1.0,
-                     "status": "completed", "run": "r"})
+                     "status": "completed", "run": "r", "pretrained": True})
+    # left out: a model trained from scratch (ImageNet's top-1 is its weights'), the worse of two names of one tag
+    extra = [("resnet18", 0.3, False), ("resnet50", 0.5 - 0.005 * 80.382, True), ("resnet50.a1_in1k", 0.4, True)]
+    rows += [{"dataset": "pets", "model": m, "error_rate": e, "fit_time": 1e6 / (load().find(m).infer_samples_per_s or 1e4),
+              "gpu_mem": 1.0, "status": "completed", "run": "r", "pretrained": p} for m, e, p in extra]
     rep = rp.build(pd.DataFrame(rows))
     t = rep.transfer["pets"]
-    assert len(t.models) == 8  # convnext_tiny.fb_in22k has no ImageNet top-1 in timm's table
+    assert len(t.models) == 9 and t.ranked == 12  # convnext_tiny.fb_in22k has no ImageNet top-1 in timm's table
+    assert sorted(t.left_out) == ["convnext_tiny_in22k (no ImageNet top-1 in timm's table)",
+                                  "resnet18 (trained from scratch)",
+                                  "resnet50.a1_in1k (timm's resnet50.a1_in1k, as a better-ranked name)"]
     # an older name, read through timm's renames: its tag's top-1
     assert t.models.set_index("model").loc["convnext_tiny_in22ft1k", "tag"] == "convnext_tiny.fb_in22k_ft_in1k"
     assert t.speed is not None and t.speed[0] == pytest.approx(1.0)  # fit times follow the throughput exactly
     rho, low, high = t.accuracy
     assert 0.4 < rho < 1 and low < rho < high
     assert t.models.set_index("model").loc["densenet121.tv_in1k", "verdict"] == "fine-tunes better"
-    assert (t.models["verdict"] == "").sum() == 7
+    assert (t.models["verdict"] == "").sum() == 8
     rp.write(rep, tmp_path)
     md = (tmp_path / "report.md").read_text()
     assert "pets: is ImageNet accuracy reproduced for fine-tuning?" in md and "densenet121.tv_in1k" in md
+    assert "Over 9 of the 12 ranked models" in md and "Left out: " in md and "1 - 0.05/9" in md
     assert "![pets: fine-tuning against ImageNet accuracy](imagenet_vs_finetune_pets.png)" in md
     assert "fine-tune error against ImageNet top-1" in (tmp_path / "report.html").read_text()
     few = rp.build(pd.DataFrame(rows[:4]))

@@ -7,8 +7,8 @@
 ``prior``   ImageNet top-1 from timm's published table (``timm_table``): free, no forward pass.
 ``logme``   LogME of each model's features of the user's training images (``tunekit.rank``: a forward pass each).
 ``hybrid``  the prior's top ``2 x keep`` candidates (half the models when nothing is kept), ranked by LogME; the
-            others after them by the prior. Renggli et al. (2020, "Which Model to Transfer?") found that the top
-            candidates by ImageNet accuracy checked by a cheap probe beat either part alone.
+            others after them by the prior: tunekit's own rule, after Renggli et al. (2020, "Which Model to
+            Transfer?"), who found ImageNet accuracy and a cheap probe together beat either alone.
 
 The default is ``prior``. On the transferability benchmark LogME, NLEEP and SFDA are published on (11 ImageNet
 models x 11 datasets) the prior's mean weighted Kendall tau is above LogME's published one, and the hybrid and

@@ -70,7 +70,11 @@ def build(runs: pd.DataFrame, constant: float = SCORE_CONSTANT, screens: dict[st
     report.importance = importance(runs)
     report.asha = _asha(runs)
     report.rank_agreement = _rank_agreement(rank)
-    report.transfer = imagenet_vs_finetune(rank, report.time_basis) if not rank.empty else {}
+    scratch: frozenset = frozenset()  # (dataset, model) trained from scratch only: no ImageNet weights to judge
+    if "pretrained" in runs:
+        only = runs.groupby(["dataset", "model"])["pretrained"].apply(lambda v: (v == False).all())  # noqa: E712
+        scratch = frozenset(k for k, yes in only.items() if yes)
+    report.transfer = imagenet_vs_finetune(rank, report.time_basis, scratch) if not rank.empty else {}
     return report
 
 

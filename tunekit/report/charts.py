@@ -98,7 +98,8 @@ def imagenet_chart(models: pd.DataFrame, dataset: str) -> Any:
             hovertemplate="<b>%{customdata[0]}</b> (%{customdata[1]})<br>ImageNet top-1 %{x:.2f}%<br>error_rate "
                           "%{y:.4f}<br>fit_time %{customdata[2]:.1f} s<extra>%{fullData.name}</extra>"))
     fig.update_layout(title=f"{dataset}: fine-tune error against ImageNet top-1", xaxis_title="ImageNet top-1 (%)",
-                      yaxis_title="fine-tune error rate", height=480, margin={"l": 60, "r": 20, "t": 50, "b": 50})
+                      yaxis_title="fine-tune error rate", height=480, margin={"l": 60, "r": 20, "t": 50, "b": 50},
+                      showlegend=True)  # also with one verdict: the legend says what the points are
     return fig
 
 

@@ -206,7 +206,8 @@ def _transfer_blocks(report: Report, dataset: str, found: dict[str, list[Chart]]
     b: list[tuple[str, Any]] = [("h2", f"{dataset}: is ImageNet accuracy reproduced for fine-tuning?")]
     rho, low, high = t.accuracy
     n = len(t.models)
-    text = (f"Over the {n} ranked models with a row in timm's published table, the Spearman correlation of "
+    text = (f"Over {n} of the {t.ranked or n} ranked models (with an ImageNet top-1 in timm's published table, "
+            f"fine-tuned from its weights), the Spearman correlation of "
             f"ImageNet top-1 with fine-tune accuracy (1 - error rate) is {rho:+.2f} (95% interval {low:+.2f} to "
             f"{high:+.2f}, from {n} models; 1: ImageNet ordered them exactly as fine-tuning did).")
     if t.speed is not None:
@@ -215,10 +216,13 @@ def _transfer_blocks(report: Report, dataset: str, found: dict[str, list[Chart]]
                  f"{s:+.2f} ({slow:+.2f} to {shigh:+.2f}).")
     better = t.models[t.models["verdict"] == "fine-tunes better"]["model"].tolist()
     worse = t.models[t.models["verdict"] == "fine-tunes worse"]["model"].tolist()
-    text += (" Outside the 95% prediction interval of a straight line of error on top-1 fitted to the other "
-             f"models: fine-tune better than their ImageNet accuracy predicts: {', '.join(better) or 'none'}; "
+    text += (" Outside the prediction interval of a straight line of error on top-1 fitted to the other models, at "
+             f"a level of 1 - 0.05/{n} each (so that chance names a model in at most 5% of such reports): fine-tune "
+             f"better than their ImageNet accuracy predicts: {', '.join(better) or 'none'}; "
              f"worse: {', '.join(worse) or 'none'}. A model named without a tag is read as the installed timm's "
              f"default tag (the timm tag column says which).")
+    if t.left_out:
+        text += f" Left out: {'; '.join(t.left_out)}."
     b.append(("p", text))
     shown = t.models[["model", "tag", "top1", "error_rate", "throughput", "fit_time", "verdict"]]
     b.append(("table", shown.rename(columns={"tag": "timm tag", "top1": "ImageNet top-1",

@@ -5,8 +5,12 @@ intervals, and the models that fine-tune clearly better or worse than their Imag
 
     found = imagenet_vs_finetune(ranking)      # dataset -> Transfer (None for fewer than MIN_MODELS models)
 
-"Clearly": a model's error lies outside the 95% prediction interval of a straight line of error on top-1 fitted
-to the other models (leave one out), so one model is judged by the others, and with few models almost none is.
+"Clearly": a model's error lies outside the prediction interval of a straight line of error on top-1 fitted to
+the other models (leave one out), so one model is judged by the others; the interval's level is 1 - 0.05/n for n
+models (Bonferroni), so that a list of n models names one by chance in at most 5% of searches, not 5% of its
+models. Models trained from scratch are left out (ImageNet accuracy is their pretrained weights', not theirs),
+as are names without a top-1 in the table, and a second name of one timm tag (its better-ranked name is kept):
+``Transfer.left_out`` says which, and why.
 Names without a tag are read as the installed timm's default tag (what a tunekit search of that name loaded; a
 study of an older timm may have loaded another tag of the same architecture): the table shows which tag was read.
 """
@@ -33,20 +37,29 @@ class Transfer:
     accuracy: tuple[float, float, float]  # Spearman of top-1 against fine-tune accuracy (1 - error), its interval
     speed: tuple[float, float, float] | None  # Spearman of throughput against 1 / fit time, its interval
     n_speed: int
+    ranked: int = 0  # the dataset's ranked models, those left out included
+    left_out: list[str] | None = None  # "model (why)"
 
 
-def imagenet_vs_finetune(ranking: pd.DataFrame, time_column: str = "fit_time") -> dict[str, Transfer | None]:
+def imagenet_vs_finetune(ranking: pd.DataFrame, time_column: str = "fit_time",
+                         scratch: frozenset[tuple[str, str]] = frozenset()) -> dict[str, Transfer | None]:
+    """``scratch``: the (dataset, model) pairs trained from scratch only (left out)."""
     table = load()
     out: dict[str, Transfer | None] = {}
     for dataset, part in ranking.groupby("dataset", sort=True):
-        rows = []
-        for r in part.itertuples():
+        rows, left = [], []
+        for r in part.sort_values("error_rate").itertuples():
             row = table.find(str(r.model))
-            if row is None or row.top1 is None:
-                continue
-            rows.append({"model": r.model, "tag": row.model, "top1": row.top1,
-                         "throughput": row.infer_samples_per_s,  # one benchmark for all (timm's inference one)
-                         "error_rate": float(r.error_rate), "fit_time": float(getattr(r, time_column))})
+            if (str(dataset), str(r.model)) in scratch:
+                left.append(f"{r.model} (trained from scratch)")
+            elif row is None or row.top1 is None:
+                left.append(f"{r.model} (no ImageNet top-1 in timm's table)")
+            elif any(kept["tag"] == row.model for kept in rows):
+                left.append(f"{r.model} (timm's {row.model}, as a better-ranked name)")
+            else:
+                rows.append({"model": r.model, "tag": row.model, "top1": row.top1,
+                             "throughput": row.infer_samples_per_s,  # one benchmark for all (timm's inference)
+                             "error_rate": float(r.error_rate), "fit_time": float(getattr(r, time_column))})
         df = pd.DataFrame(rows)
         if len(df) < MIN_MODELS:
             out[str(dataset)] = None
@@ -61,9 +74,10 @@ def imagenet_vs_finetune(ranking: pd.DataFrame, time_column: str = "fit_time") -
         if len(timed) >= MIN_MODELS and timed["throughput"].nunique() > 1 and timed["fit_time"].nunique() > 1:
             s = float(stats.spearmanr(timed["throughput"], -timed["fit_time"])[0])
             speed = (s, *spearman_interval(s, len(timed)))
-        df["residual"], df["verdict"] = _outliers(df["top1"].to_numpy(float), df["error_rate"].to_numpy(float))
+        df["residual"], df["verdict"] = _outliers(df["top1"].to_numpy(float), df["error_rate"].to_numpy(float),
+                                                  level=1 - 0.05 / len(df))
         out[str(dataset)] = Transfer(str(dataset), df.sort_values("top1", ascending=False).reset_index(drop=True),
-                                     accuracy, speed, len(timed))
+                                     accuracy, speed, len(timed), len(part), left)
     return out
 
 
