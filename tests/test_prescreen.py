@@ -87,3 +87,57 @@ def test_a_hybrid_screen_keeps_keep_models_when_its_shortlist_has_too_few_with_w
         if n in scores else Unscored(n) for n in names])
     kept = select(choices, 2, "hybrid")
     assert kept == ["inception_v3.tv_in1k", "densenet121.tv_in1k"]  # topped up by the prior past the shortlist
+
+
+@pytest.fixture
+def stage(tmp_path, monkeypatch):
+    """The search's pre-screen stage on a space of four timm tags, LogME's forward passes replaced by scores
+    the test gives (their calls recorded) and every model's weights taken as here."""
+    import tunekit.prescreen as prescreen_module
+    from tunekit.rank import Ranked
+    from tunekit.spec import load_spec
+
+    calls: list[list[str]] = []
+    scores = {"resnet18.a1_in1k": 3.0, "resnet34.a1_in1k": 2.0, "resnet50.a1_in1k": 1.0, "convnext_tiny.fb_in1k": 0.5}
+
+    def fake_rank_apart(data, names, on_row, **options):
+        calls.append(list(names))
+        rows = [Ranked(m, scores[m], "scored") for m in names]
+        for r in rows:
+            on_row(r)
+        return rows
+
+    monkeypatch.setattr(prescreen_module, "rank_apart", fake_rank_apart)
+    monkeypatch.setattr(prescreen_module, "_no_weights", lambda model: None)
+
+    def run(prescreen: str, restoring: bool = False):
+        space = tmp_path / "s.py"
+        space.write_text(f"from ray import tune\ndata = 'shapes'\nprescreen = {prescreen}\n"
+                         f"space = {{'model': tune.grid_search({list(scores)!r}), 'pretrained': True}}\n")
+        calls.clear()
+        lines: list[str] = []
+        spec, screen = prescreen_module.prescreen(load_spec(space), tmp_path / "run", restoring, lines.append)
+        return spec, screen, list(calls), lines
+
+    return run
+
+
+def test_the_default_prescreen_ranks_by_the_prior_without_a_forward_pass(stage):
+    spec, screen, calls, lines = stage("{'keep': 2}")
+    assert screen.method == "prior" and calls == []  # ImageNet top-1 from the table: no model built
+    assert screen.kept == ["convnext_tiny.fb_in1k", "resnet50.a1_in1k"]  # the two best top-1 of the four
+    assert sorted(spec.values_of("model")) == sorted(screen.kept) and "prescreen: ranking 4 models by prior" in lines[0]
+
+
+def test_a_hybrid_prescreen_scores_only_the_priors_shortlist(stage):
+    _, screen, calls, _ = stage("{'keep': 1, 'method': 'hybrid'}")
+    assert calls == [["convnext_tiny.fb_in1k", "resnet50.a1_in1k"]]  # the prior's top 2 x keep, by LogME
+    assert screen.kept == ["resnet50.a1_in1k"]  # the better LogME of the shortlist
+
+
+def test_a_resumed_search_whose_old_prescreen_was_not_saved_ranks_by_logme_as_it_was_made(stage):
+    """A run folder from before the methods: {'keep': N} meant LogME, and a resume without prescreen.json keeps
+    that meaning (a new search of the same space ranks by the prior)."""
+    _, screen, calls, _ = stage("{'keep': 1}", restoring=True)
+    assert screen.method == "logme" and len(calls) == 1 and len(calls[0]) == 4  # every model, by LogME
+    assert screen.kept == ["resnet18.a1_in1k"]  # LogME's best, not the prior's
