@@ -72,8 +72,8 @@ def build(runs: pd.DataFrame, constant: float = SCORE_CONSTANT, screens: dict[st
     report.rank_agreement = _rank_agreement(rank)
     scratch: frozenset = frozenset()  # (dataset, model) trained from scratch only: no ImageNet weights to judge
     if "pretrained" in runs:
-        only = runs.groupby(["dataset", "model"])["pretrained"].apply(lambda v: (v == False).all())  # noqa: E712
-        scratch = frozenset(k for k, yes in only.items() if yes)
+        only = runs["pretrained"].eq(False).groupby([runs["dataset"], runs["model"]]).all()
+        scratch = frozenset(only.index[only])
     report.transfer = imagenet_vs_finetune(rank, report.time_basis, scratch) if not rank.empty else {}
     return report
 

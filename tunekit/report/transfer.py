@@ -47,16 +47,17 @@ def imagenet_vs_finetune(ranking: pd.DataFrame, time_column: str = "fit_time",
     table = load()
     out: dict[str, Transfer | None] = {}
     for dataset, part in ranking.groupby("dataset", sort=True):
-        rows, left = [], []
+        rows, left, tags = [], [], set()
         for r in part.sort_values("error_rate").itertuples():
             row = table.find(str(r.model))
             if (str(dataset), str(r.model)) in scratch:
                 left.append(f"{r.model} (trained from scratch)")
             elif row is None or row.top1 is None:
                 left.append(f"{r.model} (no ImageNet top-1 in timm's table)")
-            elif any(kept["tag"] == row.model for kept in rows):
+            elif row.model in tags:
                 left.append(f"{r.model} (timm's {row.model}, as a better-ranked name)")
             else:
+                tags.add(row.model)
                 rows.append({"model": r.model, "tag": row.model, "top1": row.top1,
                              "throughput": row.infer_samples_per_s,  # one benchmark for all (timm's inference)
                              "error_rate": float(r.error_rate), "fit_time": float(getattr(r, time_column))})

@@ -90,16 +90,17 @@ def finish(state: Search, hurry: bool = False) -> None:
     stop now): results.csv only, no report and no upload to the trackers, whose open runs get a few
     seconds to close as unfinished. A Ctrl-C while the results are read or the report is written hurries
     too, then goes on (exit code 130)."""
-    if not hurry:
-        try:
-            result = _read(state)
-            _report(state, result)
-        except KeyboardInterrupt:  # Ctrl-C again once Ray had stopped: stop now
-            _stop_now(state)
-            raise
-        _close(state, result)
-    else:
+    if hurry:
         _stop_now(state)
+        return
+    result = None
+    try:
+        result = _read(state)
+        _report(state, result)
+    except KeyboardInterrupt:  # Ctrl-C again once Ray had stopped: stop now (the trials read once)
+        _stop_now(state, result)
+        raise
+    _close(state, result)
 
 
 def _read(state: Search) -> SearchResult:
@@ -148,14 +149,14 @@ def _report(state: Search, result: SearchResult) -> None:
         upload_reports(state.trackers, run_dir, result, echo)
 
 
-def _stop_now(state: Search) -> None:
+def _stop_now(state: Search, result: SearchResult | None = None) -> None:
     """A second Ctrl-C: results.csv only; the trackers' open runs get a few seconds to close (before the
-    trials are read back, so a third Ctrl-C leaves none open)."""
+    trials are read back, where ``result`` has not read them yet, so a third Ctrl-C leaves none open)."""
     if state.trackers:
         from .trackers import stop_trackers
 
         stop_trackers(state.trackers)
-    result = _read(state)
+    result = result or _read(state)
     result.trials.to_csv(state.run_dir / "results.csv", index=False)
     state.echo(f"stopped at once (a second Ctrl-C): results.csv written, no report (tunekit report {state.run_dir} "
                f"writes it)")
