@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -52,8 +53,10 @@ def grid_run(small_shapes, tmp_path_factory) -> SearchResult:
     lines: list[str] = []
     for key in ENV_SWITCHES:  # as a new process has them (an earlier search of this process restored them)
         os.environ.pop(key, None)
+    sigint = signal.getsignal(signal.SIGINT)
     result = search(space_file(tmp, f"folder:{small_shapes}", GRID), storage_path=tmp / "runs", echo=lines.append)
     result.lines = lines
+    result.sigint_kept = signal.getsignal(signal.SIGINT) is sigint
     result.environ_after = {key: os.environ.get(key) for key in ENV_SWITCHES if key in os.environ}
     return result
 
@@ -62,6 +65,9 @@ def test_search_runs_every_trial_and_summarizes(grid_run):
     # Ray's switches (no automatic loggers, quiet output) held for the search only: a Tuner the caller
     # builds next keeps Ray's defaults
     assert grid_run.environ_after == {}
+    # and Ctrl-C as it was: Ray's handler, left in place by a search that ended by itself, would swallow
+    # the caller's next Ctrl-C
+    assert grid_run.sigint_kept
     df = grid_run.trials
     assert len(df) == 4 and set(df["pool"]) == {"avg", "concat"} and set(df["lr"]) == {0.01, 1e-6}
     assert not (df["status"] == "errored").any()

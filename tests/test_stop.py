@@ -5,7 +5,6 @@ its Ray and its trackers' processes are counted before and after, as a user's ma
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from runs import ctrl_c
 from wandb_files import read_runs
 
 DRIVER = """
@@ -158,10 +158,8 @@ def test_ctrl_c_twice_stops_at_once_with_nothing_left_running(tmp_path):
         seen.append(line)
         if " epoch 1/" in line:  # the first trials are training (their W&B runs open)
             break
-    os.killpg(proc.pid, signal.SIGINT)
     t0 = time.perf_counter()
-    time.sleep(1.0)  # two Ctrl-C, not one: the driver has seen the first
-    os.killpg(proc.pid, signal.SIGINT)
+    ctrl_c(proc, seen, 2, group=True)
     out = "".join(seen) + proc.communicate(timeout=120)[0]
     seconds = time.perf_counter() - t0
     print(f"Ctrl-C twice: the search ended {seconds:.1f}s after the first one:\n{out}")

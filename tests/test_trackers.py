@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from runs import ctrl_c
 from wandb_files import read_runs
 
 from tunekit.data.shapes import write_shapes
@@ -247,9 +248,7 @@ def test_a_restarted_search_gets_a_new_parent_and_group_and_no_run_is_left_runni
         for line in proc.stdout:
             seen.append(line)
             if "epoch 1/5" in line:  # 4 epochs to go: the search is still running when the signals land
-                for _ in range(signals):
-                    proc.send_signal(signal.SIGINT)
-                    time.sleep(1.0)  # two Ctrl-C, not one: the driver has seen the first
+                ctrl_c(proc, seen, signals)
                 break
         out = "".join(seen) + proc.communicate(timeout=180)[0]
         assert proc.returncode == 130, out

@@ -35,6 +35,8 @@ use                                    why
 ``RAY_AIR_NEW_OUTPUT=0``               the classic console output, which is quiet at verbose=0
 ``experiment_state-*.json`` layout     trial status and config without unpickling anything
 (runfolder.ray_trials)                 (``trial_data``: [trial JSON, metadata JSON] pairs)
+``tune.run``'s SIGINT handler          put back by ``own_sigint`` when a fit returns: Ray restores the
+                                       previous one only when a Ctrl-C lands
 =====================================  ===========================================================
 """
 
@@ -42,6 +44,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -146,6 +150,21 @@ def quiet_environment(verbose: bool) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextlib.contextmanager
+def own_sigint() -> Iterator[None]:
+    """Ctrl-C as it was before a Tuner's fit, once the fit returns. Ray's Tune loop swaps in its own
+    SIGINT handler (the first Ctrl-C stops the search gracefully) and puts the previous one back only
+    when a Ctrl-C lands: after a search that ended by itself, its handler would swallow the first Ctrl-C
+    of the report stage instead of stopping it at once."""
+    main = threading.current_thread() is threading.main_thread()  # signal handlers belong to the main thread
+    saved = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        yield
+    finally:
+        if saved is not None:
+            signal.signal(signal.SIGINT, saved)
 
 
 CONTROLLER_ATTRIBUTES = ("_pending_trials", "_search_alg", "_callbacks", "_iteration", "_trials")

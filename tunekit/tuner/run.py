@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 from .plan import save_spec
-from .ray_api import quiet_environment
+from .ray_api import own_sigint, quiet_environment
 from .session import runtime_env
 from .state import Search
 
@@ -41,7 +41,8 @@ def run(state: Search) -> None:
             tuner, progress = build_tuner(spec, state.storage, state.restoring, opts.verbose, state.echo, plan,
                                           state.checkpoints, state.shares, display=opts.progress,
                                           trackers=state.trackers, local=opts.address is None)
-            tuner.fit()  # Ray stops gracefully on Ctrl-C and returns
+            with own_sigint():
+                tuner.fit()  # Ray stops gracefully on Ctrl-C and returns
             state.echo(f"search ended after {time.perf_counter() - start:.0f}s")
             for line in (progress.start_summary(), progress.phase_summary()):
                 if line:
