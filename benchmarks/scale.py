@@ -16,12 +16,13 @@ trials that cost little: test_resnet from scratch on 150 generated 16 px images,
 Printed and written (``--json``): trials, nodes, tunekit_wall_s, bare_wall_s, tunekit_driver_cpu_s,
 bare_driver_cpu_s (CPU time of this process: the driver, not Ray's own processes or the trials),
 tunekit_trials_driver_cpu_s (tunekit's driver CPU while the trials ran: node preparation and the report
-left out, which bare Ray Tune does not do),
+left out, which bare Ray Tune does not do; tunekit_before/after_trials_driver_cpu_s are those two),
 overhead_s_per_trial ((tunekit_wall_s - bare_wall_s) / trials); also each run's epochs_run (the two
 ASHA rules stop different trials) and tunekit_phases, its wall time split by what it printed: node
 preparation, the trials (tuner.fit), and after them (keep-best, report). ``--profile`` adds where tunekit's
 driver CPU goes (cProfile on CPU time, by tunekit module, Ray package and library). Both runs join the
-cluster with the trials' output left on the nodes (``log_to_driver=False``).
+cluster with the trials' output left on the nodes (``log_to_driver=False``), and leave it at the end: each
+run's driver CPU counts its ``ray.init`` and ``ray.shutdown``.
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ def run_tunekit(address: str, storage: Path, trials: int, data: str, profile: bo
     cpu = time.process_time() - cpu0
     trials_cpu = cpu_at.get("trials_end", cpu) - cpu_at.get("trials_start", 0.0)
     out = {"wall_s": wall, "cpu_s": cpu, "trials_cpu_s": trials_cpu,
+           "before_trials_cpu_s": cpu_at.get("trials_start", 0.0),
+           "after_trials_cpu_s": cpu - cpu_at.get("trials_end", cpu),
            "completed": int(result.trials["status"].isin(["completed", "stopped early"]).sum()),
            "epochs_run": int(result.trials["epochs_run"].sum()), "phases": phases(marks, wall)}
     if profiler:
@@ -104,7 +107,12 @@ def run_bare(address: str, storage: Path, trials: int, data: str) -> dict:
         run_config=tune.RunConfig(name="bare", storage_path=str(storage), verbose=0),  # Ray's checkpoint defaults
     )
     cpu0, t0 = time.process_time(), time.perf_counter()
-    grid = tuner.fit()
+    # joined, fitted and left, as tunekit's search joins the cluster and leaves it: the same connection costs
+    ray.init(address=address, log_to_driver=False, logging_level="WARNING")
+    try:
+        grid = tuner.fit()
+    finally:
+        ray.shutdown()
     return {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - cpu0,
             "completed": sum(r.error is None for r in grid), "epochs_run": epochs_in(storage / "bare")}
 
@@ -169,6 +177,8 @@ def main() -> None:
                 t = run_tunekit(cluster.address, Path(storage), args.trials, data, args.profile)
                 record.update(tunekit_wall_s=round(t["wall_s"], 1), tunekit_driver_cpu_s=round(t["cpu_s"], 1),
                               tunekit_trials_driver_cpu_s=round(t["trials_cpu_s"], 1),
+                              tunekit_before_trials_driver_cpu_s=round(t["before_trials_cpu_s"], 1),
+                              tunekit_after_trials_driver_cpu_s=round(t["after_trials_cpu_s"], 1),
                               tunekit_trials_ended=t["completed"], tunekit_epochs_run=t["epochs_run"],
                               tunekit_phases=t["phases"])
                 if "profile" in t:
@@ -176,8 +186,8 @@ def main() -> None:
                 if args.json:  # kept even if the bare run then fails
                     args.json.write_text(json.dumps(record, indent=1))
             if args.which in ("both", "bare"):
-                if not ray.is_initialized():  # as tunekit joins: the trials' output stays on the nodes
-                    ray.init(address=cluster.address, log_to_driver=False, logging_level="WARNING")
+                if ray.is_initialized():  # (tunekit's search leaves the cluster when it ends)
+                    ray.shutdown()
                 b = run_bare(cluster.address, Path(storage), args.trials, data)
                 record.update(bare_wall_s=round(b["wall_s"], 1), bare_driver_cpu_s=round(b["cpu_s"], 1),
                               bare_trials_ended=b["completed"], bare_epochs_run=b["epochs_run"])

@@ -180,6 +180,10 @@ CASES = [
          lambda t: ["search", space(t, f'data = "folder:{image_folder(t, {"a": 5, "b": 5})}"\n'
                                        'space = {"model": "test_resnet", "pretrained": False}\n'), "--dry-run"],
          r"batch_size 64 is larger than the 8 training images of data 'folder:"),
+    Case("search-batch-too-big-dry-run-generated",  # the issue's case as a dry run: counted, nothing generated
+         lambda t: ["search", space(t, 'data = "shapes?n=60"\nspace = {"model": "test_resnet", "pretrained": False, '
+                                       '"img_size": 16}\n'), "--dry-run"],
+         r"batch_size 64 is larger than the 48 training images of data 'shapes\?n=60'"),
     Case("search-metric-not-in-data",
          lambda t: ["search", space(t, 'data = "shapes?n=60"\nmetric = "f2"\nmode = "max"\n'
                                        'space = {"model": "test_resnet", "pretrained": False, "img_size": 16, '

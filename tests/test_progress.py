@@ -84,8 +84,12 @@ def test_summary_shows_a_status_instead_of_events(tmp_path):
                           display="auto", log_path=tmp_path / "events.log", every_s=0.0, stream=io.StringIO())
     assert cb.display == "summary"  # more than 50 trials
     drive(cb, tmp_path)
-    assert lines and all(line.startswith("[") and "trials " in line for line in lines)  # no event lines
+    # no event lines but a failure's, once per error: the retried trial's second failure is counted, not printed
+    failures = [line for line in lines if "failed in setup" in line]
+    assert len(failures) == 1 and "#4   failed in setup: RuntimeError: CUDA error: boom; retried (1 of 1)" in failures[0]
+    assert all(line.startswith("[") and "trials " in line for line in lines if line not in failures)
     last = lines[-1]
+    assert "failed attempts: 2 x RuntimeError: CUDA error: boom" in last
     assert "trials 3/60 done (1 finished, 1 stopped early, 1 errored), 0 running, 1 waiting, 56 not started" in last
     assert "epochs 5 run of 180 if every trial ran to the end (3%)" in last
     assert "best error_rate 0.2000: #1 test_resnet lr=0.01" in last
@@ -95,15 +99,23 @@ def test_summary_shows_a_status_instead_of_events(tmp_path):
 
 def test_in_a_terminal_the_status_is_redrawn_in_place(tmp_path):
     screen = Terminal()
-    cb = ProgressCallback(lambda line: pytest.fail(f"printed a line: {line}"), "error_rate", "min", max_epochs=3,
-                          total=4, searched={"lr"}, display="summary", stream=screen)
+
+    def echo(line: str) -> None:  # a line printed (a failure) goes to the same terminal, between blocks
+        screen.write(line + "\n")
+
+    cb = ProgressCallback(echo, "error_rate", "min", max_epochs=3, total=4, searched={"lr"}, display="summary",
+                          stream=screen)
     assert cb.live and cb.every_s == 1.0
     cb.every_s = 0.0
     drive(cb, tmp_path)
     out = screen.getvalue()
-    blocks = out.split("\x1b[3F\x1b[J")  # two steps: drawn, then up over its 3 lines, cleared, drawn again
-    assert len(blocks) == 2 and all(b.count("\n") == 3 for b in blocks)
-    assert "time left: estimated once a trial has ended" in blocks[0] and "left (at " in blocks[1]
+    # step 1 draws the block; the failure clears it (up over its 3 lines) and is printed in its place; step 2 draws
+    # the block again below it, with the failures counted
+    first, rest = out.split("\x1b[3F\x1b[J")
+    assert first.count("\n") == 3 and "time left: estimated once a trial has ended" in first
+    failure, block = rest.split("\n", 1)
+    assert "#4   failed in setup: RuntimeError: CUDA error: boom; retried (1 of 1)" in failure
+    assert block.count("\n") == 4 and "left (at " in block and "failed attempts: 2 x RuntimeError" in block
 
 
 def test_unknown_progress_display_is_refused(tmp_path):

@@ -77,7 +77,13 @@ def prepare_here(data: str, jobs: dict[str, list], marker: str | None) -> tuple[
 
 def listed_facts(data: str) -> DataFacts:
     """The facts of data on disk from its file list alone (a dry run decodes nothing: unreadable images,
-    which a search then skips, are still counted)."""
+    which a search then skips, are still counted); of generated data, from its options (nothing made)."""
+    from .data.spec import GENERATED, DataSpec
+
+    spec = DataSpec.parse(data)
+    if spec.kind in GENERATED:  # split as data.sources.random_split splits them
+        valid = int(spec.opt("valid_pct") * spec.opt("n"))
+        return DataFacts(data, spec.opt("n") - valid, valid, spec.kind == "shapes-multilabel")
     from .data import resolve_items
 
     items = resolve_items(data)

@@ -328,13 +328,14 @@ class PromotingASHA(Failures, FIFOScheduler):
         """Whether the searcher may add a trial now: a slot is free and no waiting trial has earned it."""
         if self.max_running is None:
             return True  # Ray's resources are the only limit (and the scheduler's choice goes first)
-        held = self.verdict is not None and self.verdict.holds_back(len(self.ladder.trials), self.max_running)
+        held = self.verdict is not None and self.verdict.holds_back()
         return not held and self.ladder.occupied() < self.max_running and self.ladder.next_promotion() is None
 
     # ---- Ray's hooks --------------------------------------------------------------------------
 
     def on_trial_add(self, tune_controller, trial: Trial) -> None:
         self._trials[trial.trial_id] = trial
+        self._made(trial)
         known = trial.trial_id in self.ladder.trials
         if known and trial.run_metadata.num_failures and not self._retried(tune_controller, trial):
             return  # a configuration error: ended, not retried
@@ -364,8 +365,7 @@ class PromotingASHA(Failures, FIFOScheduler):
         return {CONTINUE: TrialScheduler.CONTINUE, WAIT: TrialScheduler.PAUSE}.get(decision, TrialScheduler.STOP)
 
     def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:
-        if self.verdict is not None:
-            self.verdict.ended(None)
+        self._completed(trial)
         self.on_trial_remove(tune_controller, trial)
 
     def on_trial_error(self, tune_controller, trial: Trial) -> None:

@@ -54,8 +54,14 @@ def build_tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool,
     callbacks.append(CheckpointCleanup(storage / spec.name, spec.metric, spec.mode, spec.keep_best,
                                        spec.keep_checkpoints))
     callbacks += list(trackers)
+    # The search's slots, kept by its scheduler (a trial waiting at an ASHA rung holds none, and a retry runs before
+    # a new trial): a limit Ray's resources would not keep to (--num-gpus, max_concurrent); on one machine with fixed
+    # shares the plan's slots, which leaves Ray no queue of trials a promotion or a retry would wait behind. On a
+    # cluster, nodes may join: Ray's resources decide.
+    limit = plan.max_concurrent or spec.max_concurrent
+    slots = limit or (plan.concurrency if local and not plan.gpu_auto else None)
+    verdict = Verdict(plan.concurrency, searched_keys(spec), slotted=slots is not None)
     # a search whose first trials all fail alike stops; a configuration error is not retried (tuner.failures)
-    verdict = Verdict(plan.concurrency)
     run_config = tune.RunConfig(
         name=spec.name, storage_path=str(storage), callbacks=callbacks, verbose=2 if verbose else 0,
         stop=Doomed(verdict, storage / spec.name / STOPPED_FILE),
@@ -73,12 +79,6 @@ def build_tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool,
                                    param_space=param_space)
         replace_callbacks(tuner, callbacks)
         return tuner, progress
-    # The search's slots, kept by its scheduler (a trial waiting at an ASHA rung holds none, and a retry runs before
-    # a new trial): a limit Ray's resources would not keep to (--num-gpus, max_concurrent); on one machine with fixed
-    # shares the plan's slots, which leaves Ray no queue of trials a promotion or a retry would wait behind. On a
-    # cluster, nodes may join: Ray's resources decide.
-    limit = plan.max_concurrent or spec.max_concurrent
-    slots = limit or (plan.concurrency if local and not plan.gpu_auto else None)
     if spec.asha:
         scheduler = PromotingASHA(max_t=plan.max_epochs, grace_period=spec.asha["grace_period"],
                                   reduction_factor=spec.asha["reduction_factor"], total_trials=plan.trials,

@@ -1,7 +1,7 @@
 """Trial failures as the search meets them: a configuration error is not retried, and a search whose first
 trials all fail the same way is stopped instead of starting every other trial to fail alike.
 
-    verdict = Verdict(slots=2)
+    verdict = Verdict(slots=2, searched={"model", "lr"})
     scheduler = Scheduler(verdict, max_running=2)   # or PromotingASHA(..., verdict=verdict): records each failure
     tune.RunConfig(stop=Doomed(verdict, run_dir))   # ends the search once the verdict is in, and records why
 
@@ -10,17 +10,19 @@ the data, weights that do not fit the model) fails every attempt alike; Ray retr
 (``max_failures``), so the scheduler ends such a trial at its first failure. Other errors (a lost node, a CUDA
 fault in one trial, a user's model that raises) keep their retries.
 
-**A doomed search**: once the first ``k`` trials to end have all failed with the same error (its type and
-message, whatever raised it) before any trial reported an epoch, the search stops: trials not started stay so,
-the stopper records it in the run folder (``tunekit_stopped.json``), and the usual summary groups the failure.
-``k`` is the search's slots (the trials it runs at once), at least 2 and at most 5: every trial of the first
-slot-full failed alike, or five did. A failure counts once it is final (after its retries); with the search's
-slots kept (``has_room``, on one machine always) a retry runs before any new trial, so the verdict comes after
-``k`` trials and their retries, not after every first attempt; and until the verdict is in (a trial trained an
-epoch, or two failed differently), no trial beyond the first slot-full starts (``Verdict.holds_back``), so a slot
-freed by the first failure is not given to a trial the second may show to be doomed. (On a cluster, whose slots
-Ray's resources decide, the stopper alone ends the search: a trial or two more may start.) Ray's own failures
-(a lost node, a dead worker: ``RayActorError``) never count: they pass on a retry elsewhere.
+**A doomed search**: once the search's first slot-full (the trials it runs at once, at least 2) has ended, every
+one of them failed with the same error (its type and message, whatever raised it), and no trial reported an
+epoch, the search stops: trials not started stay so, the stopper records it in the run folder
+(``tunekit_stopped.json``), and the usual summary groups the failure. Failures that all drew one value of a
+key the space varies (the first model of a grid, which cannot be built) may be that value's fault: the next
+slot-full runs, and the search is doomed once the failures alike differ in every searched key. A failure counts
+once it is final (after its retries); with the search's slots kept (``has_room``, on one machine always) a retry
+runs before any new trial, and until the verdict is in no trial beyond those made starts
+(``Verdict.holds_back``), so a slot freed by the first failure is not given to a trial the others may show to be
+doomed. On a cluster, whose slots Ray's resources decide, nothing holds back: the verdict is in once the first
+slot-full has ended, whatever else runs. Ray's own failures (a lost node, a dead worker: ``RayActorError``) never
+count: they pass on a retry elsewhere. A resumed search's verdict (Ray pickled it blank, at the start) counts the
+restored trials that trained or ended.
 
 The error is read from Ray's pickle of it (``Trial.pickled_error_file``: the exception the trial raised, kept
 by Ray for its result grid), else from the last line of error.txt.
@@ -29,6 +31,7 @@ by Ray for its result grid), else from the last line of error.txt.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,9 +40,9 @@ from ray.tune.schedulers import FIFOScheduler
 from ray.tune.stopper import Stopper
 
 from ..errors import TunekitError
-from .ray_api import give_up
+from .ray_api import give_up, has_reported
 
-DOOMED_AFTER = (2, 5)  # the first k trials to end, k = the search's slots within these bounds
+DOOMED_AFTER = 2  # failures alike, at least: the first slot-full of a search of one slot is 2 trials
 
 
 @dataclass(frozen=True)
@@ -92,30 +95,64 @@ def error_line(trial: Any) -> str:
 
 
 class Verdict:
-    """What the failures so far say of the search: ``doomed`` (the error) once its first trials to end all
-    failed alike before any trial reported an epoch. The scheduler records; the stopper reads."""
+    """What the failures so far say of the search: ``doomed`` (the error) once its first slot-full has ended,
+    every trial of it failed alike and none trained an epoch. The scheduler records; the stopper reads.
 
-    def __init__(self, slots: int = 1) -> None:
-        self.needed = min(max(DOOMED_AFTER[0], slots), DOOMED_AFTER[1])
-        self.first: list[str] = []  # the error lines of the first trials to end, all failed so far
+    ``slots``: the trials the search runs at once (the first slot-full: at least 2). ``searched``: the keys the
+    space varies; failures that all drew one value of a key the space varies (the first model of a grid) may be
+    that value's fault, not the search's, so the verdict waits until the failures differ in every such key.
+    ``slotted``: the scheduler keeps the slots and asks :meth:`holds_back`, so nothing else runs beside the
+    trials the verdict waits on; on a cluster (Ray's resources decide) trials go on starting, and the verdict
+    is in once the first slot-full has ended, whatever else runs."""
+
+    def __init__(self, slots: int = 1, searched: Iterable[str] = (), slotted: bool = True) -> None:
+        self.slots = max(DOOMED_AFTER, int(slots))
+        self.searched = tuple(sorted(searched))
+        self.slotted = slotted
+        self.first: list[str] = []  # the error lines of the trials failed so far, while all failed alike
+        self.drawn: list[tuple[str, ...]] = []  # each failed trial's searched values, as text
         self.reported = False  # a trial reported an epoch: the search can succeed
         self.doomed: str | None = None
+        self.made = 0  # trials added (a retry is the same trial)
         self.settled = 0  # trials ended for good, whatever the way
+        self._open_first: set[str] = set()  # trials of the first slot-full not ended yet
+        self._seen: set[str] = set()
+
+    def __setstate__(self, state: dict) -> None:
+        """A verdict pickled by an earlier tunekit (a search it started, resumed by this one)."""
+        fresh = Verdict(state.get("slots", 1))
+        self.__dict__.update({**fresh.__dict__, **state})
+
+    @property
+    def undecided(self) -> bool:
+        return not self.reported and self.doomed is None and len(set(self.first)) <= 1
 
     def result(self) -> None:
         self.reported = True
 
-    def holds_back(self, made: int, slots: int) -> bool:
-        """Whether a new trial should wait for the verdict: the first slot-full (and at least ``needed`` trials)
-        is made, none has trained an epoch and every one that ended so far failed alike. Without it, a slot freed
-        by the first failure could start a trial before the second failure decides that none should start."""
-        undecided = not self.reported and self.doomed is None and len(set(self.first)) <= 1
-        return undecided and made >= max(self.needed, slots) and self.settled < made  # (all ended: nothing to wait for)
+    def added(self, trial_id: str, trained: bool = False) -> None:
+        """A trial the search made (once, whatever its retries); ``trained``: a resumed search's trial that had
+        reported an epoch, or ended, before the interruption (the search can succeed)."""
+        if trained:
+            self.reported = True
+        if trial_id in self._seen:
+            return
+        self._seen.add(trial_id)
+        self.made += 1
+        if self.made <= self.slots:
+            self._open_first.add(trial_id)
 
-    def ended(self, failure: Failure | None) -> None:
+    def holds_back(self) -> bool:
+        """Whether a new trial should wait for the verdict: the first slot-full is made, none has trained an
+        epoch, every failure so far was alike, and a trial made is still to end. Without it, a slot freed by
+        the first failure could start a trial before the second failure decides that none should start."""
+        return self.slotted and self.undecided and self.made >= self.slots and self.settled < self.made
+
+    def ended(self, trial_id: str, failure: Failure | None, config: dict | None = None) -> None:
         """A trial ended for good: with ``failure`` (after its retries, or not retried), or without one."""
         self.settled += 1
-        if self.reported or self.doomed is not None:
+        self._open_first.discard(trial_id)
+        if not self.undecided:
             return
         if failure is None:
             self.reported = True  # ended without failing: not a search that cannot succeed
@@ -123,7 +160,10 @@ class Verdict:
         if failure.ray:
             return  # Ray's own failure (a node, a worker): it passes on a retry elsewhere
         self.first.append(failure.line)
-        if len(self.first) >= self.needed and len(set(self.first)) == 1:
+        self.drawn.append(tuple(repr((config or {}).get(key)) for key in self.searched))
+        settled = self.settled >= self.made if self.slotted else not self._open_first
+        varied = all(len({values[i] for values in self.drawn}) > 1 for i in range(len(self.searched)))
+        if len(self.first) >= DOOMED_AFTER and len(set(self.first)) == 1 and settled and varied:
             self.doomed = failure.line
 
 
@@ -150,15 +190,27 @@ class Doomed(Stopper):
 
 
 class Failures:
-    """The scheduler side: each failure recorded with the verdict; a retried configuration error given up.
-    A mixin for Ray schedulers (``Scheduler``, ``tuner.asha.PromotingASHA``), whose hooks call these."""
+    """The scheduler side: each trial made and each failure recorded with the verdict; a retried configuration
+    error given up. A mixin for Ray schedulers (``Scheduler``, ``tuner.asha.PromotingASHA``), whose hooks call
+    these."""
 
     verdict: Verdict | None
+
+    def _made(self, trial: Any) -> None:
+        """Ray's on_trial_add: a new trial, a retry, or a resumed search's trial (one that trained or ended
+        says the search can succeed)."""
+        if self.verdict is not None:
+            trained = has_reported(trial) or trial.status == "TERMINATED"
+            self.verdict.added(trial.trial_id, trained)
 
     def _failed(self, tune_controller, trial: Any) -> None:
         """Ray's on_trial_error: before a retry (Ray then re-adds the trial) or for good."""
         if self.verdict is not None and not trial.should_recover():
-            self.verdict.ended(failure_of(trial))
+            self.verdict.ended(trial.trial_id, failure_of(trial), trial.config)
+
+    def _completed(self, trial: Any) -> None:
+        if self.verdict is not None:
+            self.verdict.ended(trial.trial_id, None)
 
     def _retried(self, tune_controller, trial: Any) -> bool:
         """Ray's on_trial_add for a trial that failed: False where it is not to be retried, and was ended."""
@@ -167,35 +219,50 @@ class Failures:
             return True
         give_up(tune_controller, trial)
         if self.verdict is not None:
-            self.verdict.ended(failure)
+            self.verdict.ended(trial.trial_id, failure, trial.config)
         return False
 
 
 class Scheduler(Failures, FIFOScheduler):
-    """Ray's first-in-first-out scheduler with the failure handling above, for a search without ASHA; with
-    ``max_running`` it keeps the search's slots (``has_room``, asked by ``tuner.slots``' searchers), so a retry
-    (Ray requeues it behind every trial it has pending) runs before any new trial."""
+    """Ray's first-in-first-out scheduler with the failure handling above, for a search without ASHA: a retry
+    runs before any trial not started (Ray requeues it behind every trial it has pending); with ``max_running``
+    it keeps the search's slots (``has_room``, asked by ``tuner.slots``' searchers)."""
 
     def __init__(self, verdict: Verdict | None = None, max_running: int | None = None) -> None:
         super().__init__()
         self.verdict, self.max_running = verdict, max_running
         self._live: set[str] = set()  # trials added and not ended: running or about to
         self._known: set[str] = set()
+        self._retrying: dict[str, Any] = {}  # failed trials Ray requeued, by id, oldest first
+
+    def __setstate__(self, state: dict) -> None:
+        """A scheduler pickled by an earlier tunekit (a search it started, resumed by this one)."""
+        self.__dict__.update({"_retrying": {}, **state})
 
     def has_room(self) -> bool:
         if self.max_running is None:
             return True
-        if self.verdict is not None and self.verdict.holds_back(len(self._known), self.max_running):
+        if self.verdict is not None and self.verdict.holds_back():
             return False
         return len(self._live) < self.max_running
 
     def on_trial_add(self, tune_controller, trial) -> None:
         retry = trial.trial_id in self._known and trial.run_metadata.num_failures
         self._known.add(trial.trial_id)
-        if retry and not self._retried(tune_controller, trial):
-            return
+        self._made(trial)
+        if retry:
+            if not self._retried(tune_controller, trial):
+                return
+            self._retrying[trial.trial_id] = trial
         if trial.status not in ("TERMINATED", "ERROR"):
             self._live.add(trial.trial_id)
+
+    def choose_trial_to_run(self, tune_controller) -> Any:
+        for trial_id, trial in list(self._retrying.items()):
+            if trial.status == "PENDING":
+                return trial
+            del self._retrying[trial_id]  # started, or ended
+        return super().choose_trial_to_run(tune_controller)
 
     def on_trial_error(self, tune_controller, trial) -> None:
         self._failed(tune_controller, trial)
@@ -208,8 +275,7 @@ class Scheduler(Failures, FIFOScheduler):
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
         self._live.discard(trial.trial_id)
-        if self.verdict is not None:
-            self.verdict.ended(None)
+        self._completed(trial)
 
     def on_trial_remove(self, tune_controller, trial) -> None:
         self._live.discard(trial.trial_id)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import ray
 
-from ..data.spec import DataSpec
+from ..data.spec import GENERATED, DataSpec
 from ..errors import TunekitError
 from ..gpu_share import AutoShares, MemoryKey, gpu_cards, probe_remote, size_for
 from ..prepare import check_settings, listed_facts, prepare_here, prepare_jobs
@@ -35,10 +35,11 @@ def prepare(state: Search) -> None:
 
 
 def check_local_data(spec: SearchSpec) -> None:
-    """For a dry run: list and check the files of data on a local path (nothing downloaded or decoded), and
-    the settings against them (``prepare.check_settings``, on the listed images)."""
+    """For a dry run: list and check the files of data on a local path (nothing downloaded or decoded), or
+    count generated data's images from its options, and check the settings against them
+    (``prepare.check_settings``)."""
     data = DataSpec.parse(spec.data)
-    if data.path is not None:
+    if data.path is not None or data.kind in GENERATED:
         check_settings(spec, listed_facts(spec.data))
 
 

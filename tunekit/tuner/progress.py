@@ -66,6 +66,7 @@ class ProgressCallback(Callback):
         self.started_at: dict[str, float] = {}
         self.start_seconds: list[float] = []  # a free slot -> the trial's first training step
         self.start_phases: list[dict[str, float]] = []  # each trial run's start: worker + loop.StartClock's phases
+        self.failed_with: dict[str, int] = {}  # error line -> failures with it (the status display's count)
         self._log: TextIO | None = None
         self._last_render = 0.0
         self._drawn = 0  # lines of the live block on screen
@@ -131,7 +132,7 @@ class ProgressCallback(Callback):
             return  # not retried after all (a configuration error): on_trial_error has said so
         self.retrying[trial.trial_id] = trial
         failures = trial.run_metadata.num_failures
-        self._say(trial, f"{self._failure(trial)}; retried ({failures} of {trial.max_failures})")
+        self._say(trial, f"{self._failure(trial)}; retried ({failures} of {trial.max_failures})", failure=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._ended(trial)
@@ -156,7 +157,7 @@ class ProgressCallback(Callback):
         retries = trial.run_metadata.num_failures - 1
         why = ("not retried: a configuration error, the same in every attempt" if failure_of(trial).config
                else f"errored after {retries} retr{'y' if retries == 1 else 'ies'}" if retries else "errored")
-        self._say(trial, f"{self._failure(trial)}; {why} (traceback: {trial.path}/error.txt)")
+        self._say(trial, f"{self._failure(trial)}; {why} (traceback: {trial.path}/error.txt)", failure=True)
         self._done_line()
 
     def on_experiment_end(self, trials, **info) -> None:
@@ -183,6 +184,12 @@ class ProgressCallback(Callback):
                  f"({self.epochs_run / budget:.0%}); {self._time_left(elapsed, done)}"]
         if self.best is not None:
             lines.append(f"  best {self.metric} {self.best[0]:.4f}: #{self.best[1]} {self.best[2]}")
+        if self.failed_with:
+            error, times = max(self.failed_with.items(), key=lambda item: item[1])
+            others = len(self.failed_with) - 1
+            kind, _, message = error.partition(": ")
+            lines.append(f"  failed attempts: {times} x {kind.rsplit('.', 1)[-1]}: {message[:120]}"
+                         + (f" (and {others} other error(s))" if others else ""))
         return lines
 
     def start_summary(self) -> str | None:
@@ -224,9 +231,25 @@ class ProgressCallback(Callback):
         stream.flush()
         self._drawn = len(lines)
 
-    def _say(self, trial, text: str) -> None:
+    def _say(self, trial, text: str, failure: bool = False) -> None:
         n = self.number.setdefault(trial.trial_id, len(self.number) + 1)
-        self._event(f"[{_clock(time.perf_counter() - self.start)}] #{n:<3d} {text}")
+        line = f"[{_clock(time.perf_counter() - self.start)}] #{n:<3d} {text}"
+        self._event(line)
+        if failure and self.display == "summary":
+            self._failure_shown(line, failure_of(trial).line)
+
+    def _failure_shown(self, line: str, error: str) -> None:
+        """In the status display: a failure with an error not seen before is printed as it happens (above the
+        live block); the same error again is counted in the status, not printed."""
+        self.failed_with[error] = self.failed_with.get(error, 0) + 1
+        if self.failed_with[error] > 1:
+            return
+        if self.live and self._drawn:
+            stream = self._stream or sys.stdout
+            stream.write(f"\x1b[{self._drawn}F\x1b[J")  # the block goes; the next render draws it below
+            stream.flush()
+            self._drawn = 0
+        self.echo(line + "   (the same error again: counted in the status)")
 
     def _done_line(self) -> None:
         self._event(f"        {sum(self.counts.values())}/{self.total} done: {self.counts['finished']} finished, "
