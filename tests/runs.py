@@ -17,10 +17,10 @@ def epochs_of(trial: Path) -> list[int]:
 
 def ctrl_c(proc: subprocess.Popen, seen: list[str], times: int = 1, group: bool = False) -> None:
     """Press Ctrl-C ``times`` times on a running ``tunekit search``, the lines read meanwhile added to
-    ``seen``. A second press waits until the driver shows it handled the first ("search ended after":
-    Ray's loop has stopped): two SIGINTs that land before Python runs its handler count as one, which a
-    busy machine makes likely with a fixed pause between them. ``group``: to every process of the
-    search's process group, as a terminal sends it."""
+    ``seen``. A second press waits until the driver answers the first ("Ctrl-C: stopping the search", while
+    Ray stops): two SIGINTs that land before Python runs its handler count as one, which a busy machine
+    makes likely with a fixed pause between them. ``group``: to every process of the search's process
+    group, as a terminal sends it."""
     def press() -> None:
         if group:
             os.killpg(proc.pid, signal.SIGINT)
@@ -32,7 +32,7 @@ def ctrl_c(proc: subprocess.Popen, seen: list[str], times: int = 1, group: bool 
         return
     for line in proc.stdout:
         seen.append(line)
-        if line.startswith("search ended after"):
+        if line.startswith("Ctrl-C: stopping the search"):
             press()
             return
     raise AssertionError("the search ended without handling the first Ctrl-C:\n" + "".join(seen))

@@ -82,7 +82,9 @@ def test_failures_that_all_drew_one_value_of_a_searched_key_are_that_values_not_
     verdict.ended("t1", A, {"model": "broken", "lr": 0.01})
     verdict.ended("t2", A, {"model": "broken", "lr": 0.02})
     assert verdict.doomed is None and not verdict.holds_back()  # nothing waits: the next slot-full starts
-    made(verdict, "t3", "t4")
+    made(verdict, "t3")
+    assert not verdict.holds_back()  # a whole slot-full, not one trial at a time
+    made(verdict, "t4")
     assert verdict.holds_back()
     verdict.ended("t3", A, {"model": "broken", "lr": 0.03})
     verdict.ended("t4", A, {"model": "resnet18", "lr": 0.01})
@@ -142,3 +144,21 @@ def test_without_asha_a_retry_runs_before_the_trials_not_started():
     assert scheduler.choose_trial_to_run(controller) is first
     first.status = "RUNNING"
     assert scheduler.choose_trial_to_run(controller) is waiting
+
+
+def test_a_resumed_search_s_stopper_reads_the_scheduler_s_verdict():
+    """Ray restores a resumed search's stopper from its experiment snapshot (the controller's state), apart from
+    the scheduler it restores from the Tuner's pickle: the scheduler links them again as trials are added."""
+    from types import SimpleNamespace
+
+    from tunekit.tuner.failures import Doomed, Scheduler
+
+    scheduler = Scheduler(Verdict(slots=2))
+    stopper = Doomed(pickle.loads(pickle.dumps(scheduler.verdict)))  # as unpickled apart
+    controller = SimpleNamespace(_stopper=stopper, get_trials=lambda: [])
+    for trial_id in ("t1", "t2"):
+        trial = SimpleNamespace(trial_id=trial_id, status="PENDING", config={}, has_reported_at_least_once=False,
+                                run_metadata=SimpleNamespace(num_failures=0))
+        scheduler.on_trial_add(controller, trial)
+        scheduler.verdict.ended(trial_id, A)
+    assert stopper.verdict is scheduler.verdict and stopper.stop_all()

@@ -69,3 +69,32 @@ def test_timm_is_used_through_its_public_names():
                     part.startswith("_") for part in (node.module or "").split(".")):
                 found.append(f"{path.relative_to(package)}:{node.lineno} from {node.module}")
     assert found == []
+
+
+def test_ctrl_c_is_answered_then_a_second_waits_for_ray_and_a_third_raises():
+    """``answer_first_interrupt`` on a handler that acts as Ray's (it stops the search and puts the previous handler
+    back): the first Ctrl-C reaches it, the second is recorded for when the fit returns, the third raises."""
+    import os
+    import signal
+
+    import pytest
+
+    from tunekit.tuner.ray_api import answer_first_interrupt, own_sigint
+
+    stopped = []
+    with own_sigint() as interrupts:
+        previous = signal.getsignal(signal.SIGINT)
+
+        def ray_handler(sig, frame):
+            stopped.append(sig)
+            signal.signal(signal.SIGINT, previous)
+
+        signal.signal(signal.SIGINT, ray_handler)
+        answer_first_interrupt("first", "again")
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stopped == [signal.SIGINT] and not interrupts.again
+        os.kill(os.getpid(), signal.SIGINT)
+        assert interrupts.again and stopped == [signal.SIGINT]
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is previous

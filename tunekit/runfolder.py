@@ -29,7 +29,9 @@ them against a real run.
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import shutil
 from enum import Enum
 from pathlib import Path
@@ -125,15 +127,41 @@ def read_progress(trial: Path) -> pd.DataFrame:
     return df if "epoch" in df else pd.DataFrame()
 
 
+def progress_rows(trial: Path) -> list[dict[str, Any]]:
+    """A trial's progress.csv as rows (one per epoch), numbers as numbers and an empty field as NaN: what the
+    report reads of every trial, without a DataFrame per trial (a tenth of read_progress's time: the report
+    of a 1,020-trial search reads 1,020 of them). Empty before the first epoch or if unreadable."""
+    try:
+        with open(trial / PROGRESS_FILE, newline="") as f:
+            rows = [{k: _number(v) for k, v in row.items() if k is not None} for row in csv.DictReader(f)]
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return []
+    rows = [r for r in rows if isinstance(r.get("epoch"), (int, float)) and math.isfinite(r["epoch"])]
+    for row in rows:
+        row["epoch"] = int(row["epoch"])
+    return rows
+
+
+def _number(text: str | None) -> Any:
+    if text is None or text == "":
+        return float("nan")
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def history(trial: Path, metric: str) -> dict[int, float]:
     """epoch -> ``metric`` from a trial's progress.csv (missing values: inf)."""
-    import pandas as pd
-
-    df = read_progress(trial)
-    if df.empty:
-        return {}
-    values = df[metric] if metric in df else pd.Series(float("inf"), index=df.index)
-    return {int(e): float(v) if pd.notna(v) else float("inf") for e, v in zip(df["epoch"], values)}
+    out = {}
+    for row in progress_rows(trial):
+        value = row.get(metric, float("inf"))
+        out[row["epoch"]] = float(value) if isinstance(value, (int, float)) and not math.isnan(value) else float("inf")
+    return out
 
 
 def append_promotions(path: Path, passes: list[tuple[str, int]]) -> None:

@@ -7,6 +7,7 @@ study's export (``dataset, model_name, error_rate, fit_time, GPU_mem`` and optio
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -77,22 +78,23 @@ def trial_row(trial: Path, dataset: str, metric: str, mode: str, ray_trial: dict
     config = runfolder.trial_config(trial, ray_trial)
     row: dict[str, Any] = {"dataset": dataset, "trial": trial.name}
     row.update({k: config[k] for k in SEARCH_KEYS if k in config})
-    history = runfolder.read_progress(trial)
+    history = runfolder.progress_rows(trial)  # rows, not a DataFrame per trial: the report reads every trial
     total = total_epochs(config)
     row["epochs_run"] = 0
-    if not history.empty:
-        last = history.iloc[-1]
-        row.update({key: last.get(key) for key in SEARCH_METRICS if key in history})
-        best = history.loc[history[metric].idxmin() if mode == "min" else history[metric].idxmax()]
-        row["best_epoch"] = int(best["epoch"])
-        row[f"best_{metric}"] = best[metric]
-        row["epochs_run"] = int(last["epoch"])
-        at_rung = history[history["epoch"] == rung] if rung and "error_rate" in history else history.iloc[:0]
-        if len(at_rung):
-            row["first_rung_epoch"], row["first_rung_error_rate"] = int(rung), at_rung["error_rate"].iloc[0]
+    if history:
+        last = history[-1]
+        row.update({key: last[key] for key in SEARCH_METRICS if key in last})
+        scored = [r for r in history if _number(r.get(metric))]
+        if scored:  # the first best epoch, as pandas' idxmin/idxmax
+            best = (min if mode == "min" else max)(scored, key=lambda r: r[metric])
+            row["best_epoch"] = best["epoch"]
+            row[f"best_{metric}"] = best[metric]
+        row["epochs_run"] = last["epoch"]
+        at_rung = [r for r in history if r["epoch"] == rung] if rung and "error_rate" in last else []
+        if at_rung:
+            row["first_rung_epoch"], row["first_rung_error_rate"] = int(rung), at_rung[0]["error_rate"]
     row["epochs_total"] = total
-    flags = history["diverged"] if "diverged" in history else pd.Series(dtype=str)
-    diverged = bool(flags.astype(str).str.lower().eq("true").any())
+    diverged = any(str(r.get("diverged")).lower() == "true" for r in history)
     status, error = runfolder.trial_status(trial, ray_trial.get("status"), row["epochs_run"], total, diverged)
     row["status"] = status.value
     if error is not None:
@@ -105,6 +107,11 @@ def trial_row(trial: Path, dataset: str, metric: str, mode: str, ray_trial: dict
     row["fit_time_unshared"] = _unshared(row, config, info, step_times or {})
     row["path"] = str(trial)
     return row
+
+
+def _number(value: Any) -> bool:
+    """A value a metric can be ranked by (not NaN, as pandas' idxmin skips it)."""
+    return isinstance(value, (int, float)) and not math.isnan(value)
 
 
 def _unshared(row: dict[str, Any], config: dict[str, Any], info: dict[str, Any], step_times: dict) -> float:

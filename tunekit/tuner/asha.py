@@ -335,7 +335,7 @@ class PromotingASHA(Failures, FIFOScheduler):
 
     def on_trial_add(self, tune_controller, trial: Trial) -> None:
         self._trials[trial.trial_id] = trial
-        self._made(trial)
+        self._made(tune_controller, trial)
         known = trial.trial_id in self.ladder.trials
         if known and trial.run_metadata.num_failures and not self._retried(tune_controller, trial):
             return  # a configuration error: ended, not retried

@@ -16,13 +16,15 @@ epoch, the search stops: trials not started stay so, the stopper records it in t
 (``tunekit_stopped.json``), and the usual summary groups the failure. Failures that all drew one value of a
 key the space varies (the first model of a grid, which cannot be built) may be that value's fault: the next
 slot-full runs, and the search is doomed once the failures alike differ in every searched key. A failure counts
-once it is final (after its retries); with the search's slots kept (``has_room``, on one machine always) a retry
-runs before any new trial, and until the verdict is in no trial beyond those made starts
-(``Verdict.holds_back``), so a slot freed by the first failure is not given to a trial the others may show to be
-doomed. On a cluster, whose slots Ray's resources decide, nothing holds back: the verdict is in once the first
-slot-full has ended, whatever else runs. Ray's own failures (a lost node, a dead worker: ``RayActorError``) never
-count: they pass on a retry elsewhere. A resumed search's verdict (Ray pickled it blank, at the start) counts the
-restored trials that trained or ended.
+once it is final (after its retries). With the search's slots kept (``has_room``: on one machine with fixed
+shares, or under a limit) a retry runs before any new trial, and until the verdict is in no trial beyond the
+slot-full being judged starts (``Verdict.holds_back``), so a slot freed by the first failure is not given to a
+trial the others may show to be doomed. On a cluster (and with ``gpus_per_trial = "auto"``), whose slots Ray's
+resources decide, nothing holds back: the verdict is in once the first slot-full has ended, whatever else runs,
+and a retry waits behind the trials Ray has queued (up to 200), so a verdict that needs retries comes late there.
+Ray's own failures (a lost node, a dead worker: ``RayActorError``) never count: they pass on a retry elsewhere. A
+resumed search's verdict (Ray pickled it blank, at the start) counts the restored trials that trained or ended,
+and its stopper (restored apart, from Ray's experiment snapshot) is given the scheduler's verdict again.
 
 The error is read from Ray's pickle of it (``Trial.pickled_error_file``: the exception the trial raised, kept
 by Ray for its result grid), else from the last line of error.txt.
@@ -40,7 +42,7 @@ from ray.tune.schedulers import FIFOScheduler
 from ray.tune.stopper import Stopper
 
 from ..errors import TunekitError
-from .ray_api import give_up, has_reported
+from .ray_api import give_up, has_reported, stopper_of
 
 DOOMED_AFTER = 2  # failures alike, at least: the first slot-full of a search of one slot is 2 trials
 
@@ -117,6 +119,7 @@ class Verdict:
         self.settled = 0  # trials ended for good, whatever the way
         self._open_first: set[str] = set()  # trials of the first slot-full not ended yet
         self._seen: set[str] = set()
+        self._round = self.slots  # trials made by the end of this slot-full (the next one's when it ends undecided)
 
     def __setstate__(self, state: dict) -> None:
         """A verdict pickled by an earlier tunekit (a search it started, resumed by this one)."""
@@ -146,7 +149,7 @@ class Verdict:
         """Whether a new trial should wait for the verdict: the first slot-full is made, none has trained an
         epoch, every failure so far was alike, and a trial made is still to end. Without it, a slot freed by
         the first failure could start a trial before the second failure decides that none should start."""
-        return self.slotted and self.undecided and self.made >= self.slots and self.settled < self.made
+        return self.slotted and self.undecided and self.made >= self._round and self.settled < self.made
 
     def ended(self, trial_id: str, failure: Failure | None, config: dict | None = None) -> None:
         """A trial ended for good: with ``failure`` (after its retries, or not retried), or without one."""
@@ -157,14 +160,16 @@ class Verdict:
         if failure is None:
             self.reported = True  # ended without failing: not a search that cannot succeed
             return
-        if failure.ray:
-            return  # Ray's own failure (a node, a worker): it passes on a retry elsewhere
-        self.first.append(failure.line)
-        self.drawn.append(tuple(repr((config or {}).get(key)) for key in self.searched))
-        settled = self.settled >= self.made if self.slotted else not self._open_first
-        varied = all(len({values[i] for values in self.drawn}) > 1 for i in range(len(self.searched)))
-        if len(self.first) >= DOOMED_AFTER and len(set(self.first)) == 1 and settled and varied:
-            self.doomed = failure.line
+        if not failure.ray:  # Ray's own failure (a node, a worker) passes on a retry elsewhere: not counted
+            self.first.append(failure.line)
+            self.drawn.append(tuple(repr((config or {}).get(key)) for key in self.searched))
+            settled = self.settled >= self.made if self.slotted else not self._open_first
+            varied = all(len({values[i] for values in self.drawn}) > 1 for i in range(len(self.searched)))
+            if len(self.first) >= DOOMED_AFTER and len(set(self.first)) == 1 and settled and varied:
+                self.doomed = failure.line
+                return
+        if self.settled >= max(self.made, self._round):  # a slot-full ended undecided: the next one starts
+            self._round = self.made + self.slots
 
 
 class Doomed(Stopper):
@@ -196,12 +201,16 @@ class Failures:
 
     verdict: Verdict | None
 
-    def _made(self, trial: Any) -> None:
+    def _made(self, tune_controller, trial: Any) -> None:
         """Ray's on_trial_add: a new trial, a retry, or a resumed search's trial (one that trained or ended
-        says the search can succeed)."""
-        if self.verdict is not None:
-            trained = has_reported(trial) or trial.status == "TERMINATED"
-            self.verdict.added(trial.trial_id, trained)
+        says the search can succeed). A resumed search's stopper is Ray's snapshot of it, with a verdict of its
+        own: it reads this one again."""
+        if self.verdict is None:
+            return
+        stopper = stopper_of(tune_controller)
+        if isinstance(stopper, Doomed) and stopper.verdict is not self.verdict:
+            stopper.verdict = self.verdict
+        self.verdict.added(trial.trial_id, has_reported(trial) or trial.status == "TERMINATED")
 
     def _failed(self, tune_controller, trial: Any) -> None:
         """Ray's on_trial_error: before a retry (Ray then re-adds the trial) or for good."""
@@ -249,7 +258,7 @@ class Scheduler(Failures, FIFOScheduler):
     def on_trial_add(self, tune_controller, trial) -> None:
         retry = trial.trial_id in self._known and trial.run_metadata.num_failures
         self._known.add(trial.trial_id)
-        self._made(trial)
+        self._made(tune_controller, trial)
         if retry:
             if not self._retried(tune_controller, trial):
                 return

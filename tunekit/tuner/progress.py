@@ -30,10 +30,14 @@ from ray.tune import Callback
 from ..config import PROGRESS_DISPLAYS, SEARCH_KEYS
 from ..runfolder import EVENTS_FILE, Status, ended_status
 from .failures import failure_of
+from .ray_api import answer_first_interrupt
 
 DISPLAYS = PROGRESS_DISPLAYS
 __all__ = ["DISPLAYS", "EVENTS_FILE", "SUMMARY_ABOVE", "ProgressCallback"]
 SUMMARY_ABOVE = 50  # trials: beyond this, auto shows the status instead of the event stream
+INTERRUPTED = ("Ctrl-C: stopping the search; its trials go on from their last epoch with --resume "
+               "(Ctrl-C again: stop at once, without the report)")
+INTERRUPTED_AGAIN = "Ctrl-C again: stopping at once, once Ray has saved the trials (a third Ctrl-C: now)"
 
 
 class ProgressCallback(Callback):
@@ -78,6 +82,7 @@ class ProgressCallback(Callback):
     # --- Ray's hooks -----------------------------------------------------------------------------
 
     def setup(self, **info) -> None:
+        answer_first_interrupt(INTERRUPTED, INTERRUPTED_AGAIN)
         self.free_since = [time.time()] * self.slots
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -249,7 +254,7 @@ class ProgressCallback(Callback):
             stream.write(f"\x1b[{self._drawn}F\x1b[J")  # the block goes; the next render draws it below
             stream.flush()
             self._drawn = 0
-        self.echo(line + "   (the same error again: counted in the status)")
+        self.echo(line + "   (its repeats are counted in the status)")
 
     def _done_line(self) -> None:
         self._event(f"        {sum(self.counts.values())}/{self.total} done: {self.counts['finished']} finished, "

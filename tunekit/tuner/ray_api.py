@@ -26,6 +26,8 @@ use                                    why
 ``TuneController._search_alg``,        a trial whose first failure is a configuration error is ended
 ``._callbacks``, ``._iteration``,      at once (tuner.failures.give_up), as Ray ends one out of
 ``._trials`` (private)                 retries: the searcher and the callbacks told
+``TuneController._stopper`` (private)  a resumed search's stopper (from Ray's experiment snapshot)
+                                       shares the scheduler's verdict again (tuner.failures)
 ``Trial.local_path``, ``Trial.has_``   the trial's folder on the driver (TensorBoard files), and
 ``reported_at_least_once``             whether it has one yet (a resumed trial's history)
 (DeveloperAPI)
@@ -36,7 +38,8 @@ use                                    why
 ``experiment_state-*.json`` layout     trial status and config without unpickling anything
 (runfolder.ray_trials)                 (``trial_data``: [trial JSON, metadata JSON] pairs)
 ``tune.run``'s SIGINT handler          put back by ``own_sigint`` when a fit returns: Ray restores the
-                                       previous one only when a Ctrl-C lands
+                                       previous one only when a Ctrl-C lands; wrapped (a callback's
+                                       setup runs after Ray installs it) to answer the first Ctrl-C
 =====================================  ===========================================================
 """
 
@@ -45,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,22 +156,73 @@ def quiet_environment(verbose: bool) -> Iterator[None]:
                 os.environ[key] = value
 
 
+class Interrupts:
+    """Ctrl-C during a fit, as tunekit answers it: ``again`` once a second Ctrl-C came while Ray was stopping."""
+
+    def __init__(self) -> None:
+        self.again = False
+
+
+_INTERRUPTS = Interrupts()
+
+
 @contextlib.contextmanager
-def own_sigint() -> Iterator[None]:
-    """Ctrl-C as it was before a Tuner's fit, once the fit returns. Ray's Tune loop swaps in its own
-    SIGINT handler (the first Ctrl-C stops the search gracefully) and puts the previous one back only
-    when a Ctrl-C lands: after a search that ended by itself, its handler would swallow the first Ctrl-C
-    of the report stage instead of stopping it at once."""
+def own_sigint() -> Iterator[Interrupts]:
+    """Ctrl-C around a Tuner's fit. After it, Ctrl-C is as it was before: Ray's Tune loop swaps in its own
+    SIGINT handler (the first Ctrl-C stops the search gracefully) and puts the previous one back only when a
+    Ctrl-C lands, so after a search that ended by itself its handler would swallow the first Ctrl-C of the
+    report stage. Yields what ``answer_first_interrupt`` records: whether a second Ctrl-C came during the fit
+    (then the caller stops at once, as soon as the fit has returned)."""
     main = threading.current_thread() is threading.main_thread()  # signal handlers belong to the main thread
     saved = signal.getsignal(signal.SIGINT) if main else None
+    _INTERRUPTS.again = False
     try:
-        yield
+        yield _INTERRUPTS
     finally:
         if saved is not None:
             signal.signal(signal.SIGINT, saved)
 
 
-CONTROLLER_ATTRIBUTES = ("_pending_trials", "_search_alg", "_callbacks", "_iteration", "_trials")
+def stopper_of(tune_controller: Any) -> Any:
+    """The experiment's stopper as the controller holds it: a resumed search's comes from Ray's experiment
+    snapshot (the controller's state keeps it), not from the Tuner's pickle the scheduler came from."""
+    controller = getattr(tune_controller, "_tune_controller", tune_controller)
+    return getattr(controller, "_stopper", None)
+
+
+def answer_first_interrupt(message: str, again: str) -> None:
+    """Inside a Tuner's fit (a callback's ``setup``: Ray has put its SIGINT handler in place by then): the first
+    Ctrl-C goes to Ray's handler (the search stops gracefully) and ``message`` is printed at once; a second one,
+    while Ray is still stopping, prints ``again`` and is acted on once the fit returns (``own_sigint``), so Ray
+    still copies the trials' records to the run folder; a third raises at once. Printed straight to the
+    standard output's file (a signal handler must not re-enter a print it interrupted); where there is no
+    such file (output captured), nothing is printed."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    ray_handler = signal.getsignal(signal.SIGINT)
+    if not callable(ray_handler):
+        return
+
+    def say(text: str) -> None:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.write(sys.stdout.fileno(), (text + "\n").encode())
+
+    def first(sig: int, frame: Any) -> None:
+        ray_handler(sig, frame)  # sets Ray's stop and puts the previous handler back
+        previous = signal.getsignal(signal.SIGINT)
+
+        def second(sig: int, frame: Any) -> None:
+            _INTERRUPTS.again = True
+            signal.signal(signal.SIGINT, previous)  # a third Ctrl-C: at once
+            say(again)
+
+        signal.signal(signal.SIGINT, second)  # before the answer: a Ctrl-C after it meets this one
+        say(message)
+
+    signal.signal(signal.SIGINT, first)
+
+
+CONTROLLER_ATTRIBUTES = ("_pending_trials", "_search_alg", "_callbacks", "_iteration", "_trials", "_stopper")
 
 
 def check_controller(controller: Any) -> list[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import runfolder
+from ..errors import TunekitError
 from ..export import ENDED
 from ..runfolder import Status
 from .callbacks import tidy_ended
@@ -156,7 +157,13 @@ def _stop_now(state: Search, result: SearchResult | None = None) -> None:
         from .trackers import stop_trackers
 
         stop_trackers(state.trackers)
-    result = result or _read(state)
+    if result is None:
+        try:
+            result = _read(state)
+        except TunekitError:  # stopped while Ray stopped, before it had copied any trial's files to the run folder
+            state.echo(f"stopped at once (a second Ctrl-C), before any trial's record reached {state.run_dir}: "
+                       f"nothing to report; search again (--restart starts over)")
+            return
     result.trials.to_csv(state.run_dir / "results.csv", index=False)
     state.echo(f"stopped at once (a second Ctrl-C): results.csv written, no report (tunekit report {state.run_dir} "
                f"writes it)")

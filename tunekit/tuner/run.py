@@ -41,8 +41,10 @@ def run(state: Search) -> None:
             tuner, progress = build_tuner(spec, state.storage, state.restoring, opts.verbose, state.echo, plan,
                                           state.checkpoints, state.shares, display=opts.progress,
                                           trackers=state.trackers, local=opts.address is None)
-            with own_sigint():
+            with own_sigint() as interrupts:
                 tuner.fit()  # Ray stops gracefully on Ctrl-C and returns
+            if interrupts.again:  # a second Ctrl-C while Ray stopped: at once, now that Ray has saved the trials
+                raise KeyboardInterrupt
             state.echo(f"search ended after {time.perf_counter() - start:.0f}s")
             for line in (progress.start_summary(), progress.phase_summary()):
                 if line:
