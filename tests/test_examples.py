@@ -42,5 +42,5 @@ def test_search_folder_then_read_results(small_shapes, tmp_path):
 def test_zero_init_study_example_on_tiny_settings(small_shapes, tmp_path):
     out = run_example("zero_init_study.py", "--set", f"data=folder:{small_shapes}", "--set", "model=test_resnet",
                       "--set", "epochs=1", "--set", "img_size=32", "--set", "gpus_per_trial=0",
-                      "--set", "cpus_per_trial=1", "--storage-path", str(tmp_path))
+                      "--set", "cpus_per_trial=1", "--set", "seed=0", "--storage-path", str(tmp_path))  # 2 trials
     assert "final error_rate by zero_init" in out and "zero_init on - off:" in out
