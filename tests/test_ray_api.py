@@ -72,29 +72,36 @@ def test_timm_is_used_through_its_public_names():
 
 
 def test_ctrl_c_is_answered_then_a_second_waits_for_ray_and_a_third_raises():
-    """``answer_first_interrupt`` on a handler that acts as Ray's (it stops the search and puts the previous handler
-    back): the first Ctrl-C reaches it, the second is recorded for when the fit returns, the third raises."""
+    """``answer_first_interrupt`` on Ray's own handler (``tune.run`` installs it; here installed the same way): the
+    first Ctrl-C reaches it and is answered, the second is recorded for when the fit returns, the third raises;
+    outside ``own_sigint`` (a fit of the caller's own) Ray's handler alone answers; another handler is not wrapped."""
     import os
     import signal
 
     import pytest
+    from ray.tune.tune import _setup_signal_catching
 
-    from tunekit.tuner.ray_api import answer_first_interrupt, own_sigint
+    from tunekit.tuner.ray_api import answer_first_interrupt, is_ray_sigint, own_sigint
 
-    stopped = []
+    said: list[str] = []
+    previous = signal.getsignal(signal.SIGINT)
     with own_sigint() as interrupts:
-        previous = signal.getsignal(signal.SIGINT)
-
-        def ray_handler(sig, frame):
-            stopped.append(sig)
-            signal.signal(signal.SIGINT, previous)
-
-        signal.signal(signal.SIGINT, ray_handler)
-        answer_first_interrupt("first", "again")
+        stopping = _setup_signal_catching()  # Ray's handler, as tune.run installs it
+        assert is_ray_sigint(signal.getsignal(signal.SIGINT))
+        answer_first_interrupt("first", "again", said.append)
         os.kill(os.getpid(), signal.SIGINT)
-        assert stopped == [signal.SIGINT] and not interrupts.again
+        assert stopping.is_set() and said == ["first"] and not interrupts.again
         os.kill(os.getpid(), signal.SIGINT)
-        assert interrupts.again and stopped == [signal.SIGINT]
+        assert interrupts.again and said == ["first", "again"]
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is previous
+    try:  # outside own_sigint: Ray's handling only (it stops, then puts the previous handler back)
+        stopping = _setup_signal_catching()
+        answer_first_interrupt("first", "again", said.append)
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stopping.is_set() and said == ["first", "again"] and signal.getsignal(signal.SIGINT) is previous
+        answer_first_interrupt("first", "again", said.append)  # not Ray's handler: left as it is
+        assert signal.getsignal(signal.SIGINT) is previous
+    finally:
+        signal.signal(signal.SIGINT, previous)

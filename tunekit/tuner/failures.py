@@ -188,9 +188,12 @@ class Doomed(Stopper):
             return False
         if self.record is not None and not self.written:
             self.written = True
-            self.record.write_text(json.dumps({
-                "why": "its first trials all failed with the same error before any trained an epoch",
-                "error": self.verdict.doomed, "failed": len(self.verdict.first)}, indent=2))
+            try:  # (a resumed search's stopper holds the path of its first run: gone if the folder moved)
+                self.record.write_text(json.dumps({
+                    "why": "its first trials all failed with the same error before any trained an epoch",
+                    "error": self.verdict.doomed, "failed": len(self.verdict.first)}, indent=2))
+            except OSError:
+                pass  # the search still stops; its summary says why
         return True
 
 

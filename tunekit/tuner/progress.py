@@ -30,7 +30,7 @@ from ray.tune import Callback
 from ..config import PROGRESS_DISPLAYS, SEARCH_KEYS
 from ..runfolder import EVENTS_FILE, Status, ended_status
 from .failures import failure_of
-from .ray_api import answer_first_interrupt
+from .ray_api import answer_first_interrupt, write_now
 
 DISPLAYS = PROGRESS_DISPLAYS
 __all__ = ["DISPLAYS", "EVENTS_FILE", "SUMMARY_ABOVE", "ProgressCallback"]
@@ -82,7 +82,7 @@ class ProgressCallback(Callback):
     # --- Ray's hooks -----------------------------------------------------------------------------
 
     def setup(self, **info) -> None:
-        answer_first_interrupt(INTERRUPTED, INTERRUPTED_AGAIN)
+        answer_first_interrupt(INTERRUPTED, INTERRUPTED_AGAIN, self._said_now)
         self.free_since = [time.time()] * self.slots
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -242,6 +242,14 @@ class ProgressCallback(Callback):
         self._event(line)
         if failure and self.display == "summary":
             self._failure_shown(line, failure_of(trial).line)
+
+    def _said_now(self, text: str) -> None:
+        """A line from a signal handler (Ctrl-C's answer): straight to the terminal, in place of the live block
+        (cleared first, as for a failure) so the next render draws below it instead of over it."""
+        if self.live and self._drawn:
+            text = f"\x1b[{self._drawn}F\x1b[J" + text
+            self._drawn = 0
+        write_now(text)
 
     def _failure_shown(self, line: str, error: str) -> None:
         """In the status display: a failure with an error not seen before is printed as it happens (above the

@@ -39,7 +39,8 @@ use                                    why
 (runfolder.ray_trials)                 (``trial_data``: [trial JSON, metadata JSON] pairs)
 ``tune.run``'s SIGINT handler          put back by ``own_sigint`` when a fit returns: Ray restores the
                                        previous one only when a Ctrl-C lands; wrapped (a callback's
-                                       setup runs after Ray installs it) to answer the first Ctrl-C
+                                       setup runs after Ray installs it) to answer the first Ctrl-C,
+                                       known by its name (``is_ray_sigint``)
 =====================================  ===========================================================
 """
 
@@ -50,7 +51,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -157,10 +158,12 @@ def quiet_environment(verbose: bool) -> Iterator[None]:
 
 
 class Interrupts:
-    """Ctrl-C during a fit, as tunekit answers it: ``again`` once a second Ctrl-C came while Ray was stopping."""
+    """Ctrl-C during a fit, as tunekit answers it: ``again`` once a second Ctrl-C came while Ray was stopping;
+    ``active`` while a fit runs inside ``own_sigint`` (outside it, a handler left behind answers nothing)."""
 
     def __init__(self) -> None:
         self.again = False
+        self.active = False
 
 
 _INTERRUPTS = Interrupts()
@@ -173,14 +176,16 @@ def own_sigint() -> Iterator[Interrupts]:
     Ctrl-C lands, so after a search that ended by itself its handler would swallow the first Ctrl-C of the
     report stage. Yields what ``answer_first_interrupt`` records: whether a second Ctrl-C came during the fit
     (then the caller stops at once, as soon as the fit has returned)."""
-    main = threading.current_thread() is threading.main_thread()  # signal handlers belong to the main thread
-    saved = signal.getsignal(signal.SIGINT) if main else None
-    _INTERRUPTS.again = False
+    if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
+        yield Interrupts()
+        return
+    saved = signal.getsignal(signal.SIGINT)
+    _INTERRUPTS.again, _INTERRUPTS.active = False, True
     try:
         yield _INTERRUPTS
     finally:
-        if saved is not None:
-            signal.signal(signal.SIGINT, saved)
+        _INTERRUPTS.active = False
+        signal.signal(signal.SIGINT, saved)
 
 
 def stopper_of(tune_controller: Any) -> Any:
@@ -190,25 +195,36 @@ def stopper_of(tune_controller: Any) -> Any:
     return getattr(controller, "_stopper", None)
 
 
-def answer_first_interrupt(message: str, again: str) -> None:
-    """Inside a Tuner's fit (a callback's ``setup``: Ray has put its SIGINT handler in place by then): the first
-    Ctrl-C goes to Ray's handler (the search stops gracefully) and ``message`` is printed at once; a second one,
-    while Ray is still stopping, prints ``again`` and is acted on once the fit returns (``own_sigint``), so Ray
-    still copies the trials' records to the run folder; a third raises at once. Printed straight to the
-    standard output's file (a signal handler must not re-enter a print it interrupted); where there is no
-    such file (output captured), nothing is printed."""
+def is_ray_sigint(handler: Any) -> bool:
+    """Whether ``handler`` is the SIGINT handler ``tune.run`` installs (a closure of its
+    ``_setup_signal_catching``; not there with TUNE_DISABLE_SIGINT_HANDLER)."""
+    return (getattr(handler, "__module__", "") == "ray.tune.tune"
+            and getattr(handler, "__qualname__", "").startswith("_setup_signal_catching."))
+
+
+def write_now(text: str) -> None:
+    """A line straight to the standard output's file, as a signal handler may write (it must not re-enter a
+    print it interrupted); where there is no such file (output captured), nothing."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.write(sys.stdout.fileno(), (text + "\n").encode())
+
+
+def answer_first_interrupt(message: str, again: str, say: Callable[[str], None] = write_now) -> None:
+    """Inside a Tuner's fit run in ``own_sigint`` (from a callback's ``setup``: Ray has put its SIGINT handler in
+    place by then): the first Ctrl-C goes to Ray's handler (the search stops gracefully) and ``message`` is said at
+    once; a second one, while Ray is still stopping, says ``again`` and is acted on once the fit returns
+    (``own_sigint``'s ``again``), so Ray still copies the trials' records to the run folder; a third raises at
+    once. Only Ray's own handler is wrapped, once; ``say`` runs in the signal handler."""
     if threading.current_thread() is not threading.main_thread():
         return
     ray_handler = signal.getsignal(signal.SIGINT)
-    if not callable(ray_handler):
+    if not is_ray_sigint(ray_handler):
         return
-
-    def say(text: str) -> None:
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            os.write(sys.stdout.fileno(), (text + "\n").encode())
 
     def first(sig: int, frame: Any) -> None:
         ray_handler(sig, frame)  # sets Ray's stop and puts the previous handler back
+        if not _INTERRUPTS.active:  # a fit outside own_sigint: Ray's handling only
+            return
         previous = signal.getsignal(signal.SIGINT)
 
         def second(sig: int, frame: Any) -> None:

@@ -36,6 +36,7 @@ def run(state: Search) -> None:
 
         state.trackers = make_trackers(state.resolved, spec.name, state.run_dir, state.instance, state.echo)
     start = time.perf_counter()
+    interrupts = None
     with quiet_environment(opts.verbose):  # Ray's switches for this search only, not the caller's later Tuners
         try:
             tuner, progress = build_tuner(spec, state.storage, state.restoring, opts.verbose, state.echo, plan,
@@ -54,7 +55,11 @@ def run(state: Search) -> None:
         except KeyboardInterrupt:  # a second Ctrl-C: stop now (results.csv, no report), then the interrupt goes on
             finish(state, hurry=True)
             raise
-        except Exception:  # the search cannot go on: its trackers' runs are not left running
+        except Exception as e:
+            if interrupts is not None and interrupts.again:  # Ray failed while stopping, after a second Ctrl-C
+                finish(state, hurry=True)
+                raise KeyboardInterrupt from e
+            # the search cannot go on: its trackers' runs are not left running
             if state.trackers:
                 from .trackers import stop_trackers
 
