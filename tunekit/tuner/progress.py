@@ -229,8 +229,7 @@ class ProgressCallback(Callback):
         if not self.live:
             self.echo(" | ".join(line.strip() for line in lines))
             return
-        # move up over the last block and clear to the end of the screen, then draw the new one
-        up = f"\x1b[{self._drawn}F\x1b[J" if self._drawn else ""
+        up = self._cleared()  # up over the last block, cleared to the end of the screen; then the new one
         stream = self._stream or sys.stdout
         stream.write(up + "\n".join(lines) + "\n")
         stream.flush()
@@ -243,13 +242,17 @@ class ProgressCallback(Callback):
         if failure and self.display == "summary":
             self._failure_shown(line, failure_of(trial).line)
 
+    def _cleared(self) -> str:
+        """What clears the live block from the screen (nothing outside a terminal): a line printed in its place
+        stays, and the next render draws the block below it instead of over it."""
+        if not (self.live and self._drawn):
+            return ""
+        up, self._drawn = f"\x1b[{self._drawn}F\x1b[J", 0
+        return up
+
     def _said_now(self, text: str) -> None:
-        """A line from a signal handler (Ctrl-C's answer): straight to the terminal, in place of the live block
-        (cleared first, as for a failure) so the next render draws below it instead of over it."""
-        if self.live and self._drawn:
-            text = f"\x1b[{self._drawn}F\x1b[J" + text
-            self._drawn = 0
-        write_now(text)
+        """A line from a signal handler (Ctrl-C's answer): straight to the terminal, in the live block's place."""
+        write_now(self._cleared() + text)
 
     def _failure_shown(self, line: str, error: str) -> None:
         """In the status display: a failure with an error not seen before is printed as it happens (above the
@@ -257,11 +260,11 @@ class ProgressCallback(Callback):
         self.failed_with[error] = self.failed_with.get(error, 0) + 1
         if self.failed_with[error] > 1:
             return
-        if self.live and self._drawn:
+        up = self._cleared()
+        if up:
             stream = self._stream or sys.stdout
-            stream.write(f"\x1b[{self._drawn}F\x1b[J")  # the block goes; the next render draws it below
+            stream.write(up)
             stream.flush()
-            self._drawn = 0
         self.echo(line + "   (its repeats are counted in the status)")
 
     def _done_line(self) -> None:
