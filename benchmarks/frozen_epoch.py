@@ -122,7 +122,7 @@ def one_seed(s: dict, seed: int, pixels: bool, variants: list[tuple[str, str, st
     cfg = TrialConfig.from_dict(vs_fastai.tunekit_config(s, seed, pretrained=True))
     run = _setup(cfg, StartClock())  # seeds torch's generator and draws tunekit's head, as a run does
     rng = torch.get_rng_state()  # dropout's generator, as the run's first step finds it
-    run.step_key = None
+    run.book = None
     assert run.info.classes == list(learn.dls.vocab), (run.info.classes, learn.dls.vocab)
     out: dict = {"seed": seed, "fastai": fastai_error, "variants": {}}
     if pixels:

@@ -11,38 +11,72 @@ import sys
 
 import pytest
 
-from tunekit.compiled import Decision, Ledger, StepKey, decide, ledger
+from tunekit.compiled import Decision, Work, decide, expected_epochs
 from tunekit.config import TrialConfig
 from tunekit.errors import TunekitError
+from tunekit.machine import Book, StepKey
 
-KEY = StepKey("resnet18", 224, 64, "bf16", "NVIDIA H200")
+KEY = StepKey("resnet18", 64, 224, "bf16")
+EAGER = {"train_s": 0.030 / 64, "frozen_s": 0.012 / 64, "eval_s": 0.010 / 64}
+COMPILED = {"train_s": 0.020 / 64, "frozen_s": 0.008 / 64, "eval_s": 0.007 / 64, "compile_s": 20.0,
+            "compile_frozen_s": 10.0, "compile_frozen_eval_s": 2.0, "compile_eval_s": 3.0, "cache": "warm"}
+# 64,000 train images an epoch (1,000 steps), 16,000 validation images
+SCRATCH = Work.of(n_train=64_000, n_valid=16_000, batch_size=64, frozen_epochs=0, total_epochs=3)
 
 
-@pytest.mark.parametrize("mode, known, steps, expected", [
-    ("off", {"compile_s": 1, "compiled_step_s": 0.01, "eager_step_s": 1}, 10_000, Decision(False, "off")),
-    ("on", {}, 1, Decision(True, "on")),
-    # 1,000 steps x (0.030 - 0.020) s = 10 s saved, against 33 s to compile: eager
-    ("auto", {"compile_s": 33.0, "compiled_step_s": 0.020, "eager_step_s": 0.030}, 1_000,
-     Decision(False, "auto: eager (1000 steps would save 10s against 33s to compile)")),
-    ("auto", {"compile_s": 33.0, "compiled_step_s": 0.020, "eager_step_s": 0.030}, 5_000,
-     Decision(True, "auto: compiled (5000 steps would save 50s against 33s to compile)")),
-    ("auto", {"eager_step_s": 0.030}, 5_000,
-     Decision(False, "auto: eager (no compile_s, compiled_step_s measured for this network here yet: tunekit "
-                     "bench --compile, or a run with compile=on)")),
+@pytest.mark.parametrize("mode, work, eager, compiled, expected", [
+    ("off", SCRATCH, EAGER, COMPILED, Decision(False, "off")),
+    ("on", SCRATCH, {}, {}, Decision(True, "on")),
+    # from scratch, 3 epochs: 3,000 steps x 10 ms + 48,000 eval images x 0.047 ms = 32.2 s saved against
+    # the full graph's and the eval graph's compiles, 23 s
+    ("auto", SCRATCH, EAGER, COMPILED,
+     Decision(True, "auto: compiled (3 epoch(s), 3,000 train steps: compiled would save 32.2s against 23.0s of "
+                    "compiles, warm cache)")),
+    # a fine-tune (1 frozen + 2): it pays the frozen body's graphs' compiles too (train and eval, before both
+    # compile again at the unfreeze), and its frozen epoch saves less
+    ("auto", Work.of(64_000, 16_000, 64, frozen_epochs=1, total_epochs=3), EAGER, COMPILED,
+     Decision(False, "auto: eager (3 epoch(s), 3,000 train steps: compiled would save 26.2s against 35.0s of "
+                     "compiles, warm cache)")),
+    # under ASHA (rungs 1 and 3, reduction 3, of 9 epochs) a trial is expected to train 1 + 2/3 + 6/9 = 2.33
+    ("auto", Work.of(64_000, 16_000, 64, 0, 9, expected_epochs(9, [1, 3], 3)), EAGER, COMPILED,
+     Decision(True, "auto: compiled (2.33 of 9 epochs expected under ASHA, 2,333 train steps: compiled would save "
+                    "25.1s against 23.0s of compiles, warm cache)")),
+    ("auto", SCRATCH, {"train_s": 0.03}, {"train_s": 0.02},
+     Decision(False, "auto: eager (not measured on this machine yet: eager eval_s, compiled eval_s, compiled "
+                     "compile_s, compiled compile_eval_s; a search's measurement stage measures them, and tunekit "
+                     "bench --compile)")),
 ])
-def test_auto_compiles_when_the_steps_pay_for_the_compile(mode, known, steps, expected):
-    assert decide(mode, KEY, steps, known) == expected
+def test_auto_compiles_when_the_expected_work_pays_for_every_compile(mode, work, eager, compiled, expected):
+    assert decide(mode, work, eager, compiled) == expected
 
 
-def test_the_ledger_keeps_each_networks_latest_times(tmp_path):
-    book = Ledger(tmp_path / "steps.json")
-    book.record(KEY, eager_step_s=0.03)
-    book.record(KEY, compile_s=33, compiled_step_s=0.02)
-    book.record(KEY, eager_step_s=0.029)
-    assert {k: v for k, v in book.get(KEY).items() if k != "key"} == {
-        "eager_step_s": 0.029, "compile_s": 33.0, "compiled_step_s": 0.02}
-    assert book.get(StepKey("resnet18", 224, 64, "bf16", "cpu")) == {}
-    assert "torch " in json.loads((tmp_path / "steps.json").read_text()).popitem()[0]  # per torch version too
+@pytest.mark.parametrize("total, rungs, rf, expected", [
+    (9, [], 3, 9.0),  # no ASHA: every trial to the end
+    (9, [1, 3], 3, 1 + 2 / 3 + 6 / 9),
+    (6, [1, 2, 4], 2, 1 + 1 / 2 + 2 / 4 + 2 / 8),
+    (1, [1, 3], 3, 1.0),  # a rung at or past a trial's end does not cut it
+])
+def test_the_epochs_a_trial_is_expected_to_reach_come_from_the_rungs(total, rungs, rf, expected):
+    assert expected_epochs(total, rungs, rf) == pytest.approx(expected)
+
+
+def test_one_book_per_machine_keys_that_differ_in_compile_or_frozen_apart(tmp_path):
+    book = Book("NVIDIA H200 x1, torch 2.13.0", tmp_path)
+    book.record(KEY, by="stage", train_s=0.03, eval_s=0.01)
+    book.record(StepKey("resnet18", 64, 224, "bf16", frozen=True), by="stage", train_s=0.012)
+    book.record(StepKey("resnet18", 64, 224, "bf16", compile=True), by="stage", train_s=0.02, compile_s=20,
+                cache="warm")
+    book.record(StepKey("resnet18", 64, 224, "bf16", compile=True, frozen=True), by="stage", train_s=0.008,
+                compile_s=10)
+    book.record(KEY, by="bench", train_s=0.029)  # the latest measurement of a name wins, and says by whom
+    assert book.times(KEY) == {"train_s": 0.029, "eval_s": 0.01, "frozen_s": 0.012}
+    assert book.times(StepKey("resnet18", 64, 224, "bf16", compile=True)) == {
+        "train_s": 0.02, "compile_s": 20.0, "cache": "warm", "frozen_s": 0.008, "compile_frozen_s": 10.0}
+    assert book.get(KEY)["by"] == "bench"
+    other = Book("CPU AMD EPYC x2, torch 2.13.0", tmp_path)  # another machine sharing the home directory
+    assert other.get(KEY) == {}
+    other.record(KEY, by="stage", train_s=0.5)
+    assert book.get(KEY)["train_s"] == 0.029 and len(list(tmp_path.glob("*.json"))) == 2
 
 
 def test_compile_is_a_config_key_with_three_values():
@@ -79,6 +113,21 @@ if sys.argv[2] == "steps":  # the train step itself: eager and compiled from the
     out["step"] = {"loss": [le, lc], "grad_diff": float((ge - gc).abs().max()), "grad_max": float(ge.abs().max()),
                    "eval_diff": float((oe - oc).abs().max()), "eval_max": float(oe.abs().max())}
 for mode in sys.argv[3:]:
+    if mode == "finetune":  # weights, 1 frozen + 1 epoch, 20 validation images: batches of 16 and 4
+        import tempfile, timm
+        from safetensors.torch import save_file
+        from tunekit.device import machine_id
+        from tunekit.machine import Book, StepKey
+        weights = tempfile.mkdtemp() + "/w.safetensors"
+        save_file(timm.create_model("test_resnet").state_dict(), weights)
+        graphs, before = [], counters["stats"]["unique_graphs"]  # Dynamo's graphs this fit compiles, per epoch
+        cfg = TrialConfig(data="shapes?n=100&size=16", model="test_resnet", pretrained=weights, freeze_epochs=1,
+                          epochs=1, batch_size=16, img_size=16, compile="on", seed=1, threads=1)
+        r = fit(cfg, lambda m, s: graphs.append(counters["stats"]["unique_graphs"] - before))
+        book = Book(machine_id(torch.device("cpu"))).get(StepKey("test_resnet", 16, 16, "fp32", compile=True))
+        out[mode] = {"graphs": graphs, "n_valid": r.info.n_valid, "compiles": book["run_compiles"],
+                     "compile_s": book["run_compile_s"], "by": book["by"]}
+        continue
     cfg = TrialConfig(data=sys.argv[1], model="test_resnet", pretrained=False, epochs=1, batch_size=16, img_size=16,
                       compile=mode, seed=1, threads=1)
     r = fit(cfg)
@@ -110,8 +159,17 @@ def test_a_compiled_run_matches_eager_and_the_next_process_reuses_its_compile(sm
     assert first["off"]["compiled"] is False and first["on"]["compiled"] is True
     assert first["on"]["losses"] == pytest.approx(first["off"]["losses"], rel=2e-2)
     # a second trial of the same network on this machine: Inductor's kernels come from the shared cache
-    second = run_fits(data, "nosteps", "on")
+    second = run_fits(data, "nosteps", "on", "finetune")
     assert second["cache_hits"] > 0 and second["on"]["losses"] == pytest.approx(first["on"]["losses"], rel=1e-5)
+    # a fine-tune compiled: the frozen epoch's train and eval graphs (its partial last validation batch padded: no
+    # third), then at the unfreeze both again (requires_grad changed, which Dynamo guards on); the run, alone on
+    # its device, counts every one of those compiles in what it records
+    tune = second["finetune"]
+    assert tune["n_valid"] == 20 and tune["graphs"] == [2, 4], tune
+    parts = dict(part.rsplit(" ", 1) for part in tune["compiles"].split(", "))
+    assert set(parts) == {"frozen train", "frozen eval", "train", "eval"}, tune
+    assert tune["compile_s"] == pytest.approx(sum(float(v[:-1]) for v in parts.values()), abs=0.01)
+    assert tune["by"] == "run"
     # tunekit bench --compile (the same network and shapes: its compile comes from the cache too): eager and
     # compiled rates, the compile's time, kept for compile=auto
     out = tmp_path / "bench.json"
@@ -122,11 +180,14 @@ def test_a_compiled_run_matches_eager_and_the_next_process_reuses_its_compile(sm
     (record,) = json.loads(out.read_text())
     assert record["compiled_images_per_s"] > 0 and record["loop_compiled_images_per_s"] > 0
     assert record["compile_s"] > 0 and "compile" in proc.stdout and "loop / fastest step" in proc.stdout
-    key = StepKey("test_resnet", 16, 16, "fp32", "cpu")
-    times = {k: v for k, v in ledger().get(key).items() if k != "key"}
-    assert times["compile_s"] == pytest.approx(record["compile_s"])
-    assert times["eager_step_s"] == pytest.approx(16 / record["ceiling_images_per_s"])
-    # auto decides on them, and says how
-    saved = 10**6 * (times["eager_step_s"] - times["compiled_step_s"])
-    assert decide("auto", key, 10**6) == Decision(saved > times["compile_s"], decide("auto", key, 10**6).why)
-    assert decide("auto", key, 10**6).why.startswith("auto: compiled (" if saved > times["compile_s"] else "auto: eager (")
+    import torch
+
+    from tunekit.device import machine_id
+
+    key = StepKey("test_resnet", 16, 16, "fp32")
+    book = Book(machine_id(torch.device("cpu")))
+    assert book.get(key)["train_s"] == pytest.approx(1 / record["ceiling_images_per_s"])
+    compiled = book.get(StepKey("test_resnet", 16, 16, "fp32", compile=True))
+    assert compiled["compile_s"] == pytest.approx(record["compile_s"]) and compiled["by"] == "bench"
+    assert compiled["train_s"] == pytest.approx(1 / record["compiled_images_per_s"])
+    assert compiled["cache"] == "warm"  # the fits above compiled this network: bench found its kernels

@@ -1,7 +1,7 @@
 """gpus_per_trial='auto': shares from peak memory, the keys a space can take, Ray's per-trial resources.
 
-The probe itself needs a CUDA GPU (benchmarks/RESULTS.md has its figures where one was lent);
-here the arithmetic, the plumbing and the behaviour without a GPU are checked.
+The measurement itself needs a CUDA GPU (benchmarks/RESULTS.md has its figures where one was lent);
+here the arithmetic, the plumbing, the measurement stage's loop and the behaviour without a GPU are checked.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from ray import tune
 
 from tunekit.cli import main
 from tunekit.errors import TunekitError
-from tunekit.gpu_share import AutoShares, MemoryKey, share_for
+from tunekit.gpu_share import AutoShares, share_for
+from tunekit.machine import StepKey
 from tunekit.spec import build_spec
 from tunekit.tuner.assemble import Resources
 
@@ -48,7 +49,7 @@ def test_memory_keys_cover_every_trial_and_resources_follow_the_config():
     shares = {k: share_for(1.0 + i * 20, 80.0) for i, k in enumerate(keys)}
     resources = Resources(AutoShares(shares, "shapes"), cpus=2.0)
     bundle = resources({"model": "test_vit", "batch_size": 32, "pretrained": False}).bundles[0]
-    assert bundle == {"CPU": 2.0, "GPU": shares[MemoryKey("test_vit", 32, 64, "auto")].gpus}
+    assert bundle == {"CPU": 2.0, "GPU": shares[StepKey("test_vit", 32, 64, "auto")].gpus}
     assert resources({"model": "test_resnet", "batch_size": 32}).bundles[0]["GPU"] == 1 / 8
 
 
@@ -65,7 +66,7 @@ def test_auto_without_a_gpu_plans_in_a_dry_run_and_refuses_to_run(tmp_path):
     dry = CliRunner().invoke(main, ["search", str(space), "--dry-run", "--storage-path", str(tmp_path)])
     assert dry.exit_code == 0, dry.output
     assert "no GPU here: planned for 1 GPU" in dry.output
-    assert "gpus_per_trial='auto': each model's share is probed on the GPU when the search starts" in dry.output
+    assert "gpus_per_trial='auto': each model's share is measured on the GPU when the search starts" in dry.output
     run = CliRunner().invoke(main, ["search", str(space), "--storage-path", str(tmp_path)])
     assert run.exit_code == 2 and "no GPU is available: set gpus_per_trial=0" in run.output
     cli = CliRunner().invoke(main, ["search", str(space), "--gpus-per-trial", "most", "--dry-run"])
@@ -118,38 +119,42 @@ def test_the_plan_spreads_shares_and_caps_trials_at_the_gpus_asked_for(tmp_path)
 def test_auto_resources_never_go_below_the_spread_share():
     from tunekit.gpu_share import AutoShares
 
-    keys = [MemoryKey("test_resnet", 32, 64, "auto"), MemoryKey("test_vit", 32, 64, "auto")]
+    keys = [StepKey("test_resnet", 32, 64, "auto"), StepKey("test_vit", 32, 64, "auto")]
     shares = AutoShares({keys[0]: share_for(1.0, 80.0), keys[1]: share_for(30.0, 80.0)}, "shapes")
     resources = Resources(shares, cpus=1.0, floor=1 / 3)
     assert resources({"model": "test_resnet", "batch_size": 32}).bundles[0]["GPU"] == pytest.approx(1 / 3)
     assert resources({"model": "test_vit", "batch_size": 32}).bundles[0]["GPU"] == 1.0
 
 
-def test_a_probe_that_runs_out_of_memory_keeps_what_was_probed_and_goes_on():
-    """The probe loop as it runs on a GPU, with the measurement written out: each peak is remembered as
-    soon as it is measured (an interrupted probe keeps it), an out-of-memory key gets a whole GPU,
-    flagged, and the keys after it are still probed."""
-    import json
-    from dataclasses import asdict
-
+def test_a_measurement_that_runs_out_of_memory_keeps_what_was_measured_and_goes_on(tmp_path):
+    """The measurement stage's loop as it runs on a GPU, with the timing written out: each peak goes to the
+    machine's book as soon as it is measured (an interrupted stage keeps it), a key the book has is not
+    measured again, an out-of-memory key gets a whole GPU, flagged, and the keys after it are still measured."""
     import torch
 
-    from tunekit.gpu_share import shares_of
+    from tunekit.device import machine_id
+    from tunekit.gpu_share import shares_from
+    from tunekit.machine import Book
+    from tunekit.measure import Needs, measure_here
 
-    keys = [MemoryKey("small", 32, 64, "bf16"), MemoryKey("huge", 4096, 512, "bf16"), MemoryKey("mid", 32, 64, "bf16")]
-    cached = {json.dumps(asdict(keys[2]), sort_keys=True): 10.0}  # probed by an earlier search
-    remembered, lines = [], []
+    keys = [StepKey("small", 32, 64, "fp32"), StepKey("huge", 4096, 512, "fp32"), StepKey("mid", 32, 64, "fp32")]
+    book = Book(machine_id(torch.device("cpu")))
+    book.record(keys[2], by="stage", peak_gib=10.0)  # measured by an earlier search on this machine
+    timed = []
 
-    def measure(key):
+    def timer(key, device, frozen):
+        timed.append(key.model)
         if key.model == "huge":
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
-        return 1.0
+        return {key: {"peak_gib": 1.0}}, None
 
-    shares = shares_of(keys, 80.0, measure, cached, lambda name, peak: remembered.append((name, peak)), lines.append)
+    found = measure_here(Needs(tuple(keys), memory=True, device="cpu", size_on_gib=80.0), timer=timer)
+    assert timed == ["small", "huge"]  # not the one the book had
+    shares = shares_from(found.peaks, found.total_gib)
     assert shares[keys[0]] == share_for(1.0, 80.0) and shares[keys[2]] == share_for(10.0, 80.0)
     assert shares[keys[1]].out_of_memory and shares[keys[1]].gpus == 1.0
-    assert [json.loads(name)["model"] for name, _ in remembered] == ["small"]  # not the OOM, not the cached
-    assert any("huge b4096 512px bf16 ran out of memory on a whole GPU" in line for line in lines)
+    assert book.get(keys[0])["peak_gib"] == 1.0 and book.get(keys[1]) == {}  # kept at once; the OOM not kept
+    assert any("huge b4096 512px fp32 ran out of memory on a whole GPU" in line for line in found.lines)
 
 
 def test_the_plan_says_when_it_spread_the_share(tmp_path):

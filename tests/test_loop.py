@@ -28,16 +28,25 @@ def weights_file(tmp_path_factory):
 
 
 def test_frozen_epoch_trains_head_and_norms_only(small_shapes, weights_file):
-    """fine_tune with weights: epoch 1 leaves the body's convs as loaded, epoch 2 tunes them."""
-    snapshots, adam_steps = [], []
+    """fine_tune with weights: epoch 1 leaves the body's convs as loaded, epoch 2 tunes them. With compile=auto
+    (eager here: nothing measured for this network yet) the run, alone on its device, records its steady train
+    step in the machine's book, from the unfrozen epoch only: the frozen one's steps are another network's."""
+    from tunekit.device import machine_id
+    from tunekit.machine import Book, StepKey
+
+    book, key = Book(machine_id(torch.device("cpu"))), StepKey("test_resnet", 32, 32, "fp32")
+    snapshots, adam_steps, recorded = [], [], [book.get(key).get("run_train_s")]
 
     def report(metrics, state):
         snap = state()
         snapshots.append({k: v.clone() for k, v in snap["model"].items()})
         adam_steps.append({int(s["step"]) for s in snap["optimizer"]["state"].values()})
+        recorded.append(book.get(key).get("run_train_s"))
 
-    cfg = small(f"folder:{small_shapes}", pretrained=str(weights_file), epochs=1, freeze_epochs=1)
+    cfg = small(f"folder:{small_shapes}", pretrained=str(weights_file), epochs=1, freeze_epochs=1, compile="auto")
     result = fit(cfg, report)
+    assert result.info.compile_why.startswith("auto: eager (not measured on this machine yet")
+    assert recorded[1] == recorded[0] and recorded[2] != recorded[0] and recorded[2] > 0
     loaded = timm.create_model("test_resnet", pretrained=False)
     from safetensors.torch import load_file
     loaded.load_state_dict(load_file(str(weights_file)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import ray
+import torch
 from ray import tune
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
@@ -220,19 +222,26 @@ def test_optuna_searcher(small_shapes, tmp_path):
     assert result.trials["lr"].between(1e-4, 1e-2).all()
 
 
-def test_max_concurrent_limits_the_trials_running_at_once(small_shapes, tmp_path):
-    """Two CPUs would fit two trials; max_concurrent = 1 runs them one after the other."""
+def test_max_concurrent_runs_one_at_a_time_and_compile_auto_decides_on_measured_steps(small_shapes, tmp_path):
+    """Two CPUs would fit two trials; max_concurrent = 1 runs them one after the other. With compile = "auto"
+    the measurement stage times the network's eager and compiled steps and its compiles on this CPU before the
+    trials (in a process of its own, with a trial's threads), each trial decides on those numbers for the work
+    it is expected to do and says so, and a trial with the machine to itself records its own steady step."""
+    from tunekit.device import machine_id
+    from tunekit.machine import Book, StepKey
+
     body = """
     epochs = 2
     num_samples = 2
     searcher = "random"
     max_concurrent = 1
     asha = None
-    space = {"model": "test_resnet", "lr": tune.loguniform(1e-3, 1e-2), "pretrained": False, "batch_size": 32,
-             "img_size": 32}
+    space = {"model": "test_resnet", "lr": tune.loguniform(1e-3, 1e-2), "pretrained": False, "batch_size": 16,
+             "img_size": 16, "compile": "auto"}
     """
+    lines: list[str] = []
     result = search(space_file(tmp_path, f"folder:{small_shapes}", body), storage_path=tmp_path / "runs",
-                    echo=lambda line: None)
+                    echo=lines.append)
     spans = []
     for trial in map(Path, result.trials["path"]):
         started = json.loads((trial / "tunekit_run.json").read_text())["started"]
@@ -240,6 +249,18 @@ def test_max_concurrent_limits_the_trials_running_at_once(small_shapes, tmp_path
         spans.append((started, started + last["time_total_s"]))
     (first_start, first_end), (second_start, _) = sorted(spans)
     assert len(spans) == 2 and second_start > first_end - 0.1, spans
+    out = "\n".join(lines)
+    assert "measuring eager and compiled steps, compiles of 1 network(s) on this machine's CPU" in out, out
+    assert re.search(r"compile  test_resnet b16 16px fp32: step [\d.]+ ms eager, [\d.]+ ms compiled; compiles "
+                     r"[\d.]+s \(warm cache", out), out
+    # 192 training images: 12 steps an epoch, 24 in all; far from paying for a compile
+    for why in result.trials["compile_why"]:
+        assert re.fullmatch(r"auto: eager \(2 epoch\(s\), 24 train steps: compiled would save -?[\d.]+s against "
+                            r"[\d.]+s of compiles, warm cache\)", why), why
+    assert "compile=auto: 0 trial(s) compiled, 2 eager" in out
+    book = Book(machine_id(torch.device("cpu")))
+    assert book.get(StepKey("test_resnet", 16, 16, "fp32", compile=True))["cache"] == "warm"
+    assert book.get(StepKey("test_resnet", 16, 16, "fp32"))["run_train_s"] > 0  # the trials had the CPUs alone
 
 
 def test_failed_trial_is_retried_from_its_checkpoint(small_shapes, tmp_path):

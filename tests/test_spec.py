@@ -124,20 +124,32 @@ def test_dry_run_plans_fractional_gpus(tmp_path):
 
 def test_the_study_sweep_plans_without_torch_or_timm(tmp_path):
     """The 1,020-trial sweep's dry run checks its 85 model names from the index of timm's names (written
-    the first time timm is imported for a check), so the plan needs neither torch nor timm (4 s here)."""
+    the first time timm is imported for a check), so the plan needs neither torch nor timm (4 s here); nor on a
+    machine with a GPU driver, with gpus_per_trial="auto" (a dry run measures nothing: the GPUs the driver
+    lists, without torch)."""
     env = {**os.environ, "TUNEKIT_DATA": str(tmp_path / "cache" / "data")}
+    (tmp_path / "nvidiactl").touch()  # a GPU driver's file, as on a machine with an NVIDIA GPU
     script = textwrap.dedent(f"""
         import sys
+        import tunekit.tuner.plan
         from tunekit.tuner import search
+        auto = sys.argv[1:] == ["auto"]
+        if auto:
+            tunekit.tuner.plan.GPU_DRIVER_FILES = ({str(tmp_path / "nvidiactl")!r},)
+        lines = []
         plan = search({str(SPACES / "seed_sweep.py")!r}, dry_run=True, storage_path={str(tmp_path / "runs")!r},
-                      echo=lambda line: None)
+                      echo=lines.append, **({{"gpus_per_trial": "auto"}} if auto else {{}}))
         print(plan.trials, sorted(m for m in ("torch", "timm") if m in sys.modules))
+        print("\\n".join(lines))
     """)
     first = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     assert first.stdout.split()[0] == "1020"
     assert list((tmp_path / "cache").glob("timm-*.json"))  # written by the first check
     again = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
-    assert again.stdout.strip() == "1020 []", again.stderr[-2000:]
+    assert again.stdout.splitlines()[0] == "1020 []", again.stderr[-2000:]
+    auto = subprocess.run([sys.executable, "-c", script, "auto"], env=env, capture_output=True, text=True, check=True)
+    assert auto.stdout.splitlines()[0] == "1020 []", auto.stdout + auto.stderr[-2000:]
+    assert "each model's share is measured on the GPU when the search starts" in auto.stdout
     # a name the index lacks is still checked by timm itself: a typo is caught, with its close matches
     typo = subprocess.run([sys.executable, "-c", "from tunekit.catalog import check_model_name as c; "
                            "c('resnet18'); c('resnet181')"], env=env, capture_output=True, text=True)

@@ -1,5 +1,6 @@
-"""fit_time_unshared: the arithmetic, the alone timing on this CPU, a run folder read with its step times,
-and the report ranking by it (saying so) when trials shared GPUs."""
+"""fit_time_unshared: the arithmetic (eager, and compiled with its compiles), the measurement stage's timing of
+a network's steps on this CPU, a run folder read with its step times, and the report ranking by it (saying
+so) when trials shared GPUs."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import pandas as pd
 import pytest
 
 from tunekit import report
-from tunekit.gpu_share import MemoryKey
+from tunekit.machine import Book, StepKey
 from tunekit.runfolder import RUN_INFO_FILE, STEP_TIMES_FILE
-from tunekit.unshared import TIMES, alone_times, key_text, unshared_fit_time
+from tunekit.unshared import TIMES, unshared_fit_time
 
 REAL_RUN = Path(__file__).parent / "fixtures" / "real_run"
 TIMES_OF = {"train_s": 0.002, "frozen_s": 0.001, "eval_s": 0.0005}
@@ -30,11 +31,28 @@ def test_a_trials_work_at_its_networks_speed_alone(frozen, epochs, expected):
         pytest.approx(expected)
 
 
-def test_alone_times_measure_the_three_steps_here():
+def test_a_compiled_trials_unshared_time_holds_the_compiles_it_pays():
+    compiled = {**TIMES_OF, "compile_s": 30.0, "compile_frozen_s": 20.0, "compile_eval_s": 5.0}
+    eager = unshared_fit_time(compiled, n_train=1000, n_valid=200, frozen_epochs=1, epochs=3)
+    assert unshared_fit_time(compiled, 1000, 200, 1, 3, compiled=True) == pytest.approx(eager + 55.0)
+    # from scratch: no frozen graph to compile
+    assert unshared_fit_time(compiled, 1000, 200, 0, 3, compiled=True) == \
+        pytest.approx(unshared_fit_time(compiled, 1000, 200, 0, 3) + 35.0)
+
+
+def test_the_stage_times_a_networks_three_steps_here_and_keeps_them_per_machine(tmp_path):
     import torch
 
-    times = alone_times(MemoryKey("test_resnet", 16, 32, "fp32"), torch.device("cpu"), steps=3)
-    assert set(times) == set(TIMES) and all(0 < v < 1 for v in times.values())
+    from tunekit.measure import time_network
+
+    key = StepKey("test_resnet", 16, 32, "fp32")
+    timed, cache = time_network(key, torch.device("cpu"), steps=3, warmup=1)
+    assert cache is None and set(timed) == {key, StepKey("test_resnet", 16, 32, "fp32", frozen=True)}
+    book = Book("CPU test x2, torch 0", tmp_path)
+    for k, values in timed.items():
+        book.record(k, by="stage", **values)
+    times = book.times(key)
+    assert set(TIMES) <= set(times) and all(0 < times[k] < 1 for k in TIMES)
     assert times["eval_s"] < times["train_s"]  # a forward pass costs less than forward, backward and step
 
 
@@ -46,7 +64,8 @@ def real_run_with_times(tmp_path: Path, shared: float) -> Path:
         info = json.loads((trial / RUN_INFO_FILE).read_text())
         info["resources"]["GPU"] = shared
         (trial / RUN_INFO_FILE).write_text(json.dumps(info))
-    key = key_text(MemoryKey("test_resnet", 32, 32, "auto"))
+    # keyed as the measurement stage keys them: the precision resolved (tunekit_run.json's), eager
+    key = StepKey("test_resnet", 32, 32, "fp32").text()
     (run / STEP_TIMES_FILE).write_text(json.dumps({key: TIMES_OF}))
     return run
 

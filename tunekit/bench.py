@@ -33,10 +33,12 @@ from .device import (
     Amp,
     channels_last,
     device_name,
+    machine_id,
     random_steps,
     resolve_device,
     resolve_precision,
     synchronize,
+    trial_backend,
 )
 from .loop import fit
 from .model import build_model
@@ -157,6 +159,7 @@ def bench(models: list[str], device: str = "auto", batch_size: int = 64, img_siz
           pack: list[int] | None = None, rounds: int = 2, compile: bool = False,
           echo=print) -> list[BenchRecord]:
     dev = resolve_device(device)
+    trial_backend(dev)  # cuDNN's autotuner, as trials train
     prec = resolve_precision(precision, dev)
     if threads:
         torch.set_num_threads(threads)
@@ -191,13 +194,19 @@ def bench(models: list[str], device: str = "auto", batch_size: int = 64, img_siz
 def compiled_step(record: BenchRecord, device: torch.device, n_images: int, threads: int | None, rounds: int,
                   echo) -> None:
     """``record``'s network through torch.compile: the compiled ceiling, the compile time, the loop compiled;
-    the times go to ``compiled.ledger()``, where ``compile=auto`` reads them."""
-    from .compiled import ledger, step_key
+    the bare steps and the compile go to the machine's book (``machine.Book``), where ``compile=auto`` reads
+    them (beside the measurement stage's frozen steps and eval, which a search measures)."""
+    from dataclasses import replace
+
+    from .compiled import cache_misses
+    from .machine import Book, StepKey
 
     r = record
     timings: dict = {}
+    misses = cache_misses()
     rate, _ = ceiling(r.model, device, r.batch_size, r.img_size, r.precision, compiled=True, timings=timings)
     compile_s = max(0.0, timings["first_step_s"] - r.batch_size / rate)
+    cache = "cold" if cache_misses() > misses else "warm"
     loop_rate = 0.0
     for _ in range(rounds):
         rate = max(rate, ceiling(r.model, device, r.batch_size, r.img_size, r.precision, compiled=True)[0])
@@ -205,11 +214,11 @@ def compiled_step(record: BenchRecord, device: torch.device, n_images: int, thre
                                         threads=threads, compile="on"))
     r.compiled_images_per_s, r.loop_compiled_images_per_s, r.compile_s = rate, loop_rate, compile_s
     r.loop_ratio = max(r.loop_images_per_s, loop_rate) / max(r.ceiling_images_per_s, rate)
-    ledger().record(step_key(r.model, r.img_size, r.batch_size, r.precision, device),
-                    eager_step_s=r.batch_size / r.ceiling_images_per_s, compiled_step_s=r.batch_size / rate,
-                    compile_s=compile_s)
+    book, key = Book(machine_id(device)), StepKey(r.model, r.batch_size, r.img_size, r.precision)
+    book.record(key, by="bench", train_s=1 / r.ceiling_images_per_s)
+    book.record(replace(key, compile=True), by="bench", train_s=1 / rate, compile_s=compile_s, cache=cache)
     echo(f"{'  compiled':24s}{rate:14.0f}{loop_rate:12.0f}{loop_rate / rate:14.2f}   compile {compile_s:.0f}s "
-         f"({rate / r.ceiling_images_per_s:.2f}x eager); loop / fastest step {r.loop_ratio:.2f}")
+         f"({cache} cache; {rate / r.ceiling_images_per_s:.2f}x eager); loop / fastest step {r.loop_ratio:.2f}")
 
 
 def inference_ceiling(model_name: str, device: torch.device, batch_size: int, img_size: int, precision: str,

@@ -1,49 +1,36 @@
 """A compiled step: ``torch.compile`` of the network a run trains (its train and eval forward, and with it
-the backward), whether it pays, and the compile cache the runs of a machine share.
+the backward), whether it pays (``compile = "auto"``), and the compile cache the runs of a machine share.
 
-    decision = decide("auto", key, steps=1_200)        # Decision(compile=False, why="auto: ... ")
+    work = Work.of(n_train=4_000, n_valid=1_000, batch_size=64, frozen_epochs=1, total_epochs=6,
+                   epochs=expected_epochs(6, rungs=[1, 3], reduction_factor=3))     # ASHA: 1.9 epochs
+    decision = decide("auto", work, eager=book.times(key), compiled=book.times(compiled_key))
     compile_model(model)                                # in place: state_dict keys unchanged
-    ledger().record(key, compile_s=31.0, compiled_step_s=0.021)
 
-``auto`` compiles when the run's expected train steps amortize the compile time measured for the same
-network on this machine (``tunekit bench --compile`` measures eager and compiled steps and the compile;
-a run with ``compile`` on or auto records its own, unless it shared its GPU): steps x (eager step -
-compiled step) > compile time. Without both measurements it runs eager and says why. Inductor's cache
-(``TORCHINDUCTOR_CACHE_DIR``) is set to one folder under tunekit's cache, so the trials of a machine
-share it: only the first trial of a network pays the full compile; the next ones load its kernels.
+``auto`` compiles when the work a run is expected to do pays for every compile it would pay: its train images
+(frozen and not) and validation images x (eager - compiled seconds per image) > the compiles (the frozen
+body's train and eval graphs, and both again at the unfreeze, where requires_grad changes, which Dynamo
+guards on; a partial last validation batch is padded, so it compiles nothing). The expected epochs come from
+the scheduler: under ASHA most trials stop at the first rung (``expected_epochs``). The times are the
+machine's (``machine.Book``), measured by the search's measurement stage (``measure``: the trials' backend
+settings, frozen and unfrozen steps apart, the compile cold and then warm, as a trial after it finds the
+kernel cache) and by ``tunekit bench --compile``; a run with its device alone records its own beside them.
+Inductor's cache (``TORCHINDUCTOR_CACHE_DIR``) is one folder under tunekit's cache, so the trials of a machine
+share it: the stage pays the cold compile, the trials load its kernels.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from .paths import cache_root
 
-from .paths import MachineFile, cache_root
+if TYPE_CHECKING:
+    import torch
 
 COMPILE_MODES = ("off", "on", "auto")
-
-
-@dataclass(frozen=True)
-class StepKey:
-    """What a step's speed depends on: the network, its input, its precision, the device, torch."""
-
-    model: str
-    img_size: int
-    batch_size: int
-    precision: str
-    device: str  # "cpu", or the GPU's name
-
-    def text(self) -> str:
-        return "|".join(map(str, (self.model, self.img_size, self.batch_size, self.precision, self.device,
-                                  f"torch {torch.__version__}")))
-
-
-def step_key(model: str, img_size: int, batch_size: int, precision: str, device: torch.device) -> StepKey:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-    return StepKey(model, img_size, batch_size, precision, name)
 
 
 @dataclass(frozen=True)
@@ -52,21 +39,88 @@ class Decision:
     why: str
 
 
-def decide(mode: str, key: StepKey, steps: int, known: dict | None = None) -> Decision:
-    """Whether a run of ``steps`` train steps compiles (``mode``: COMPILE_MODES); ``known``: the ledger's
-    entry for ``key`` (read when not given)."""
+@dataclass(frozen=True)
+class Work:
+    """What a run is expected to do, in images: train images with the body frozen and not, validation
+    images; the expected epochs they come from, of ``total_epochs``."""
+
+    frozen_images: float
+    train_images: float
+    eval_images: float
+    batch_size: int
+    epochs: float
+    total_epochs: int
+
+    @classmethod
+    def of(cls, n_train: int, n_valid: int, batch_size: int, frozen_epochs: int, total_epochs: int,
+           epochs: float | None = None) -> Work:
+        """``n_train`` images per train epoch (full batches), ``n_valid`` per validation pass, the first
+        ``frozen_epochs`` of ``total_epochs`` frozen; ``epochs`` expected (default: all)."""
+        expected = float(total_epochs if epochs is None else min(epochs, total_epochs))
+        frozen = min(float(frozen_epochs), expected)
+        return cls(n_train * frozen, n_train * (expected - frozen), n_valid * expected, batch_size, expected,
+                   total_epochs)
+
+    def epochs_text(self) -> str:
+        if self.epochs < self.total_epochs:
+            return f"{self.epochs:.3g} of {self.total_epochs} epochs expected under ASHA"
+        return f"{self.total_epochs} epoch(s)"
+
+
+def expected_epochs(total: int, rungs: list[int], reduction_factor: float) -> float:
+    """The epochs a trial of ``total`` is expected to train under ASHA: every trial trains to the first
+    rung, and the top ``1/reduction_factor`` of those at a rung go on to the next (the paper's rule, with
+    many trials), and from the top rung to ``total``. No rungs (no ASHA): ``total``."""
+    expected, reach, last = 0.0, 1.0, 0
+    for rung in sorted(r for r in rungs if 0 < r < total):
+        expected += reach * (rung - last)
+        reach, last = reach / reduction_factor, rung
+    return expected + reach * (total - last)
+
+
+def compile_costs(work: Work) -> tuple[str, ...]:
+    """The compiles a run of ``work`` pays (``machine.Book.times``' names)."""
+    frozen = ("compile_frozen_s", "compile_frozen_eval_s") if work.frozen_images else ()
+    return ("compile_s", "compile_eval_s") + frozen
+
+
+def step_names(work: Work) -> tuple[str, ...]:
+    """The step times (seconds per image) ``work`` is done at."""
+    return (("frozen_s",) if work.frozen_images else ()) + (("train_s",) if work.train_images else ()) + \
+        (("eval_s",) if work.eval_images else ())
+
+
+def seconds(work: Work, times: dict) -> float:
+    """``work``'s seconds at ``times``' speeds (seconds per image), its compiles left out."""
+    return (work.frozen_images * times.get("frozen_s", 0.0) + work.train_images * times.get("train_s", 0.0)
+            + work.eval_images * times.get("eval_s", 0.0))
+
+
+def decide(mode: str, work: Work, eager: dict, compiled: dict) -> Decision:
+    """Whether a run of ``work`` compiles (``mode``: COMPILE_MODES); ``eager`` and ``compiled``: this
+    machine's times of the run's network (``machine.Book.times``), seconds per image and of each compile."""
     if mode in ("off", "on"):
         return Decision(mode == "on", mode)
-    known = ledger().get(key) if known is None else known
-    needed = ("compile_s", "compiled_step_s", "eager_step_s")
-    if not all(isinstance(known.get(k), (int, float)) for k in needed):
-        missing = [k for k in needed if k not in known]
-        return Decision(False, f"auto: eager (no {', '.join(missing)} measured for this network here yet: "
-                               f"tunekit bench --compile, or a run with compile=on)")
-    saved = steps * (known["eager_step_s"] - known["compiled_step_s"])
-    verdict = saved > known["compile_s"]
-    return Decision(verdict, f"auto: {'compiled' if verdict else 'eager'} ({steps} steps would save {saved:.0f}s "
-                             f"against {known['compile_s']:.0f}s to compile)")
+    missing = [f"eager {k}" for k in step_names(work) if k not in eager] + \
+        [f"compiled {k}" for k in step_names(work) + compile_costs(work) if k not in compiled]
+    if missing:
+        return Decision(False, f"auto: eager (not measured on this machine yet: {', '.join(missing)}; a search's "
+                               f"measurement stage measures them, and tunekit bench --compile)")
+    saved = seconds(work, eager) - seconds(work, compiled)
+    cost = sum(compiled[k] for k in compile_costs(work))
+    verdict = saved > cost
+    steps = (work.frozen_images + work.train_images) / work.batch_size
+    return Decision(verdict, f"auto: {'compiled' if verdict else 'eager'} ({work.epochs_text()}, {steps:,.0f} train "
+                             f"steps: compiled would save {saved:.1f}s against {cost:.1f}s of compiles, "
+                             f"{compiled.get('cache', 'cold')} cache)")
+
+
+def cache_misses() -> int:
+    """Inductor's kernel-cache misses in this process so far: a compile that adds none loaded its kernels
+    from the machine's cache (warm)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["inductor"]["fxgraph_cache_miss"])
 
 
 def use_shared_cache() -> Path:
@@ -80,27 +134,14 @@ def compile_model(model: torch.nn.Module) -> torch.nn.Module:
     """``model`` compiled in place (``nn.Module.compile``: its state_dict and methods stay as they are).
     Random ops in the graph (the fastai head's dropout) draw from torch's own generator, as eager does
     (Inductor's ``fallback_random``): a compiled run gives eager's numbers for the same seed, within float
-    tolerance, instead of an equally random but different run (dropout on a head's features costs little)."""
+    tolerance, instead of an equally random but different run (dropout on a head's features costs little).
+    Dynamo starts afresh (``torch._dynamo.reset``): a worker Ray reuses for the next trial still holds the last
+    trial's compiled frames, and past Dynamo's recompile limit the new trial's model would run eager."""
+    import torch._dynamo
     import torch._inductor.config as inductor
 
     use_shared_cache()
     inductor.fallback_random = True
+    torch._dynamo.reset()
     model.compile()
     return model
-
-
-class Ledger:
-    """Measured step and compile times per StepKey, in one file per machine (``paths.MachineFile``)."""
-
-    def __init__(self, path: Path) -> None:
-        self.file = MachineFile(path)
-
-    def get(self, key: StepKey) -> dict:
-        return self.file.get(key.text())
-
-    def record(self, key: StepKey, **times: float) -> None:
-        self.file.update(key.text(), {**{k: float(v) for k, v in times.items()}, "key": asdict(key)})
-
-
-def ledger() -> Ledger:
-    return Ledger(cache_root() / "torch_compile" / "steps.json")

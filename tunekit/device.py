@@ -15,6 +15,7 @@ import os
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -215,58 +216,119 @@ def model_peak_gib(peak_reserved: int, resident_bytes: int) -> float:
     return max(0, peak_reserved - reserved) / 2**30
 
 
+def trial_backend(device: torch.device) -> None:
+    """The backend settings a trial trains with, which the measurement stage (``measure``) measures with too:
+    cuDNN's autotuner on (each convolution's fastest algorithm for the shapes it meets: a convolutional
+    network timed without it is slower than its trials, a ViT is not). On a GPU, its CUDA context is made
+    here. :func:`backend_flags` reads what this set."""
+    torch.backends.cudnn.benchmark = True
+    if device.type == "cuda":
+        torch.empty(1, device=device)
+
+
+def backend_flags() -> dict[str, object]:
+    """The backend settings a step's speed depends on, as this process has them (tested: a trial's and the
+    measurement stage's are the same)."""
+    return {"cudnn.benchmark": torch.backends.cudnn.benchmark, "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+            "matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "deterministic": torch.are_deterministic_algorithms_enabled()}
+
+
+def machine_id(device: torch.device) -> str:
+    """This machine as its measurements are kept (``machine.Book``): its GPU's name and how many the machine
+    has (the same in every process of it: a Ray worker sees only its own GPU), or its CPU's model and cores;
+    and torch's version, which can change any speed."""
+    if device.type == "cuda":
+        gpus = Path("/proc/driver/nvidia/gpus")
+        count = len(list(gpus.iterdir())) if gpus.is_dir() else 0
+        what = torch.cuda.get_device_name(device) + (f" x{count}" if count else "")
+    elif device.type == "mps":
+        what = f"MPS {platform.machine()}"
+    else:
+        what = f"CPU {cpu_model()} x{os.cpu_count()}"
+    return f"{what}, torch {torch.__version__}"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return " ".join(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU {platform.processor() or platform.machine()}"
 
 
+class RandomSteps:
+    """The network tunekit trains (timm body + pool + head) stepped through :meth:`Amp.step` on random tensors,
+    as timm's benchmark.py measures a model: ``tunekit bench``'s ceiling, the GPU share probe's peak memory
+    (``gpu_share``) and the measurement stage's step times (``measure``). One model, its optimizer and a
+    batch, built once; ``compiled``: through ``torch.compile`` (a step's first call then holds its compile)."""
+
+    def __init__(self, model_name: str, device: torch.device, batch_size: int, img_size: int, precision: str,
+                 n_classes: int = 6, compiled: bool = False) -> None:
+        from .compiled import compile_model
+        from .config import TrialConfig
+        from .model import build_model
+
+        torch.manual_seed(0)
+        cfg = TrialConfig(model=model_name, pretrained=False, img_size=img_size, batch_size=batch_size)
+        self.model, _ = build_model(cfg, n_classes, img_size)
+        self.device, self.batch_size = device, batch_size
+        nhwc = channels_last(device, self.model.layout)
+        self.model.to(device, memory_format=torch.channels_last if nhwc else torch.preserve_format).train()
+        if compiled:
+            compile_model(self.model)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-3, betas=(0.9, 0.99), eps=1e-5)
+        self.x = torch.randn(batch_size, 3, img_size, img_size, device=device)
+        if nhwc:
+            self.x = self.x.contiguous(memory_format=torch.channels_last)
+        self.y = torch.randint(0, n_classes, (batch_size,), device=device)
+        self.amp, self.loss_fn = Amp.create(precision, device), torch.nn.CrossEntropyLoss()
+
+    def _eval_step(self, *args) -> None:
+        with torch.inference_mode(), self.amp.autocast():
+            self.model(self.x)
+
+    def time(self, train: bool = True, frozen: bool = False, warmup: int = 5, steps: int = 50) -> tuple[float, float]:
+        """(seconds of the first step, seconds per steady step after ``warmup``) of a train step (the body
+        ``frozen`` or not) or, ``train=False``, of validation's forward pass."""
+        import time
+
+        self.model.freeze_body(frozen)
+        self.model.train(train)
+        step = self.amp.step if train else self._eval_step
+        start = time.perf_counter()
+        for i in range(max(1, warmup)):
+            step(self.model, self.x, self.y, self.loss_fn, self.opt)
+            if i == 0:
+                synchronize(self.device)
+                first = time.perf_counter() - start
+        synchronize(self.device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            step(self.model, self.x, self.y, self.loss_fn, self.opt)
+        synchronize(self.device)
+        return first, (time.perf_counter() - start) / steps
+
+
 def random_steps(model_name: str, device: torch.device, batch_size: int, img_size: int, precision: str,
                  n_classes: int = 6, warmup: int = 5, steps: int = 50, compiled: bool = False,
                  timings: dict | None = None, frozen: bool = False, train: bool = True) -> tuple[float, float]:
-    """(images/s, peak GiB) of :meth:`Amp.step` on random tensors, for the network tunekit trains (timm
-    body + pool + head), as timm's benchmark.py measures it: ``tunekit bench``'s ceiling, and the GPU
-    share probe's peak memory (``gpu_share``). ``compiled``: through ``torch.compile`` (the compile in
-    the first step, whose seconds go to ``timings["first_step_s"]``); ``frozen``: the body frozen (a
-    fine-tune's first epoch); ``train=False``: validation's forward passes (``unshared.alone_times``)."""
-    import time
-
-    from .compiled import compile_model
-    from .config import TrialConfig
-    from .model import build_model
-
-    torch.manual_seed(0)
-    cfg = TrialConfig(model=model_name, pretrained=False, img_size=img_size, batch_size=batch_size)
-    model, _ = build_model(cfg, n_classes, img_size)
-    nhwc = channels_last(device, model.layout)
-    model.to(device, memory_format=torch.channels_last if nhwc else torch.preserve_format).train()
-    if compiled:
-        compile_model(model)
-    model.freeze_body(frozen)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), eps=1e-5)
-    x = torch.randn(batch_size, 3, img_size, img_size, device=device)
-    if nhwc:
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, n_classes, (batch_size,), device=device)
-    amp, loss_fn = Amp.create(precision, device), torch.nn.CrossEntropyLoss()
-    if not train:
-        model.eval()
-
-        def step(*args) -> None:
-            with torch.inference_mode(), amp.autocast():
-                model(x)
-    else:
-        step = amp.step
+    """(images/s, peak GiB) of :class:`RandomSteps`' train step (``frozen``: the body frozen, a fine-tune's
+    first epoch; ``train=False``: validation's forward pass); ``compiled``: the first step's seconds, which
+    hold the compile, go to ``timings["first_step_s"]``."""
+    stepper = RandomSteps(model_name, device, batch_size, img_size, precision, n_classes, compiled)
     reset_peak_memory(device)
-    first = time.perf_counter()
-    for i in range(warmup):
-        step(model, x, y, loss_fn, opt)
-        if i == 0 and timings is not None:
-            synchronize(device)
-            timings["first_step_s"] = time.perf_counter() - first
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step(model, x, y, loss_fn, opt)
-    synchronize(device)
-    return batch_size * steps / (time.perf_counter() - start), peak_memory_gib(device)
+    first, step_s = stepper.time(train, frozen, warmup, steps)
+    if timings is not None:
+        timings["first_step_s"] = first
+    return batch_size / step_s, peak_memory_gib(device)

@@ -1,15 +1,15 @@
-"""A trial's share of a GPU, all of it in one place: the ``gpus_per_trial = "auto"`` probe and its
-cache, the fraction and how it spreads over the GPUs, a packed trial's memory limit, and whether its
-images stay on the GPU. No Ray here (a search's Ray tasks call into it: ``tuner.nodes``).
+"""A trial's share of a GPU, all of it in one place: the ``gpus_per_trial = "auto"`` share, the fraction and
+how it spreads over the GPUs, a packed trial's memory limit, and whether its images stay on the GPU. No Ray
+here (a search's Ray tasks call into it: ``tuner.nodes``).
 
-For every (model, batch_size, img_size, precision) a search can run, a quick probe (a few bare
-train steps of the same network: ``device.random_steps``, ``tunekit bench``'s ceiling) measures the
-peak memory the caching allocator reserves. The share is the smallest 1/k of the GPU (k <=
-MAX_PER_GPU) that holds that peak plus the CUDA context and a margin, beside the room its images
-may take (PRELOAD_SHARE), so small models pack several to a GPU and big ones get what they need.
-Probes are cached per machine (GPU name, torch version) in ``~/.cache/tunekit/gpu_memory.json``.
+For every (model, batch_size, img_size, precision) a search can run (``memory_keys``), the measurement stage
+(``measure``: a few bare train steps of the same network, with the trials' backend settings) measures the
+peak memory the caching allocator reserves. The share is the smallest 1/k of the GPU (k <= MAX_PER_GPU) that
+holds that peak plus the CUDA context and a margin, beside the room its images may take (PRELOAD_SHARE), so
+small models pack several to a GPU and big ones get what they need. Peaks are kept in the machine's book
+(``machine.Book``), so a search of the same networks on the machine measures nothing again.
 
-    shares = probe_apart(memory_keys(spec))          # on this machine's GPUs, in a process that exits
+    shares = AutoShares(shares_from(found.peaks, found.total_gib), spec.data)    # found: measure.Found
     shares.gpus_for(trial_config, floor=plan_share)  # Ray's per-trial GPU resource
     limit_memory(device, 0.25)                        # in the trial: keep to a quarter of the GPU
     keeps_resident(cache.images.nbytes, memory_budget(device))   # its images on the GPU, or not
@@ -17,15 +17,13 @@ Probes are cached per machine (GPU name, torch version) in ``~/.cache/tunekit/gp
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import TunekitError
-from .paths import MachineFile, cache_root
+from .machine import StepKey
 
 if TYPE_CHECKING:  # torch loads only where a GPU is probed: a dry run plans without it
     import torch
@@ -39,19 +37,6 @@ MARGIN = 1.15  # fragmentation over a long run, validation batches, a later larg
 
 
 @dataclass(frozen=True)
-class MemoryKey:
-    """What a trial's GPU memory depends on (pooling and head are negligible beside it)."""
-
-    model: str
-    batch_size: int
-    img_size: int
-    precision: str
-
-    def __str__(self) -> str:
-        return f"{self.model} b{self.batch_size} {self.img_size}px {self.precision}"
-
-
-@dataclass(frozen=True)
 class Share:
     peak_gib: float  # measured peak reserved by the probe (0 when it ran out of memory)
     need_gib: float  # what a trial is given room for
@@ -61,9 +46,9 @@ class Share:
 
 @dataclass
 class AutoShares:
-    """The probed share of each MemoryKey a search's trials can have (``gpus_per_trial = "auto"``)."""
+    """The measured share of each key a search's trials can have (``gpus_per_trial = "auto"``)."""
 
-    shares: dict[MemoryKey, Share]
+    shares: dict[StepKey, Share]
     data: str  # the search's data spec (a trial's image size can depend on it)
 
     def smallest(self) -> float:
@@ -151,109 +136,11 @@ def resident_on(device: torch.device, nbytes: int) -> bool:
     return device.type == "cuda" and keeps_resident(nbytes, memory_budget(device))
 
 
-def cache_file() -> Path:
-    return cache_root() / "gpu_memory.json"
-
-
-def machine_key(device: torch.device) -> str:
-    import torch
-
-    props = torch.cuda.get_device_properties(device)
-    return f"{props.name} {props.total_memory // 2**20}MiB torch {torch.__version__}"
-
-
-def probe_shares(keys: list[MemoryKey], device: torch.device, echo=lambda line: None,
-                 size_on_gib: float | None = None) -> tuple[dict[MemoryKey, Share], float]:
-    """The share of each key, its peak probed on ``device`` (a CUDA GPU) where the cache lacks it, the
-    fraction sized for a GPU of ``size_on_gib`` (default: this one's memory); and that memory in GiB.
-
-    Each probe is written to the cache as soon as it is measured, so an interrupted probe keeps what it
-    learned; one that runs out of memory on the whole GPU is reported (a whole GPU for its trials, not
-    cached: the GPU may have been busy) and the others go on. Probes run with cuDNN's autotuner on, as
-    trials do (its workspaces count in their peak)."""
-    import torch
-
-    from .device import random_steps, resolve_precision
-
-    total = size_on_gib or torch.cuda.get_device_properties(device).total_memory / 2**30
-    machine = machine_key(device)
-
-    def measure(key: MemoryKey) -> float:
-        try:
-            return random_steps(key.model, device, key.batch_size, key.img_size,
-                                resolve_precision(key.precision, device), warmup=2, steps=2)[1]
-        finally:
-            torch.cuda.empty_cache()
-
-    benchmark = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = True
-    try:
-        return shares_of(keys, total, measure, _cached(machine), lambda name, peak: _remember(machine, name, peak),
-                         echo), total
-    finally:
-        torch.backends.cudnn.benchmark = benchmark
-
-
-def shares_of(keys: list[MemoryKey], total_gib: float, measure: Callable[[MemoryKey], float],
-              cached: dict[str, float], remember: Callable[[str, float], None],
-              echo: Callable[[str], None]) -> dict[MemoryKey, Share]:
-    """:func:`probe_shares`' loop, without the GPU: each key's peak from ``cached`` or ``measure``d (and
-    ``remember``ed at once); a key whose probe runs out of memory gets a whole GPU, flagged."""
-    import torch
-
-    shares = {}
-    for key in keys:
-        name = json.dumps(asdict(key), sort_keys=True)
-        peak = cached.get(name)
-        if peak is None:
-            echo(f"  probing GPU memory of {key} ...")
-            try:
-                peak = measure(key)
-            except torch.OutOfMemoryError:
-                echo(f"  warning: {key} ran out of memory on a whole GPU: its trials get a whole GPU and will "
-                     f"likely fail; lower its batch_size or img_size")
-                shares[key] = Share(0.0, total_gib, 1.0, out_of_memory=True)
-                continue
-            remember(name, peak)
-        shares[key] = share_for(peak, total_gib)
-    return shares
-
-
-def _cached(machine: str) -> dict[str, float]:
-    return MachineFile(cache_file()).get(machine)
-
-
-def _remember(machine: str, name: str, peak: float) -> None:
-    """Add one probe to the cache file (other drivers may probe at once: ``paths.MachineFile``)."""
-    MachineFile(cache_file()).update(machine, {name: peak})
-
-
-def probe_remote(keys: list[MemoryKey], size_on_gib: float | None = None) -> tuple[dict[MemoryKey, Share], float]:
-    """For a Ray task holding one GPU (Ray makes it this process's only visible GPU)."""
-    from .device import resolve_device
-
-    return probe_shares(keys, resolve_device("cuda"), size_on_gib=size_on_gib)
-
-
-def probe_apart(keys: list[MemoryKey], data: str, echo: Callable[[str], None] = print) -> AutoShares | None:
-    """The shares of ``keys`` probed on this machine's GPU in a process of its own that exits after it
-    (giving its GPU memory back before the trials start), sized for this machine's smallest GPU; None
-    where there is no GPU."""
-    from .device import cuda_available, in_own_process
-
-    if not cuda_available():
-        return None
-    echo(f"probing the GPU memory of {len(keys)} model/batch/size combination(s) on this machine's GPU")
-    cards, shares = in_own_process(_probe_here, keys)
-    size_for(cards, echo)
-    return AutoShares(shares, data)
-
-
-def _probe_here(keys: list[MemoryKey]) -> tuple[list[tuple[str, float]], dict[MemoryKey, Share]]:
-    """In a process of its own (``probe_apart``): this machine's GPUs, and the shares probed on one,
-    sized for the smallest."""
-    cards = gpu_cards()
-    return cards, probe_remote(keys, smallest_card(cards)[1] if cards else None)[0]
+def shares_from(peaks: dict[StepKey, float | None], total_gib: float) -> dict[StepKey, Share]:
+    """Each key's share of a ``total_gib`` GPU from its measured peak (``measure.Found.peaks``); a key whose
+    train step ran out of memory on a whole GPU (None) gets a whole GPU, flagged."""
+    return {key: Share(0.0, total_gib, 1.0, out_of_memory=True) if peak is None else share_for(peak, total_gib)
+            for key, peak in peaks.items()}
 
 
 def size_for(cards: list[tuple[str, float]], echo: Callable[[str], None]) -> float | None:
@@ -298,8 +185,10 @@ def parse_nvidia_smi(text: str) -> list[tuple[str, float]]:
     return cards
 
 
-def memory_keys(spec) -> list[MemoryKey]:
-    """Every MemoryKey a search's trials can have (its space must give finite choices for them)."""
+def memory_keys(spec, purpose: str = "gpus_per_trial='auto'",
+                instead: str = "set gpus_per_trial to a number") -> list[StepKey]:
+    """Every key (model, batch_size, img_size, precision as asked) a search's trials can have (its space must
+    give finite choices for them, which ``purpose`` measures; else the error says to give them, or ``instead``)."""
     from .config import TrialConfig
     from .data.size import resolve_img_size
 
@@ -307,24 +196,24 @@ def memory_keys(spec) -> list[MemoryKey]:
     for key in ("model", "batch_size", "img_size", "precision"):
         values[key] = spec.values_of(key)
         if values[key] is None:
-            raise TunekitError(f"gpus_per_trial='auto' probes each {key} the space can take, and {key!r} is sampled "
-                               f"from a range: give it as tune.choice([...]) or set gpus_per_trial to a number")
+            raise TunekitError(f"{purpose} measures each {key} the space can take, and {key!r} is sampled "
+                               f"from a range: give it as tune.choice([...])" + (f" or {instead}" if instead else ""))
     keys = set()
     for model in values["model"]:
         for batch in values["batch_size"]:
             for size in values["img_size"]:
                 for precision in values["precision"]:
                     cfg = TrialConfig(data=spec.data, model=model, batch_size=batch, img_size=size, pretrained=False)
-                    keys.add(MemoryKey(model, int(batch), resolve_img_size(cfg), str(precision)))
+                    keys.add(StepKey(model, int(batch), resolve_img_size(cfg), str(precision)))
     return sorted(keys, key=str)
 
 
-def key_of(config: dict, data: str) -> MemoryKey:
-    """The MemoryKey of one trial's config (as Ray passes it)."""
+def key_of(config: dict, data: str) -> StepKey:
+    """The key of one trial's config (as Ray passes it), its precision as asked."""
     from .config import TrialConfig
     from .data.size import resolve_img_size
 
     cfg = TrialConfig(data=data, model=config["model"], batch_size=config.get("batch_size", TrialConfig.batch_size),
                       img_size=config.get("img_size"), pretrained=False)
-    return MemoryKey(cfg.model, cfg.batch_size, resolve_img_size(cfg),
-                     str(config.get("precision", TrialConfig.precision)))
+    return StepKey(cfg.model, cfg.batch_size, resolve_img_size(cfg), str(config.get("precision",
+                                                                                    TrialConfig.precision)))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -23,20 +23,23 @@ from torch import nn
 
 from . import data as tkdata
 from .catalog import check_model_name
-from .compiled import StepKey, compile_model, decide, ledger, step_key
+from .compiled import Work, cache_misses, compile_model, decide
 from .config import TrialConfig
 from .data.size import img_size_rule, resolve_img_size  # noqa: F401 - also tunekit.loop's
 from .device import (
     Amp,
     channels_last,
+    machine_id,
     peak_memory_gib,
     reset_peak_memory,
     resolve_device,
     resolve_precision,
     synchronize,
+    trial_backend,
 )
 from .errors import TunekitError
 from .gpu_share import resident_on
+from .machine import Book, StepKey
 from .metrics import classification_metrics
 from .model import FineTuneModel, ModelInfo, build_model
 from .recipe import Phase, optimizer, plan, start_phase
@@ -86,7 +89,7 @@ class RunInfo:
     # per-epoch gpu_mem leaves them out, as they depend on the trial's share, not on the model
     resident_gib: float = 0.0
     compiled: bool = False  # the step ran through torch.compile (config key compile; compiled.decide)
-    compile_why: str = "off"
+    compile_why: str = "off"  # the decision and the numbers behind it
     start_phases: dict[str, float] = field(default_factory=dict)  # StartClock's: seconds per start phase
 
 
@@ -112,7 +115,11 @@ class _Run:
     opt: torch.optim.Optimizer
     amp: Amp
     clock: StartClock
-    step_key: StepKey | None = None  # where this run's step times go in compiled.ledger() (None: not kept)
+    key: StepKey | None = None  # this run's network on this machine (its compile as it runs)
+    book: Book | None = None  # where its steady steps and compiles go: only a run with its device alone
+    timed: set = field(default_factory=set)  # the phases (frozen or not) whose first epoch here was timed
+    compiles: dict = field(default_factory=dict)  # what this process's compiles took: first steps beyond steady ones
+    misses: int = 0  # Inductor's cache misses before the first compile (cold or warm)
 
     @property
     def resident_bytes(self) -> int:
@@ -121,14 +128,18 @@ class _Run:
 
 def fit(cfg: TrialConfig, report: Reporter | None = None, *, resume: dict[str, Any] | None = None,
         on_setup: Callable[[RunInfo], None] | None = None, clock: StartClock | None = None,
-        alone: bool = True) -> FitResult:
+        alone: bool = True, expected_epochs: float | None = None) -> FitResult:
     """Train ``cfg`` to the end (or divergence); ``report`` after every epoch; ``on_setup`` once
     data and model are ready, with what the run really uses; ``clock``: its start phases (in
-    ``RunInfo.start_phases``, the first step's once the first epoch reports). A run with ``compile``
-    on or auto that has its device ``alone`` records its step times for ``compile=auto``."""
-    run = _setup(cfg, clock or StartClock())
+    ``RunInfo.start_phases``, the first step's once the first epoch reports). ``expected_epochs``: the
+    epochs the scheduler lets a run like it reach on average (``compiled.expected_epochs``), which
+    ``compile = "auto"`` weighs. A run with ``compile`` on or auto that has its device ``alone`` records its
+    steady unfrozen train step and the compiles it paid in the machine's book (``run_train_s``,
+    ``run_compile_s`` and each compile in ``run_compiles``, ``run_cache``: beside, not over, the measurement
+    stage's bare steps, which ``auto`` decides by)."""
+    run = _setup(cfg, clock or StartClock(), expected_epochs)
     if cfg.compile == "off" or not alone:  # (a packed trial's step times hold its neighbours' too)
-        run.step_key = None
+        run.book = None
     if on_setup is not None:
         on_setup(run.info)
     phases = plan(cfg)
@@ -186,7 +197,7 @@ def _to_cpu(obj: Any) -> Any:
     return obj
 
 
-def _setup(cfg: TrialConfig, clock: StartClock) -> _Run:
+def _setup(cfg: TrialConfig, clock: StartClock, expected_epochs: float | None = None) -> _Run:
     # before any data work, cheapest and likeliest first: a missing folder, a typo, unavailable weights
     tkdata.DataSpec.parse(cfg.data).check_path()
     check_model_name(cfg.model)
@@ -197,9 +208,7 @@ def _setup(cfg: TrialConfig, clock: StartClock) -> _Run:
     clock.mark("setup")
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.empty(1, device=device)  # CUDA's context: made here, so that its time is its own phase
+    trial_backend(device)  # cuDNN's autotuner; CUDA's context made here, so that its time is its own phase
     clock.mark("device")
     img_size, why = img_size_rule(cfg)
     ds = tkdata.load(cfg.data, cfg.resize, img_size, threads=cfg.threads)
@@ -217,9 +226,15 @@ def _setup(cfg: TrialConfig, clock: StartClock) -> _Run:
     clock.mark("data")
     if len(train) == 0:
         raise TunekitError(f"batch_size {cfg.batch_size} is larger than the {train.n_items} training images")
-    key = step_key(cfg.model, img_size, cfg.batch_size, precision, device)
-    decision = decide(cfg.compile, key, steps=len(train) * cfg.total_epochs)
+    key = StepKey(cfg.model, cfg.batch_size, img_size, precision)
+    book = Book(machine_id(device)) if cfg.compile != "off" else None
+    work = Work.of(len(train) * cfg.batch_size, valid.n_items, cfg.batch_size,
+                   cfg.freeze_epochs if cfg.uses_pretrained else 0, cfg.total_epochs, expected_epochs)
+    decision = decide(cfg.compile, work, book.times(key) if book else {},
+                      book.times(replace(key, compile=True)) if book else {})
+    misses = 0
     if decision.compile:
+        misses = cache_misses()
         compile_model(model)
     info = RunInfo(
         device=str(device), precision=precision, img_size=img_size, n_train=train.n_items,
@@ -238,7 +253,9 @@ def _setup(cfg: TrialConfig, clock: StartClock) -> _Run:
     return _Run(
         cfg=cfg, info=info, device=device, model=model, train=train, valid=valid,
         loss_fn=nn.BCEWithLogitsLoss() if ds.multilabel else nn.CrossEntropyLoss(),
-        opt=optimizer(model, cfg.lr), amp=Amp.create(precision, device), clock=clock, step_key=key,
+        opt=optimizer(model, cfg.lr), amp=Amp.create(precision, device), clock=clock,
+        key=replace(key, compile=decision.compile), book=book,
+        misses=misses,
     )
 
 
@@ -252,14 +269,18 @@ def _epoch(run: _Run, phase: Phase, phase_epoch: int, epoch: int) -> dict[str, A
     loss_sum = torch.zeros((), device=device)
     seen = 0
     diverged = False
-    timing = "first_step" not in run.clock.phases  # this run's first epoch
+    first_step = "first_step" not in run.clock.phases  # this run's first epoch
+    # the first epoch of each phase in this process: its first step (a compile, compiled) against its steady ones
+    timed = run.book is not None and phase.frozen not in run.timed
+    run.timed.add(phase.frozen)
     first_s = 0.0
     for i, (x, y) in enumerate(run.train.epoch(epoch)):
         phase.apply(opt, (phase_epoch * steps + i) / total_steps)
         loss = run.amp.step(model, x, y, run.loss_fn, opt)
-        if timing and i == 0:
+        if (first_step or timed) and i == 0:
             synchronize(device)
-            run.clock.mark("first_step")
+            if first_step:
+                run.clock.mark("first_step")
             first_s = time.perf_counter() - start
         loss_sum += loss * len(x)
         seen += len(x)
@@ -278,25 +299,36 @@ def _epoch(run: _Run, phase: Phase, phase_epoch: int, epoch: int) -> dict[str, A
         bad = {"error_rate": 1.0, "accuracy": 0.0, **({"f2": 0.0} if run.info.multilabel else {})}
         return {**common, "train_loss": None, "valid_loss": None, **bad, "diverged": True, "seconds": train_seconds}
     valid_start = time.perf_counter()
-    valid_loss, quality, first_valid_s = _validate(run, timed=timing and run.step_key is not None)
+    # the eval graph too: an unfreeze changes requires_grad, which Dynamo guards on, so it compiles again
+    timed_eval = timed and len(run.valid) > 1
+    valid_loss, quality, first_valid_s = _validate(run, timed=timed_eval)
     seconds = time.perf_counter() - start
-    if timing and i > 0 and run.step_key is not None:  # what this run's steps cost, for compile=auto
+    if timed and i > 0:
         step_s = (train_seconds - first_s) / i
-        valid_rest = (time.perf_counter() - valid_start - first_valid_s) / max(1, len(run.valid) - 1)
-        extra_s = max(0.0, first_s - step_s) + max(0.0, first_valid_s - valid_rest)
-        _record_step_times(run, step_s, extra_s)
+        frozen = "frozen " if phase.frozen else ""
+        if run.info.compiled:
+            run.compiles[f"{frozen}train"] = max(0.0, first_s - step_s)
+        if timed_eval and run.info.compiled:
+            valid_rest = (time.perf_counter() - valid_start - first_valid_s) / (len(run.valid) - 1)
+            run.compiles[f"{frozen}eval"] = max(0.0, first_valid_s - valid_rest)
+        if not phase.frozen:  # only an unfrozen epoch's steady steps are this network's train step
+            _record_step_times(run, step_s / run.cfg.batch_size)
     return {**common, "train_loss": loss_sum.item() / seen, "valid_loss": valid_loss, **quality, "seconds": seconds}
 
 
 def _validate(run: _Run, timed: bool = False) -> tuple[float, dict[str, float], float]:
     """(loss, quality metrics, ``timed``: seconds of the first batch, where a compiled network compiles its
-    eval; else 0, and no wait for the device)."""
+    eval; else 0, and no wait for the device). A compiled network's partial last batch is padded to a full one
+    (each image's outputs are its own in eval mode), so it compiles no second graph."""
     run.model.eval()
     outs, ys = [], []
     start, first_s = time.perf_counter(), 0.0
     with torch.inference_mode(), run.amp.autocast():
         for x, y in run.valid.epoch(0):
-            outs.append(run.model(x).float())
+            n = len(x)
+            if run.info.compiled and n < run.cfg.batch_size:
+                x = pad_batch(x, run.cfg.batch_size)
+            outs.append(run.model(x)[:n].float())
             ys.append(y)
             if timed and len(outs) == 1:
                 synchronize(run.device)
@@ -306,13 +338,21 @@ def _validate(run: _Run, timed: bool = False) -> tuple[float, dict[str, float], 
     return loss, classification_metrics(logits.cpu(), target.cpu(), run.info.multilabel), first_s
 
 
-def _record_step_times(run: _Run, step_s: float, extra_s: float) -> None:
-    """The first epoch's steady train step, and (compiled) what its first train step and eval batch took
-    beyond a steady one: the compile. Kept per network and machine (compiled.ledger) for compile=auto."""
+def pad_batch(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``x`` with zero images after its own, to ``size`` of them, in its memory format."""
+    nhwc = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    padded = torch.cat([x, x.new_zeros((size - len(x), *x.shape[1:]))])
+    return padded.contiguous(memory_format=torch.channels_last) if nhwc else padded
+
+
+def _record_step_times(run: _Run, train_s: float) -> None:
+    """This run's steady unfrozen train step (seconds per image) and, compiled, what its compiles took in this
+    process (and whether Inductor's cache was cold or warm), in the machine's book beside the measurement
+    stage's bare steps (``measure``): a run's step holds its data path too."""
+    compiled = {"run_compile_s": sum(run.compiles.values()),
+                "run_compiles": ", ".join(f"{k} {v:.2f}s" for k, v in run.compiles.items()),
+                "run_cache": "cold" if cache_misses() > run.misses else "warm"} if run.info.compiled else {}
     try:
-        if run.info.compiled:
-            ledger().record(run.step_key, compiled_step_s=step_s, compile_s=extra_s)
-        else:
-            ledger().record(run.step_key, eager_step_s=step_s)
-    except OSError as e:  # a read-only cache: auto only loses a measurement
-        log.warning("could not record step times for compile=auto: %s", e)
+        run.book.record(run.key, by="run", run_train_s=train_s, **compiled)
+    except OSError as e:  # a read-only cache: only a measurement is lost
+        log.warning("could not record this run's step times: %s", e)

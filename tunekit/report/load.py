@@ -19,7 +19,7 @@ from .. import runfolder, unshared
 from ..config import SEARCH_KEYS, SEARCH_METRICS, TrialConfig, total_epochs
 from ..data.spec import DataSpec
 from ..errors import TunekitError
-from ..gpu_share import MemoryKey
+from ..machine import StepKey
 from ..prescreen import Screen, load_screen
 from ..runfolder import Status
 
@@ -104,6 +104,8 @@ def trial_row(trial: Path, dataset: str, metric: str, mode: str, ray_trial: dict
     row["retried"] = runfolder.retried(trial) and status is not Status.ERRORED
     info = runfolder.read_json(trial / runfolder.RUN_INFO_FILE) or {}
     row["device"] = info.get("device")
+    if config.get("compile", "off") != "off":  # compile on or auto: what the trial ran, and why
+        row["compiled"], row["compile_why"] = info.get("compiled"), info.get("compile_why")
     row["fit_time_unshared"] = _unshared(row, config, info, step_times or {})
     row["path"] = str(trial)
     return row
@@ -119,13 +121,16 @@ def _unshared(row: dict[str, Any], config: dict[str, Any], info: dict[str, Any],
     search timed it; its fit_time where it had its device to itself; else unknown (NaN)."""
     gpu = float((info.get("resources") or {}).get("GPU", 0.0) or 0.0)
     fit_time = row.get("fit_time", float("nan"))
-    key = MemoryKey(config.get("model", ""), int(config.get("batch_size", TrialConfig.batch_size)),
-                    int(info.get("img_size") or 0), str(config.get("precision", TrialConfig.precision)))
-    times = step_times.get(unshared.key_text(key))
+    # the key the measurement stage timed the trial's network under: its precision resolved, compiled or not
+    key = StepKey(config.get("model", ""), int(config.get("batch_size", TrialConfig.batch_size)),
+                  int(info.get("img_size") or 0), str(info.get("precision") or config.get("precision", "")),
+                  compile=bool(info.get("compiled", False)))
+    times = step_times.get(key.text())
     if times and info.get("n_train") and row["epochs_run"]:
         frozen = config.get("freeze_epochs", TrialConfig.freeze_epochs) \
             if config.get("pretrained", TrialConfig.pretrained) is not False else 0
-        return unshared.unshared_fit_time(times, info["n_train"], info.get("n_valid", 0), frozen, row["epochs_run"])
+        return unshared.unshared_fit_time(times, info["n_train"], info.get("n_valid", 0), frozen, row["epochs_run"],
+                                          compiled=key.compile)
     return fit_time if not 0 < gpu < 1 else float("nan")
 
 

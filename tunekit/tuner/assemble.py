@@ -19,14 +19,14 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from ..gpu_share import AutoShares
 from ..runfolder import EVENTS_FILE, PROMOTIONS_FILE, STOPPED_FILE
 from ..spec import SearchSpec
-from .asha import PromotingASHA
+from .asha import PromotingASHA, rungs_for
 from .callbacks import CheckpointCleanup, TensorBoardCallback, searched_keys
 from .failures import Doomed, Scheduler, Verdict
 from .progress import ProgressCallback
 from .ray_api import replace_callbacks
 from .slots import SlotGenerator, SlotLimiter
 from .state import Plan
-from .trainable import CHECKPOINTS_KEY, run_trial
+from .trainable import ALONE_KEY, CHECKPOINTS_KEY, RUNGS_KEY, run_trial
 
 
 def build_tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool, echo: Callable[[str], None],
@@ -47,7 +47,10 @@ def build_tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool,
     resources = (Resources(shares, spec.cpus_per_trial, plan.gpus_per_trial) if shares is not None
                  else {"cpu": spec.cpus_per_trial, "gpu": plan.gpus_per_trial})
     trainable = tune.with_resources(run_trial, resources)
-    param_space = {**spec.param_space(), "threads": threads, CHECKPOINTS_KEY: checkpoints}
+    rungs = {"rungs": rungs_for(plan.max_epochs, spec.asha["grace_period"], spec.asha["reduction_factor"]),
+             "reduction_factor": spec.asha["reduction_factor"]} if spec.asha else None
+    param_space = {**spec.param_space(), "threads": threads, CHECKPOINTS_KEY: checkpoints, RUNGS_KEY: rungs,
+                   ALONE_KEY: plan.concurrency == 1}
     progress = ProgressCallback(echo, spec.metric, spec.mode, plan.max_epochs, plan.trials, searched_keys(spec),
                                 slots=plan.concurrency, display=display, log_path=storage / spec.name / EVENTS_FILE)
     callbacks = [CSVLoggerCallback(), JsonLoggerCallback(), TensorBoardCallback(), progress]

@@ -4,12 +4,13 @@
 pretrained weights). On one machine (``prepare_local``) this runs in the driver before Ray starts,
 so bad data or missing weights fail in a second with one message; on a cluster (``prepare_nodes``)
 a Ray task on every node does it, and also checks that the run folder is storage all nodes share.
-``probe_cluster_shares``: the GPU share probe (``gpu_share``) on a cluster's GPU nodes.
+``measure_on_cluster``: the measurement stage's GPU memory (``gpu_share``'s shares) on a cluster's GPU node.
 ``cluster_nodes``: a cluster's nodes and resources (``tunekit doctor``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -19,7 +20,8 @@ import ray
 
 from ..data.spec import GENERATED, DataSpec
 from ..errors import TunekitError
-from ..gpu_share import AutoShares, MemoryKey, gpu_cards, probe_remote, size_for
+from ..gpu_share import gpu_cards, size_for
+from ..measure import Found, Needs, measure_here
 from ..prepare import check_settings, listed_facts, prepare_here, prepare_jobs
 from ..spec import SearchSpec
 from .state import Search
@@ -95,27 +97,30 @@ def prepare_nodes(spec: SearchSpec, run_dir: Path, echo: Callable[[str], None]) 
     return False
 
 
-def probe_cluster_shares(keys: list[MemoryKey], data: str, echo: Callable[[str], None]) -> AutoShares:
-    """gpus_per_trial='auto' on a cluster: every GPU node lists its cards (a task holding no GPU), then
-    one task holding a whole GPU probes each key, the shares sized for the smallest card; each task's
-    process exits after it, giving its GPU memory back."""
+def measure_on_cluster(needs: Needs, echo: Callable[[str], None]) -> Found:
+    """The measurement stage on a cluster (``gpus_per_trial='auto'``: the GPU memory): every GPU node lists its
+    cards (a task holding no GPU), then one task holding a whole GPU runs the stage's own function
+    (``measure.measure_here``), the shares sized for the smallest card; each task's process exits after it,
+    giving its GPU memory back."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("GPU", 0) > 0]
     task = ray.remote(num_cpus=0, num_gpus=0, max_calls=1)(gpu_cards)
     cards = [card for found in ray.get([task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False))
                                         .remote() for n in nodes]) for card in found]
-    echo(f"probing the GPU memory of {len(keys)} model/batch/size combination(s) on a GPU node")
+    echo(f"measuring {needs.what()} of {len(needs.keys)} network(s) on a GPU node")
     gib = size_for(cards, echo)
-    probe = ray.remote(num_gpus=1, max_calls=1)(probe_remote)
+    remote = ray.remote(num_gpus=1, max_calls=1)(measure_here)
     try:
-        shares, _ = ray.get(probe.remote(keys, gib))
+        found = ray.get(remote.remote(dataclasses.replace(needs, size_on_gib=gib)))
     except ray.exceptions.RayTaskError as e:
         cause = getattr(e, "cause", None) or e
         first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        raise TunekitError(f"gpus_per_trial='auto': the GPU memory probe failed ({type(cause).__name__}: "
+        raise TunekitError(f"gpus_per_trial='auto': measuring the GPU memory failed ({type(cause).__name__}: "
                            f"{first[:200]}); set gpus_per_trial to a number to skip it") from None
-    return AutoShares(shares, data)
+    for line in found.lines:
+        echo(line)
+    return found
 
 
 def cluster_nodes(address: str) -> tuple[list[dict], dict[str, float]]:

@@ -1,6 +1,8 @@
-"""The plan stage of a search: capacity, GPU shares and trial slots, worked out once; a dry run ends here.
+"""The plan stage of a search: capacity and trial slots, worked out from what the machine and the space say,
+without measuring or starting anything (a cluster is joined to count it); a dry run ends here. What must be
+measured (``auto``'s GPU shares, steps alone, compiles) is the next stage's (``tuner.measure``).
 
-    plan(state)                                  # the stage (tuner.flow): sets state.plan (and state.shares)
+    plan(state)                                  # the stage (tuner.flow): sets state.plan
     make_plan(spec, run_dir, total_cpus=16, total_gpus=4, restoring=False)   # the arithmetic alone
 """
 
@@ -15,7 +17,7 @@ import sys
 from pathlib import Path
 
 from ..errors import TunekitError
-from ..gpu_share import MAX_PER_GPU, AutoShares, memory_keys, probe_apart, spread
+from ..gpu_share import MAX_PER_GPU, memory_keys, spread
 from ..runfolder import SPACE_COPY, SPEC_FILE
 from ..spec import SearchSpec
 from .state import Plan, Search
@@ -25,7 +27,8 @@ GPU_DRIVER_FILES = ("/dev/nvidiactl", "/proc/driver/nvidia", "/dev/dxg", "/dev/k
 
 
 def plan(state: Search) -> None:
-    """Capacity (a cluster is joined to count it), the GPU shares (``auto``: probed), the Plan."""
+    """Capacity (a cluster is joined to count it) and the Plan (``auto``: with its smallest share standing in
+    until the measurement stage)."""
     spec, opts = state.spec, state.options
     if opts.address is not None:
         from .session import runtime_env
@@ -42,16 +45,11 @@ def plan(state: Search) -> None:
         gpus = 1.0
         state.notes.append("  note     no GPU here: planned for 1 GPU (pass --num-gpus N to plan for N)")
     capped = opts.num_gpus is not None
-    # with auto's smallest share as a stand-in: a plan that cannot run fails before any probe
-    make_plan(spec, state.run_dir, cpus, gpus, state.restoring, 1 / MAX_PER_GPU if auto else None, capped)
-    if auto:
-        state.shares = probe(state)
-    share = state.shares.smallest() if state.shares else 1 / MAX_PER_GPU if auto else None
+    # auto's smallest share stands in for the measured ones: a plan that cannot run fails before any measurement
+    share = 1 / MAX_PER_GPU if auto else None
     state.plan = dataclasses.replace(make_plan(spec, state.run_dir, cpus, gpus, state.restoring, share, capped),
                                      finished=state.previous.done(opts.resume))
-    if not opts.dry_run and not state.plan.finished and packs(state.plan):
-        state.step_times = time_alone(state)
-    lines = state.plan.lines(spec) + (state.shares.lines() if state.shares else [])
+    lines = state.plan.lines(spec)
     if spec.trackers:
         lines += trackers(state)
     if opts.dry_run or state.plan.total_gpus > 0:
@@ -64,8 +62,8 @@ def plan(state: Search) -> None:
         from .nodes import check_local_data
 
         check_local_data(spec)
-        if auto and state.shares is None:
-            lines.append("  note     gpus_per_trial='auto': each model's share is probed on the GPU when the search "
+        if auto:
+            lines.append("  note     gpus_per_trial='auto': each model's share is measured on the GPU when the search "
                          "starts")
         state.outcome = state.plan
         lines += state.notes
@@ -87,42 +85,16 @@ def packs(plan: Plan) -> bool:
     return plan.total_gpus > 0 and (plan.gpu_auto or 0 < plan.gpus_per_trial < 1)
 
 
-def time_alone(state: Search) -> dict[str, dict[str, float]] | None:
-    """The steps of every network of a packed search, timed alone on this machine's GPU before any trial
-    (``unshared.probe_alone``): each trial's fit_time_unshared. None, said, where it cannot be done."""
-    from ..device import cuda_available
-    from ..unshared import probe_alone
-
-    if state.options.address is not None or not cuda_available():
-        state.echo("  note     fit_time_unshared: the networks' steps are timed alone on this machine's GPU, and "
-                   "this search runs elsewhere: the report ranks by the measured fit_time")
-        return None
-    try:
-        keys = memory_keys(state.spec)
-    except TunekitError as e:
-        state.echo(f"  note     fit_time_unshared: not timed ({e}); the report ranks by the measured fit_time")
-        return None
-    return probe_alone(keys, state.echo)
-
-
-def probe(state: Search) -> AutoShares | None:
-    """``gpus_per_trial='auto'``: each key's share, probed on a cluster's GPU nodes (Ray tasks), or on this
-    machine (a process of its own; a dry run without a GPU here: None)."""
-    keys = memory_keys(state.spec)
-    if state.options.address is not None and not state.options.dry_run:
-        from .nodes import probe_cluster_shares
-
-        return probe_cluster_shares(keys, state.spec.data, state.echo)
-    return probe_apart(keys, state.spec.data, state.echo)
-
-
 def capacity(address: str | None, num_gpus: float | None, dry_run: bool) -> tuple[float, float]:
     """(CPUs, GPUs) the search may use: this machine's, or those of the cluster joined at ``address``;
     with ``num_gpus``, at most that many (the plan then caps the trials at once: see ``make_plan``)."""
     if address is None:
-        if num_gpus is not None and num_gpus > _local_gpus() and not dry_run:
-            raise TunekitError(f"--num-gpus {num_gpus:g}: this machine has {_local_gpus()} GPU(s)")
-        return float(os.cpu_count() or 1), float(num_gpus if num_gpus is not None else _local_gpus())
+        if num_gpus is not None and dry_run:
+            return float(os.cpu_count() or 1), float(num_gpus)
+        local = _local_gpus(dry_run)
+        if num_gpus is not None and num_gpus > local:
+            raise TunekitError(f"--num-gpus {num_gpus:g}: this machine has {local} GPU(s)")
+        return float(os.cpu_count() or 1), float(num_gpus if num_gpus is not None else local)
     import ray
 
     resources = ray.cluster_resources()
@@ -130,12 +102,33 @@ def capacity(address: str | None, num_gpus: float | None, dry_run: bool) -> tupl
     return resources.get("CPU", 0.0), gpus if num_gpus is None else min(gpus, float(num_gpus))
 
 
-def _local_gpus() -> int:
+def _local_gpus(dry_run: bool = False) -> int:
+    """This machine's GPUs: none without a GPU driver (no torch import, seconds, to learn it); for a dry run
+    (which imports no torch) as the driver lists them, else as torch counts them."""
     if sys.platform.startswith("linux") and not any(Path(p).exists() for p in GPU_DRIVER_FILES):
-        return 0  # no GPU driver: nothing torch could use, and no torch import (seconds) to learn it
+        return 0
+    if dry_run:
+        return gpus_listed()
     import torch
 
     return torch.cuda.device_count()
+
+
+def gpus_listed() -> int:
+    """The GPUs a driver lists without torch: NVIDIA's (/proc/driver/nvidia/gpus, else ``nvidia-smi -L``);
+    1 for a driver that lists none this way (WSL2, ROCm): a dry run plans for one (--num-gpus N for more)."""
+    listed = Path("/proc/driver/nvidia/gpus")
+    if listed.is_dir():
+        return len(list(listed.iterdir()))
+    if shutil.which("nvidia-smi"):
+        import subprocess
+
+        try:
+            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+            return sum(line.startswith("GPU ") for line in out.splitlines())
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return 1
 
 
 def make_plan(spec: SearchSpec, run_dir: Path, total_cpus: float, total_gpus: float, restoring: bool,

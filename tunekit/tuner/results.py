@@ -175,7 +175,7 @@ def summary(result: SearchResult, n: int = 5) -> list[str]:
     df = result.trials
     counts = df["status"].value_counts().to_dict()
     lines = ["trials: " + ", ".join(f"{v} {k}" for k, v in counts.items())]
-    lines += failure_lines(result)
+    lines += failure_lines(result) + compile_lines(df)
     best = result.best(n)
     if len(best):
         cols = [c for c in ("model", "pool", "head", "resize", "lr", "zero_init") if c in best]
@@ -187,6 +187,23 @@ def summary(result: SearchResult, n: int = 5) -> list[str]:
         else "results.csv"
     lines.append(f"results: {result.path} ({written})")
     lines.append(f"curves:  tensorboard --logdir {result.path}")
+    return lines
+
+
+def compile_lines(trials: pd.DataFrame) -> list[str]:
+    """compile="auto": how many trials compiled and how many ran eager, with the first one's reasons (each trial
+    decides on its own expected work: ``compiled.decide``)."""
+    if "compile_why" not in trials:
+        return []
+    auto = trials[trials["compile_why"].astype(str).str.startswith("auto")]
+    if auto.empty:
+        return []
+    done = auto["compiled"].fillna(False).astype(bool)
+    lines = [f"compile=auto: {int(done.sum())} trial(s) compiled, {int((~done).sum())} eager"]
+    for flag in (True, False):
+        rows = auto[done == flag]
+        if len(rows):
+            lines.append(f"  e.g. {rows['model'].iloc[0]}: {rows['compile_why'].iloc[0]}")
     return lines
 
 

@@ -2,7 +2,7 @@
 
     session = RaySession(verbose=False)
     session.join("auto", runtime_env)          # --address: count the cluster's resources (the plan)
-    session.start_local(cpus=16, gpus=4)       # one machine: after its data is ready (a data error needs no Ray)
+    session.start_local(16, 4, runtime_env)    # one machine: after its data is ready (a data error needs no Ray)
     session.close()                            # Ray stopped, if this search started or joined it
 
 A Ray the caller had already started is used as it is and left running.

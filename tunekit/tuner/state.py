@@ -2,7 +2,7 @@
 its ``Plan`` and what its run folder already held (``Previous``).
 
     state = Search(spec, SearchOptions(dry_run=True), storage, session)
-    state.previous, state.plan, state.shares, state.outcome      # filled in by the stages
+    state.previous, state.plan, state.shares, state.step_times, state.outcome      # filled in by the stages
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ class Search:
     previous: Previous | None = None
     screen: Screen | None = None
     plan: Plan | None = None
-    shares: AutoShares | None = None  # gpus_per_trial='auto': the probed share of each model
-    step_times: dict | None = None  # packed trials: each network's steps timed alone (unshared.probe_alone)
+    shares: AutoShares | None = None  # gpus_per_trial='auto': the measured share of each model (tuner.measure)
+    step_times: dict | None = None  # packed trials: each network's steps timed alone (tuner.measure), by StepKey text
     checkpoints: bool = True  # False: the storage is not shared by every node
     notes: list[str] = field(default_factory=list)  # what a dry run adds to the plan's lines
     trial_start_s: list[float] = field(default_factory=list)  # each trial: a free slot -> its first step
