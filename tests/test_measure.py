@@ -33,6 +33,9 @@ def state_of(tmp_path, gpus_per_trial=0, total_gpus=0.0, address=None, **space):
     (dict(gpus_per_trial=0.25, total_gpus=1.0), Needs((KEY,), alone=True, device="cuda"), None),
     # compile on, packed: the compiled steps and compiles too (a compiled trial's unshared time)
     (dict(gpus_per_trial=0.25, total_gpus=1.0, compile="on"), Needs((KEY,), alone=True, compiled=True), None),
+    # CPU trials on a machine with GPUs: measured where they run
+    (dict(gpus_per_trial=0, total_gpus=1.0, compile="auto", pretrained=False),
+     Needs((KEY,), compiled=True, frozen=False, device="cpu", threads=1), None),
     # a GPU each and compile on: nothing to decide or to correct, nothing measured
     (dict(gpus_per_trial=1, total_gpus=1.0, compile="on"), Needs(()), None),
     (dict(gpus_per_trial="auto", total_gpus=1.0), Needs((KEY,), memory=True, alone=True), None),

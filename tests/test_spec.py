@@ -122,13 +122,14 @@ def test_dry_run_plans_fractional_gpus(tmp_path):
     assert "0.5 CPU, 1/4 GPU; up to 4 at once" in result.output
 
 
-def test_the_study_sweep_plans_without_torch_or_timm(tmp_path):
+def test_the_study_sweep_plans_without_torch_or_timm(tmp_path, small_shapes):
     """The 1,020-trial sweep's dry run checks its 85 model names from the index of timm's names (written
     the first time timm is imported for a check), so the plan needs neither torch nor timm (4 s here); nor on a
     machine with a GPU driver, with gpus_per_trial="auto" (a dry run measures nothing: the GPUs the driver
-    lists, without torch)."""
+    lists, without torch); nor a space of folder data (its files listed and its split counted, not drawn)."""
     env = {**os.environ, "TUNEKIT_DATA": str(tmp_path / "cache" / "data")}
     (tmp_path / "nvidiactl").touch()  # a GPU driver's file, as on a machine with an NVIDIA GPU
+    (tmp_path / "folder.py").write_text(f"data = 'folder:{small_shapes}'\nspace = {{'model': 'resnet18', 'img_size': 32, 'pretrained': False}}\n")
     script = textwrap.dedent(f"""
         import sys
         import tunekit.tuner.plan
@@ -139,6 +140,9 @@ def test_the_study_sweep_plans_without_torch_or_timm(tmp_path):
         lines = []
         plan = search({str(SPACES / "seed_sweep.py")!r}, dry_run=True, storage_path={str(tmp_path / "runs")!r},
                       echo=lines.append, **({{"gpus_per_trial": "auto"}} if auto else {{}}))
+        if auto:
+            search({str(tmp_path / "folder.py")!r}, dry_run=True, storage_path={str(tmp_path / "runs")!r},
+                   echo=lines.append, gpus_per_trial="auto")
         print(plan.trials, sorted(m for m in ("torch", "timm") if m in sys.modules))
         print("\\n".join(lines))
     """)
@@ -150,6 +154,7 @@ def test_the_study_sweep_plans_without_torch_or_timm(tmp_path):
     auto = subprocess.run([sys.executable, "-c", script, "auto"], env=env, capture_output=True, text=True, check=True)
     assert auto.stdout.splitlines()[0] == "1020 []", auto.stdout + auto.stderr[-2000:]
     assert "each model's share is measured on the GPU when the search starts" in auto.stdout
+    assert f"data     folder:{small_shapes}" in auto.stdout
     # a name the index lacks is still checked by timm itself: a typo is caught, with its close matches
     typo = subprocess.run([sys.executable, "-c", "from tunekit.catalog import check_model_name as c; "
                            "c('resnet18'); c('resnet181')"], env=env, capture_output=True, text=True)

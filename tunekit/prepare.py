@@ -84,9 +84,10 @@ def listed_facts(data: str) -> DataFacts:
     if spec.kind in GENERATED:  # split as data.sources.random_split splits them
         valid = int(spec.opt("valid_pct") * spec.opt("n"))
         return DataFacts(data, spec.opt("n") - valid, valid, spec.kind == "shapes-multilabel")
-    from .data import resolve_items
+    from .data.items import resolve_items
+    from .data.sources import count_split
 
-    items = resolve_items(data)
+    items = resolve_items(data, splitter=count_split)  # the split's counts: no torch
     valid = int(items.is_valid.sum())
     return DataFacts(data, len(items.files) - valid, valid, items.multilabel)
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from .._lazy import lazy_exports
 
-_WHERE = {"Dataset": "dataset", "load": "dataset", "natural_size": "dataset", "resolve_items": "dataset",
-          "generated_shapes": "dataset", "Batches": "batches", "Items": "sources", "DataSpec": "spec",
+_WHERE = {"Dataset": "dataset", "load": "dataset", "natural_size": "items", "resolve_items": "items",
+          "generated_shapes": "items", "Batches": "batches", "Items": "sources", "DataSpec": "spec",
           "data_root": "download"}
 __all__ = sorted(_WHERE)
 __getattr__ = lazy_exports(__name__, _WHERE)

@@ -22,7 +22,7 @@ def img_size_rule(cfg: TrialConfig) -> tuple[int, str]:
     (no point decoding 64px images at 160px: slower, a bigger cache, nothing to learn from)."""
     if cfg.img_size:
         return cfg.img_size, "set"
-    from .dataset import natural_size  # torch: only where the data must be looked at
+    from .items import natural_size  # (no torch: image headers only)
 
     natural = natural_size(cfg.data)
     if natural and DataSpec.parse(cfg.data).kind.startswith("shapes"):

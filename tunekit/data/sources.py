@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ..errors import TunekitError
+
+if TYPE_CHECKING:
+    import torch
+
+Splitter = Callable[[int, float, int], np.ndarray]  # (n, valid_pct, seed) -> is_valid
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -35,6 +41,8 @@ class Items:
 
     def targets(self) -> torch.Tensor:
         """Class indices (N,) for single-label, multi-hot float (N, C) for multi-label."""
+        import torch
+
         index = {c: i for i, c in enumerate(self.classes)}
         if not self.multilabel:
             return torch.tensor([index[lab[0]] for lab in self.labels], dtype=torch.long)
@@ -70,9 +78,21 @@ class Items:
 
 def random_split(n: int, valid_pct: float, seed: int) -> np.ndarray:
     """fastai's RandomSplitter: a seeded permutation, the first ``valid_pct`` are validation."""
+    import torch
+
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
     is_valid = np.zeros(n, dtype=bool)
     is_valid[perm[: int(valid_pct * n)]] = True
+    return is_valid
+
+
+def count_split(n: int, valid_pct: float, seed: int) -> np.ndarray:
+    """As many validation items as :func:`random_split` draws, spread evenly instead of drawn (each class,
+    listed together, keeps its share of training items, as a random split keeps it on average): what a dry run
+    counts, without torch."""
+    k = int(valid_pct * n)
+    is_valid = np.zeros(n, dtype=bool)
+    is_valid[(np.arange(k) * n) // max(k, 1)] = True
     return is_valid
 
 
@@ -91,7 +111,7 @@ def _require_dir(path: Path, what: str) -> None:
         raise TunekitError(f"{what} {str(path)!r} is not a directory")
 
 
-def folder_items(root: Path, valid_pct: float, seed: int) -> Items:
+def folder_items(root: Path, valid_pct: float, seed: int, splitter: Splitter = random_split) -> Items:
     """``root/<class>/*`` with a random split, or ``root/train/<class>`` + ``root/valid/<class>``."""
     _require_dir(root, "data folder")
     valid_dir = next((root / n for n in ("valid", "val") if (root / n).is_dir()), None)
@@ -120,7 +140,7 @@ def folder_items(root: Path, valid_pct: float, seed: int) -> Items:
         raise TunekitError(f"class folder(s) with no images: {', '.join(empty)}")
     if not files:
         raise TunekitError(f"no images found in {str(root)!r}: expected {root}/<class>/*.jpg")
-    is_valid = np.array(flags) if valid_dir is not None else random_split(len(files), valid_pct, seed)
+    is_valid = np.array(flags) if valid_dir is not None else splitter(len(files), valid_pct, seed)
     items = Items(files, labels, is_valid, sorted(classes), multilabel=False)
     items.check(f"data folder {str(root)!r}")
     return items
@@ -128,7 +148,7 @@ def folder_items(root: Path, valid_pct: float, seed: int) -> Items:
 
 def csv_items(
     root: Path, *, labels: str, fn_col: str, label_col: str, folder: str, suffix: str,
-    delimiter: str, valid_col: str, valid_pct: float, seed: int,
+    delimiter: str, valid_col: str, valid_pct: float, seed: int, splitter: Splitter = random_split,
 ) -> Items:
     """Planet layout: a CSV of ``fn_col,label_col`` (labels split on ``delimiter``)."""
     _require_dir(root, "data folder")
@@ -157,13 +177,13 @@ def csv_items(
     if valid_col:
         is_valid = np.array([str(r[valid_col]).strip().lower() in ("1", "true", "yes") for r in rows])
     else:
-        is_valid = random_split(len(files), valid_pct, seed)
+        is_valid = splitter(len(files), valid_pct, seed)
     items = Items(files, labs, is_valid, classes, multilabel=True)
     items.check(f"labels file {str(csv_path)!r}")
     return items
 
 
-def regex_items(root: Path, *, pattern: str, valid_pct: float, seed: int) -> Items:
+def regex_items(root: Path, *, pattern: str, valid_pct: float, seed: int, splitter: Splitter = random_split) -> Items:
     """Labels from file names: the first group of ``pattern`` matched against each name."""
     _require_dir(root, "data folder")
     try:
@@ -184,6 +204,6 @@ def regex_items(root: Path, *, pattern: str, valid_pct: float, seed: int) -> Ite
     if unmatched:
         shown = ", ".join(unmatched[:5]) + (f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else "")
         raise TunekitError(f"{len(unmatched)} file name(s) in {str(root)!r} do not match {pattern!r}: {shown}")
-    items = Items(files, labels, random_split(len(files), valid_pct, seed), sorted({lab[0] for lab in labels}), False)
+    items = Items(files, labels, splitter(len(files), valid_pct, seed), sorted({lab[0] for lab in labels}), False)
     items.check(f"data folder {str(root)!r}")
     return items

@@ -52,7 +52,7 @@ def needs_of(state: Search) -> tuple[Needs, list[str]]:
         notes.append(f"  note     not measured ({e}): the report ranks by the measured fit_time, and compile='auto' "
                      f"runs eager unless this machine measured the network before")
         return Needs(()), notes
-    device = "cuda" if plan.total_gpus > 0 else "cpu"
+    device = "cuda" if plan.total_gpus > 0 and (plan.gpu_auto or plan.gpus_per_trial > 0) else "cpu"  # the trials'
     threads = max(1, int(spec.cpus_per_trial)) if device == "cpu" else None
     frozen = any(v is not False for v in spec.values_of("pretrained") or [True])  # some trials start frozen
     return Needs(keys, memory=memory, alone=alone, compiled=compiled, frozen=frozen, device=device,
