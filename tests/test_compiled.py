@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tunekit.compiled import Decision, Work, decide, expected_epochs
+from tunekit.compiled import Decision, Work, compile_costs, decide, expected_epochs
 from tunekit.config import TrialConfig
 from tunekit.errors import TunekitError
 from tunekit.machine import Book, StepKey
@@ -38,16 +38,31 @@ SCRATCH = Work.of(n_train=64_000, n_valid=16_000, batch_size=64, frozen_epochs=0
      Decision(False, "auto: eager (3 epoch(s), 3,000 train steps: compiled would save 26.2s against 35.0s of "
                      "compiles, warm cache)")),
     # under ASHA (rungs 1 and 3, reduction 3, of 9 epochs) a trial is expected to train 1 + 2/3 + 6/9 = 2.33
-    ("auto", Work.of(64_000, 16_000, 64, 0, 9, expected_epochs(9, [1, 3], 3)), EAGER, COMPILED,
+    ("auto", Work.of(64_000, 16_000, 64, 0, 9, rungs=[1, 3], reduction_factor=3), EAGER, COMPILED,
      Decision(True, "auto: compiled (2.33 of 9 epochs expected under ASHA, 2,333 train steps: compiled would save "
                     "25.1s against 23.0s of compiles, warm cache)")),
     ("auto", SCRATCH, {"train_s": 0.03}, {"train_s": 0.02},
      Decision(False, "auto: eager (not measured on this machine yet: eager eval_s, compiled eval_s, compiled "
-                     "compile_s, compiled compile_eval_s; a search's measurement stage measures them, and tunekit "
-                     "bench --compile)")),
+                     "compile_s, compiled compile_eval_s; a search's measurement stage measures them)")),
 ])
 def test_auto_compiles_when_the_expected_work_pays_for_every_compile(mode, work, eager, compiled, expected):
     assert decide(mode, work, eager, compiled) == expected
+
+
+def test_a_fine_tune_under_asha_pays_the_unfreeze_compiles_only_as_often_as_it_unfreezes():
+    # 1 frozen + 5 epochs, rungs 1 and 3, reduction 3: every trial trains its frozen epoch, a third unfreeze
+    work = Work.of(64_000, 16_000, 64, frozen_epochs=1, total_epochs=6, rungs=[1, 3], reduction_factor=3)
+    assert work.starts_frozen and work.reach_unfrozen == pytest.approx(1 / 3)
+    assert work.frozen_images == 64_000 and work.epochs == pytest.approx(1 + 2 / 3 + 3 / 9)
+    assert compile_costs(work) == pytest.approx({"compile_frozen_s": 1, "compile_frozen_eval_s": 1,
+                                                 "compile_s": 1 / 3, "compile_eval_s": 1 / 3})
+    # promoted past rung 3 (a new process, from its checkpoint): 3 epochs left, unfrozen, every one of them run
+    resumed = Work.of(64_000, 16_000, 64, frozen_epochs=1, total_epochs=6, rungs=[1, 3], reduction_factor=3, start=3)
+    assert not resumed.starts_frozen and resumed.frozen_images == 0 and resumed.epochs == 3
+    assert compile_costs(resumed) == {"compile_s": 1.0, "compile_eval_s": 1.0}
+    # a run that ends frozen (stopped at its frozen epoch) pays no unfrozen compile
+    assert compile_costs(Work.of(64_000, 16_000, 64, frozen_epochs=1, total_epochs=1)) == {
+        "compile_frozen_s": 1.0, "compile_frozen_eval_s": 1.0}
 
 
 @pytest.mark.parametrize("total, rungs, rf, expected", [
@@ -58,6 +73,7 @@ def test_auto_compiles_when_the_expected_work_pays_for_every_compile(mode, work,
 ])
 def test_the_epochs_a_trial_is_expected_to_reach_come_from_the_rungs(total, rungs, rf, expected):
     assert expected_epochs(total, rungs, rf) == pytest.approx(expected)
+    assert expected_epochs(total, rungs, rf, start=total) == 0  # a run resumed at its end trains none
 
 
 def test_one_book_per_machine_keys_that_differ_in_compile_or_frozen_apart(tmp_path):
@@ -113,6 +129,13 @@ if sys.argv[2] == "steps":  # the train step itself: eager and compiled from the
     out["step"] = {"loss": [le, lc], "grad_diff": float((ge - gc).abs().max()), "grad_max": float(ge.abs().max()),
                    "eval_diff": float((oe - oc).abs().max()), "eval_max": float(oe.abs().max())}
 for mode in sys.argv[3:]:
+    if mode == "stage":  # the measurement stage's timing of the same network compiled: frozen, then unfrozen
+        from tunekit.machine import StepKey
+        from tunekit.measure import time_network
+        timed, cache = time_network(StepKey("test_resnet", 16, 16, "fp32", compile=True), torch.device("cpu"),
+                                    steps=2, warmup=1)
+        out[mode] = {"frozen" if k.frozen else "unfrozen": v for k, v in timed.items()}
+        continue
     if mode == "finetune":  # weights, 1 frozen + 1 epoch, 20 validation images: batches of 16 and 4
         import tempfile, timm
         from safetensors.torch import save_file
@@ -159,7 +182,7 @@ def test_a_compiled_run_matches_eager_and_the_next_process_reuses_its_compile(sm
     assert first["off"]["compiled"] is False and first["on"]["compiled"] is True
     assert first["on"]["losses"] == pytest.approx(first["off"]["losses"], rel=2e-2)
     # a second trial of the same network on this machine: Inductor's kernels come from the shared cache
-    second = run_fits(data, "nosteps", "on", "finetune")
+    second = run_fits(data, "nosteps", "on", "finetune", "stage")
     assert second["cache_hits"] > 0 and second["on"]["losses"] == pytest.approx(first["on"]["losses"], rel=1e-5)
     # a fine-tune compiled: the frozen epoch's train and eval graphs (its partial last validation batch padded: no
     # third), then at the unfreeze both again (requires_grad changed, which Dynamo guards on); the run, alone on
@@ -170,6 +193,9 @@ def test_a_compiled_run_matches_eager_and_the_next_process_reuses_its_compile(sm
     assert set(parts) == {"frozen train", "frozen eval", "train", "eval"}, tune
     assert tune["compile_s"] == pytest.approx(sum(float(v[:-1]) for v in parts.values()), abs=0.01)
     assert tune["by"] == "run"
+    # the measurement stage pays the same: each graph's compile beyond a steady step, frozen and again unfrozen
+    stage = second["stage"]
+    assert all(stage[part][name] > 0 for part in ("frozen", "unfrozen") for name in ("compile_s", "compile_eval_s"))
     # tunekit bench --compile (the same network and shapes: its compile comes from the cache too): eager and
     # compiled rates, the compile's time, kept for compile=auto
     out = tmp_path / "bench.json"
@@ -186,8 +212,8 @@ def test_a_compiled_run_matches_eager_and_the_next_process_reuses_its_compile(sm
 
     key = StepKey("test_resnet", 16, 16, "fp32")
     book = Book(machine_id(torch.device("cpu")))
-    assert book.get(key)["train_s"] == pytest.approx(1 / record["ceiling_images_per_s"])
+    assert book.get(key)["bench_train_s"] == pytest.approx(1 / record["ceiling_images_per_s"])
     compiled = book.get(StepKey("test_resnet", 16, 16, "fp32", compile=True))
-    assert compiled["compile_s"] == pytest.approx(record["compile_s"]) and compiled["by"] == "bench"
-    assert compiled["train_s"] == pytest.approx(1 / record["compiled_images_per_s"])
-    assert compiled["cache"] == "warm"  # the fits above compiled this network: bench found its kernels
+    assert compiled["bench_compile_s"] == pytest.approx(record["compile_s"]) and compiled["by"] == "bench"
+    assert compiled["bench_train_s"] == pytest.approx(1 / record["compiled_images_per_s"])
+    assert compiled["bench_cache"] == "warm"  # the fits above compiled this network: bench found its kernels

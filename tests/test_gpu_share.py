@@ -126,7 +126,7 @@ def test_auto_resources_never_go_below_the_spread_share():
     assert resources({"model": "test_vit", "batch_size": 32}).bundles[0]["GPU"] == 1.0
 
 
-def test_a_measurement_that_runs_out_of_memory_keeps_what_was_measured_and_goes_on(tmp_path):
+def test_a_measurement_that_runs_out_of_memory_keeps_what_was_measured_and_goes_on(tmp_path, monkeypatch):
     """The measurement stage's loop as it runs on a GPU, with the timing written out: each peak goes to the
     machine's book as soon as it is measured (an interrupted stage keeps it), a key the book has is not
     measured again, an out-of-memory key gets a whole GPU, flagged, and the keys after it are still measured."""
@@ -138,6 +138,7 @@ def test_a_measurement_that_runs_out_of_memory_keeps_what_was_measured_and_goes_
     from tunekit.measure import Needs, measure_here
 
     keys = [StepKey("small", 32, 64, "fp32"), StepKey("huge", 4096, 512, "fp32"), StepKey("mid", 32, 64, "fp32")]
+    monkeypatch.setattr("tunekit.machine.machines_folder", lambda: tmp_path)  # a book of this test's own
     book = Book(machine_id(torch.device("cpu")))
     book.record(keys[2], by="stage", peak_gib=10.0)  # measured by an earlier search on this machine
     timed = []

@@ -30,17 +30,17 @@ def state_of(tmp_path, gpus_per_trial=0, total_gpus=0.0, address=None, **space):
     # so no frozen steps
     (dict(compile="auto", pretrained=False), Needs((KEY,), compiled=True, frozen=False, device="cpu", threads=1), None),
     # trials packed four to a GPU: their steps alone (fit_time_unshared), fine-tunes: frozen steps too
-    (dict(gpus_per_trial=0.25, total_gpus=1.0), Needs((KEY,), alone=True, device="cuda"), None),
+    (dict(gpus_per_trial=0.25, total_gpus=1.0), Needs((KEY,), alone=True, device="cuda", threads=1), None),
     # compile on, packed: the compiled steps and compiles too (a compiled trial's unshared time)
-    (dict(gpus_per_trial=0.25, total_gpus=1.0, compile="on"), Needs((KEY,), alone=True, compiled=True), None),
+    (dict(gpus_per_trial=0.25, total_gpus=1.0, compile="on"), Needs((KEY,), alone=True, compiled=True, threads=1), None),
     # CPU trials on a machine with GPUs: measured where they run
     (dict(gpus_per_trial=0, total_gpus=1.0, compile="auto", pretrained=False),
      Needs((KEY,), compiled=True, frozen=False, device="cpu", threads=1), None),
     # a GPU each and compile on: nothing to decide or to correct, nothing measured
     (dict(gpus_per_trial=1, total_gpus=1.0, compile="on"), Needs(()), None),
-    (dict(gpus_per_trial="auto", total_gpus=1.0), Needs((KEY,), memory=True, alone=True), None),
+    (dict(gpus_per_trial="auto", total_gpus=1.0), Needs((KEY,), memory=True, alone=True, threads=1), None),
     # on a cluster: the memory on a GPU node; steps alone and compiles not (its nodes may differ), said
-    (dict(gpus_per_trial="auto", total_gpus=2.0, address="auto", compile="auto"), Needs((KEY,), memory=True),
+    (dict(gpus_per_trial="auto", total_gpus=2.0, address="auto", compile="auto"), Needs((KEY,), memory=True, threads=1),
      "compile='auto' on a cluster: each node's trials decide on that node's own measurements"),
     (dict(gpus_per_trial=0.25, total_gpus=2.0, address="auto"), Needs(()), "the report ranks by the measured fit_time"),
     # a batch size drawn from a range has no finite set of networks to measure
@@ -54,27 +54,38 @@ def test_the_stage_measures_what_the_plan_decides_by_and_says_what_it_cannot(tmp
     assert notes == [] if note is None else any(note in line for line in notes), notes
 
 
+TRIAL_FLAGS = """
+import json, sys
+import tunekit
+from tunekit.config import TrialConfig
+from tunekit.device import backend_flags
+from tunekit.loop import StartClock, _setup
+before = backend_flags()
+_setup(TrialConfig(data=sys.argv[1], model="test_resnet", pretrained=False, batch_size=16, img_size=16), StartClock())
+print(json.dumps([before, backend_flags()]))
+"""
+
+
 def test_the_stage_and_a_trial_train_with_the_same_backend_settings(small_shapes):
     """What a step's speed depends on beyond the network (cuDNN's autotuner first: on in trials, and so in the
-    measuring process, which times convolutional networks as their trials run them)."""
+    measuring process, which times convolutional networks as their trials run them), each in a fresh process
+    as the stage and a trial run."""
+    import json
+    import subprocess
+    import sys
+
     import torch
 
-    from tunekit.config import TrialConfig
-    from tunekit.device import backend_flags
-    from tunekit.loop import StartClock, _setup
-    from tunekit.measure import measure_here
+    from tunekit.measure import measure_apart
 
-    before = backend_flags()
-    try:
-        torch.backends.cudnn.benchmark = False
-        found = measure_here(Needs((StepKey("test_resnet", 16, 16, "fp32"),), alone=True, device="cpu"),
-                             timer=lambda key, device, frozen: ({}, None))
-        stage = backend_flags()
-        torch.backends.cudnn.benchmark = False
-        _setup(TrialConfig(data=f"folder:{small_shapes}", model="test_resnet", pretrained=False, batch_size=16,
-                           img_size=16), StartClock())
-        trial = backend_flags()
-    finally:
-        torch.backends.cudnn.benchmark = before["cudnn.benchmark"]
-    assert stage == trial and stage["cudnn.benchmark"] is True
+    lines: list[str] = []
+    found = measure_apart(Needs((StepKey("test_resnet", 16, 16, "fp32"),), alone=True, frozen=False, device="cpu",
+                                threads=1), echo=lines.append)
+    trial = subprocess.run([sys.executable, "-c", TRIAL_FLAGS, f"folder:{small_shapes}"], capture_output=True,
+                           text=True, timeout=300)
+    assert trial.returncode == 0, trial.stderr[-2000:]
+    fresh, trial_flags = json.loads(trial.stdout.splitlines()[-1])
+    assert found.flags == trial_flags and trial_flags["cudnn.benchmark"] is True
+    assert fresh["cudnn.benchmark"] is False  # (a fresh process has it off: both turned it on)
     assert found.machine.startswith("CPU ") and found.machine.endswith(f", torch {torch.__version__}")
+    assert "measuring steps alone of 1 network(s) on this machine's CPU, in a process of its own" in lines

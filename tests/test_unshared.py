@@ -38,6 +38,9 @@ def test_a_compiled_trials_unshared_time_holds_the_compiles_it_pays():
     # from scratch: no frozen graph to compile
     assert unshared_fit_time(compiled, 1000, 200, 0, 3, compiled=True) == \
         pytest.approx(unshared_fit_time(compiled, 1000, 200, 0, 3) + 35.0)
+    # stopped by ASHA after its frozen epoch: it never unfroze, nor paid the unfrozen graphs' compiles
+    assert unshared_fit_time(compiled, 1000, 200, 1, 1, compiled=True) == \
+        pytest.approx(unshared_fit_time(compiled, 1000, 200, 1, 1) + 20.0)
 
 
 def test_the_stage_times_a_networks_three_steps_here_and_keeps_them_per_machine(tmp_path):
@@ -76,6 +79,10 @@ def test_a_packed_runs_folder_gives_each_trial_its_unshared_time(tmp_path):
     for row in df.itertuples():
         if row.epochs_run:
             assert row.fit_time_unshared == pytest.approx(unshared_fit_time(TIMES_OF, 192, 48, 0, row.epochs_run))
+    # a run folder written before the measurement stage keyed them by the precision the space asked for
+    (run / STEP_TIMES_FILE).write_text(json.dumps({json.dumps({"batch_size": 32, "img_size": 32, "model": "test_resnet",
+                                                               "precision": "auto"}, sort_keys=True): TIMES_OF}))
+    assert report.load_run(run)["fit_time_unshared"].equals(df["fit_time_unshared"])
     # without the step times, a packed trial's unshared time is unknown, a trial alone on its device keeps its own
     (run / STEP_TIMES_FILE).unlink()
     assert report.load_run(run)["fit_time_unshared"].isna().all()

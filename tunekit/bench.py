@@ -194,8 +194,8 @@ def bench(models: list[str], device: str = "auto", batch_size: int = 64, img_siz
 def compiled_step(record: BenchRecord, device: torch.device, n_images: int, threads: int | None, rounds: int,
                   echo) -> None:
     """``record``'s network through torch.compile: the compiled ceiling, the compile time, the loop compiled;
-    the bare steps and the compile go to the machine's book (``machine.Book``), where ``compile=auto`` reads
-    them (beside the measurement stage's frozen steps and eval, which a search measures)."""
+    the bare steps and the compile go to the machine's book (``machine.Book``: ``bench_train_s``,
+    ``bench_compile_s``, ``bench_cache``), beside the measurement stage's, which ``compile=auto`` decides by."""
     from dataclasses import replace
 
     from .compiled import cache_misses
@@ -214,9 +214,12 @@ def compiled_step(record: BenchRecord, device: torch.device, n_images: int, thre
                                         threads=threads, compile="on"))
     r.compiled_images_per_s, r.loop_compiled_images_per_s, r.compile_s = rate, loop_rate, compile_s
     r.loop_ratio = max(r.loop_images_per_s, loop_rate) / max(r.ceiling_images_per_s, rate)
+    # beside the measurement stage's figures, which compile=auto decides by: bench's first compile is one graph
+    # (the unfrozen train step), with bench's own head and no eval
     book, key = Book(machine_id(device)), StepKey(r.model, r.batch_size, r.img_size, r.precision)
-    book.record(key, by="bench", train_s=1 / r.ceiling_images_per_s)
-    book.record(replace(key, compile=True), by="bench", train_s=1 / rate, compile_s=compile_s, cache=cache)
+    book.record(key, by="bench", bench_train_s=1 / r.ceiling_images_per_s)
+    book.record(replace(key, compile=True), by="bench", bench_train_s=1 / rate, bench_compile_s=compile_s,
+                bench_cache=cache)
     echo(f"{'  compiled':24s}{rate:14.0f}{loop_rate:12.0f}{loop_rate / rate:14.2f}   compile {compile_s:.0f}s "
          f"({cache} cache; {rate / r.ceiling_images_per_s:.2f}x eager); loop / fastest step {r.loop_ratio:.2f}")
 

@@ -2,7 +2,7 @@
 the backward), whether it pays (``compile = "auto"``), and the compile cache the runs of a machine share.
 
     work = Work.of(n_train=4_000, n_valid=1_000, batch_size=64, frozen_epochs=1, total_epochs=6,
-                   epochs=expected_epochs(6, rungs=[1, 3], reduction_factor=3))     # ASHA: 1.9 epochs
+                   rungs=[1, 3], reduction_factor=3)     # ASHA: 2.0 epochs expected, 1/3 of runs unfreeze
     decision = decide("auto", work, eager=book.times(key), compiled=book.times(compiled_key))
     compile_model(model)                                # in place: state_dict keys unchanged
 
@@ -41,8 +41,10 @@ class Decision:
 
 @dataclass(frozen=True)
 class Work:
-    """What a run is expected to do, in images: train images with the body frozen and not, validation
-    images; the expected epochs they come from, of ``total_epochs``."""
+    """What a run is expected to do from where it starts, in images: train images with the body frozen and
+    not, validation images; the expected epochs they come from (of ``total_epochs``), whether its first epoch
+    is frozen, and the chance it reaches an unfrozen epoch (under ASHA, a run stopped at a rung inside its
+    frozen epochs never unfreezes, nor pays the compiles the unfreeze brings)."""
 
     frozen_images: float
     train_images: float
@@ -50,38 +52,48 @@ class Work:
     batch_size: int
     epochs: float
     total_epochs: int
+    starts_frozen: bool = False
+    reach_unfrozen: float = 1.0
 
     @classmethod
     def of(cls, n_train: int, n_valid: int, batch_size: int, frozen_epochs: int, total_epochs: int,
-           epochs: float | None = None) -> Work:
+           rungs: list[int] = (), reduction_factor: float = 1.0, start: int = 0) -> Work:
         """``n_train`` images per train epoch (full batches), ``n_valid`` per validation pass, the first
-        ``frozen_epochs`` of ``total_epochs`` frozen; ``epochs`` expected (default: all)."""
-        expected = float(total_epochs if epochs is None else min(epochs, total_epochs))
-        frozen = min(float(frozen_epochs), expected)
+        ``frozen_epochs`` of ``total_epochs`` frozen, under ASHA's ``rungs`` (none: every epoch runs), for a run
+        that starts after epoch ``start`` (a resumed or promoted trial)."""
+        expected = expected_epochs(total_epochs, rungs, reduction_factor, start)
+        frozen_end = min(frozen_epochs, total_epochs)
+        frozen = expected_epochs(frozen_end, rungs, reduction_factor, start) if start < frozen_end else 0.0
+        reach = reduction_factor ** -sum(start < r <= frozen_end for r in rungs if r < total_epochs) \
+            if start < frozen_end < total_epochs else float(frozen_end < total_epochs)
         return cls(n_train * frozen, n_train * (expected - frozen), n_valid * expected, batch_size, expected,
-                   total_epochs)
+                   total_epochs - start, start < frozen_end, reach if start < frozen_end else 1.0)
 
     def epochs_text(self) -> str:
-        if self.epochs < self.total_epochs:
+        if self.epochs < self.total_epochs - 1e-9:
             return f"{self.epochs:.3g} of {self.total_epochs} epochs expected under ASHA"
         return f"{self.total_epochs} epoch(s)"
 
 
-def expected_epochs(total: int, rungs: list[int], reduction_factor: float) -> float:
-    """The epochs a trial of ``total`` is expected to train under ASHA: every trial trains to the first
-    rung, and the top ``1/reduction_factor`` of those at a rung go on to the next (the paper's rule, with
-    many trials), and from the top rung to ``total``. No rungs (no ASHA): ``total``."""
-    expected, reach, last = 0.0, 1.0, 0
-    for rung in sorted(r for r in rungs if 0 < r < total):
+def expected_epochs(total: int, rungs: list[int], reduction_factor: float, start: int = 0) -> float:
+    """The epochs a trial of ``total`` is expected to train after epoch ``start`` under ASHA: it trains to the
+    next rung, and the top ``1/reduction_factor`` of those at a rung go on to the next (the paper's rule, with
+    many trials), and from the top rung to ``total``. No rungs (no ASHA): ``total - start``."""
+    expected, reach, last = 0.0, 1.0, start
+    for rung in sorted(r for r in rungs if start < r < total):
         expected += reach * (rung - last)
         reach, last = reach / reduction_factor, rung
     return expected + reach * (total - last)
 
 
-def compile_costs(work: Work) -> tuple[str, ...]:
-    """The compiles a run of ``work`` pays (``machine.Book.times``' names)."""
-    frozen = ("compile_frozen_s", "compile_frozen_eval_s") if work.frozen_images else ()
-    return ("compile_s", "compile_eval_s") + frozen
+def compile_costs(work: Work) -> dict[str, float]:
+    """The compiles a run of ``work`` pays (``machine.Book.times``' names), each weighted by the chance it pays
+    it: a run that starts frozen pays the frozen body's train and eval graphs, and those of the full network
+    at the unfreeze if it gets there."""
+    frozen = {"compile_frozen_s": 1.0, "compile_frozen_eval_s": 1.0} if work.starts_frozen else {}
+    unfrozen = {"compile_s": work.reach_unfrozen, "compile_eval_s": work.reach_unfrozen} \
+        if work.reach_unfrozen > 0 else {}
+    return {**frozen, **unfrozen}
 
 
 def step_names(work: Work) -> tuple[str, ...]:
@@ -102,12 +114,12 @@ def decide(mode: str, work: Work, eager: dict, compiled: dict) -> Decision:
     if mode in ("off", "on"):
         return Decision(mode == "on", mode)
     missing = [f"eager {k}" for k in step_names(work) if k not in eager] + \
-        [f"compiled {k}" for k in step_names(work) + compile_costs(work) if k not in compiled]
+        [f"compiled {k}" for k in (*step_names(work), *compile_costs(work)) if k not in compiled]
     if missing:
         return Decision(False, f"auto: eager (not measured on this machine yet: {', '.join(missing)}; a search's "
-                               f"measurement stage measures them, and tunekit bench --compile)")
+                               f"measurement stage measures them)")
     saved = seconds(work, eager) - seconds(work, compiled)
-    cost = sum(compiled[k] for k in compile_costs(work))
+    cost = sum(compiled[k] * share for k, share in compile_costs(work).items())
     verdict = saved > cost
     steps = (work.frozen_images + work.train_images) / work.batch_size
     return Decision(verdict, f"auto: {'compiled' if verdict else 'eager'} ({work.epochs_text()}, {steps:,.0f} train "

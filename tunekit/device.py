@@ -274,13 +274,14 @@ class RandomSteps:
     batch, built once; ``compiled``: through ``torch.compile`` (a step's first call then holds its compile)."""
 
     def __init__(self, model_name: str, device: torch.device, batch_size: int, img_size: int, precision: str,
-                 n_classes: int = 6, compiled: bool = False) -> None:
+                 n_classes: int = 6, compiled: bool = False, pool: str | None = None, head: str | None = None) -> None:
         from .compiled import compile_model
         from .config import TrialConfig
         from .model import build_model
 
         torch.manual_seed(0)
-        cfg = TrialConfig(model=model_name, pretrained=False, img_size=img_size, batch_size=batch_size)
+        cfg = TrialConfig(model=model_name, pretrained=False, img_size=img_size, batch_size=batch_size,
+                          **({"pool": pool} if pool else {}), **({"head": head} if head else {}))
         self.model, _ = build_model(cfg, n_classes, img_size)
         self.device, self.batch_size = device, batch_size
         nhwc = channels_last(device, self.model.layout)

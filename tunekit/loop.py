@@ -128,16 +128,17 @@ class _Run:
 
 def fit(cfg: TrialConfig, report: Reporter | None = None, *, resume: dict[str, Any] | None = None,
         on_setup: Callable[[RunInfo], None] | None = None, clock: StartClock | None = None,
-        alone: bool = True, expected_epochs: float | None = None) -> FitResult:
+        alone: bool = True, rungs: dict | None = None) -> FitResult:
     """Train ``cfg`` to the end (or divergence); ``report`` after every epoch; ``on_setup`` once
     data and model are ready, with what the run really uses; ``clock``: its start phases (in
-    ``RunInfo.start_phases``, the first step's once the first epoch reports). ``expected_epochs``: the
-    epochs the scheduler lets a run like it reach on average (``compiled.expected_epochs``), which
-    ``compile = "auto"`` weighs. A run with ``compile`` on or auto that has its device ``alone`` records its
-    steady unfrozen train step and the compiles it paid in the machine's book (``run_train_s``,
-    ``run_compile_s`` and each compile in ``run_compiles``, ``run_cache``: beside, not over, the measurement
-    stage's bare steps, which ``auto`` decides by)."""
-    run = _setup(cfg, clock or StartClock(), expected_epochs)
+    ``RunInfo.start_phases``, the first step's once the first epoch reports). ``rungs``: the scheduler's
+    (``{"rungs": [...], "reduction_factor": rf}``; None: every epoch runs), from which ``compile = "auto"``
+    weighs the work this run is expected to do from where it starts (``compiled.Work``). A run with
+    ``compile`` on or auto that has its device ``alone`` records its steady unfrozen train step and the
+    compiles it paid in the machine's book (``run_train_s``, ``run_compile_s`` and each compile in
+    ``run_compiles``, ``run_cache``: beside, not over, the measurement stage's bare steps, which ``auto``
+    decides by)."""
+    run = _setup(cfg, clock or StartClock(), rungs, start=resume["epoch"] if resume is not None else 0)
     if cfg.compile == "off" or not alone:  # (a packed trial's step times hold its neighbours' too)
         run.book = None
     if on_setup is not None:
@@ -197,7 +198,7 @@ def _to_cpu(obj: Any) -> Any:
     return obj
 
 
-def _setup(cfg: TrialConfig, clock: StartClock, expected_epochs: float | None = None) -> _Run:
+def _setup(cfg: TrialConfig, clock: StartClock, rungs: dict | None = None, start: int = 0) -> _Run:
     # before any data work, cheapest and likeliest first: a missing folder, a typo, unavailable weights
     tkdata.DataSpec.parse(cfg.data).check_path()
     check_model_name(cfg.model)
@@ -229,7 +230,9 @@ def _setup(cfg: TrialConfig, clock: StartClock, expected_epochs: float | None = 
     key = StepKey(cfg.model, cfg.batch_size, img_size, precision)
     book = Book(machine_id(device)) if cfg.compile != "off" else None
     work = Work.of(len(train) * cfg.batch_size, valid.n_items, cfg.batch_size,
-                   cfg.freeze_epochs if cfg.uses_pretrained else 0, cfg.total_epochs, expected_epochs)
+                   cfg.freeze_epochs if cfg.uses_pretrained else 0, cfg.total_epochs,
+                   **({"rungs": rungs["rungs"], "reduction_factor": rungs["reduction_factor"]} if rungs else {}),
+                   start=start)
     decision = decide(cfg.compile, work, book.times(key) if book else {},
                       book.times(replace(key, compile=True)) if book else {})
     misses = 0
@@ -348,7 +351,8 @@ def pad_batch(x: torch.Tensor, size: int) -> torch.Tensor:
 def _record_step_times(run: _Run, train_s: float) -> None:
     """This run's steady unfrozen train step (seconds per image) and, compiled, what its compiles took in this
     process (and whether Inductor's cache was cold or warm), in the machine's book beside the measurement
-    stage's bare steps (``measure``): a run's step holds its data path too."""
+    stage's bare steps (``measure``): a run's step holds its data path too. (A validation of a single batch
+    cannot tell its compile from its step: that compile is not counted.)"""
     compiled = {"run_compile_s": sum(run.compiles.values()),
                 "run_compiles": ", ".join(f"{k} {v:.2f}s" for k, v in run.compiles.items()),
                 "run_cache": "cold" if cache_misses() > run.misses else "warm"} if run.info.compiled else {}

@@ -4,7 +4,7 @@ no torch (the machine's identity, which needs it, is ``device.machine_id``).
 
     key = StepKey("resnet18", batch_size=64, img_size=224, precision="bf16", compile=True, frozen=False)
     book = Book("NVIDIA H200 x1, torch 2.13.0")
-    book.record(key, train_s=0.0011, compile_s=31.0, cache="cold")
+    book.record(key, by="stage", train_s=0.0011, compile_s=31.0, cache="cold")
     book.times(key)      # the times a run of key's network needs: train_s, frozen_s, eval_s, its compiles
 
 Per key, a book holds what was measured of it: ``peak_gib`` (the GPU memory probe, ``gpu_share``; eager unfrozen
@@ -13,7 +13,10 @@ and for compiled keys ``compile_s`` and ``compile_eval_s`` (the compiles of that
 frozen key a fine-tune's first, for an unfrozen one the full graph's, which a run that starts frozen pays again
 at the unfreeze: Dynamo guards on requires_grad), ``cache`` (``cold``: Inductor compiled it; ``warm``: loaded from the
 machine's kernel cache) and ``compile_cold_s`` (the cold compile, where it was measured too). Each value is
-the latest measurement of it; ``by`` says which measured it last (``stage``, ``run``, ``bench``).
+the latest measurement of it; ``by`` says which measured it last (``stage``, ``run``, ``bench``). Runs and
+``tunekit bench`` record under names of their own (``run_train_s``, ``run_compile_s``; ``bench_train_s``,
+``bench_compile_s``), beside the stage's, which ``compile = "auto"`` decides by: eager and compiled steps
+measured by one process, one way.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import TYPE_CHECKING
 
 from .gpu_share import gpu_cards, smallest_card
@@ -51,6 +52,7 @@ class Needs:
     device: str = "cuda"
     threads: int | None = None
     size_on_gib: float | None = None  # memory: shares sized for a GPU of this size (a cluster's smallest card)
+    head: tuple[str, str, int] = ("concat", "fastai", 6)  # the trials' pool, head and classes: their graph
 
     def __bool__(self) -> bool:
         return bool(self.keys) and (self.memory or self.alone or self.compiled)
@@ -65,7 +67,9 @@ class Needs:
 class Found:
     """What the stage found: the machine, each key's peak (GiB; None: out of memory on a whole GPU), the
     memory shares are sized for and the cards, each measured network's times (``machine.Book.times``, by the
-    resolved key's text, compile False and True), and a line per key of where its numbers came from."""
+    resolved key's text, compile False and True), a line per key of where its numbers came from, the backend
+    settings it measured with (``device.backend_flags``), and the keys (as asked) whose compile was cold here
+    (timed again by a second process: :func:`measure_apart`)."""
 
     machine: str
     peaks: dict[StepKey, float | None] = field(default_factory=dict)
@@ -73,11 +77,14 @@ class Found:
     cards: list[tuple[str, float]] = field(default_factory=list)
     times: dict[str, dict] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
+    flags: dict = field(default_factory=dict)
+    cold: list[StepKey] = field(default_factory=list)
 
 
 def measure_apart(needs: Needs, echo: Callable[[str], None] = print) -> Found:
     """:func:`measure_here` in a fresh process that exits after it (``device.in_own_process``): the search's
-    driver keeps no CUDA context, GPU memory or compiled state through the trials."""
+    driver keeps no CUDA context, GPU memory or compiled state through the trials. Where a compile was cold,
+    a second fresh process times it again: warm, as a trial's own process finds the machine's kernel cache."""
     from .device import in_own_process
 
     echo(f"measuring {needs.what()} of {len(needs.keys)} network(s) on this machine's {needs.device.upper()}, "
@@ -85,39 +92,55 @@ def measure_apart(needs: Needs, echo: Callable[[str], None] = print) -> Found:
     found = in_own_process(measure_here, needs)
     for line in found.lines:
         echo(line)
+    if found.cold:
+        echo(f"  {len(found.cold)} cold compile(s): timed again, in a fresh process (as a trial's finds the kernels)")
+        warm = in_own_process(measure_here, replace(needs, keys=tuple(found.cold), memory=False, alone=False))
+        found.times.update(warm.times)
+        for line in warm.lines:
+            echo(line)
     return found
 
 
 def measure_here(needs: Needs, timer: Callable[..., tuple[dict, str | None]] | None = None) -> Found:
-    """Every measurement ``needs`` asks for, on this process's ``needs.device`` (under Ray: the GPU it was given);
-    ``timer``: :func:`time_network` (tests give one that needs no GPU)."""
+    """Every measurement ``needs`` asks for that this machine's book lacks, on this process's ``needs.device``
+    (under Ray: the GPU it was given); ``timer``: :func:`time_network` (tests give one that needs no GPU)."""
     import torch
 
-    from .device import machine_id, resolve_device, resolve_precision, trial_backend
+    from .device import backend_flags, machine_id, resolve_device, resolve_precision, trial_backend
 
     device = resolve_device(needs.device)
     trial_backend(device)
     if needs.threads:
         torch.set_num_threads(needs.threads)
     book = Book(machine_id(device))
-    found = Found(book.machine)
+    found = Found(book.machine, flags=backend_flags())
     if needs.memory:
         found.cards = gpu_cards()
         found.total_gib = needs.size_on_gib or (smallest_card(found.cards)[1] if found.cards else
                                                 torch.cuda.get_device_properties(device).total_memory / 2**30)
-    timer = timer or time_network
+    timer = timer or partial(time_network, head=needs.head)
     for key in needs.keys:
         run = replace(key, precision=resolve_precision(key.precision, device), compile=False, frozen=False)
         try:
-            said = _measure_key(book, run, device, needs, timer)
+            said = _measure_eager(book, run, device, needs, timer)
         except torch.OutOfMemoryError:
             found.peaks[key] = None
             found.lines.append(f"  warning: {key} ran out of memory on a whole GPU: its trials get a whole GPU and "
                                f"will likely fail; lower its batch_size or img_size")
             continue
         finally:
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+            _free(device)
+        if needs.compiled:
+            try:
+                compiled_said, cold = _measure_compiled(book, replace(run, compile=True), device, needs, timer)
+                said += compiled_said
+                if cold:
+                    found.cold.append(key)
+            except Exception as e:  # noqa: BLE001 - a compiler that fails here fails in the trials: auto stays eager
+                first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+                said += f"; compiling failed ({type(e).__name__}: {first}): compile='auto' runs it eager"
+            finally:
+                _free(device)
         if needs.memory:
             found.peaks[key] = book.get(run)["peak_gib"]
         for compiled in (False, True) if needs.compiled else (False,):
@@ -126,28 +149,43 @@ def measure_here(needs: Needs, timer: Callable[..., tuple[dict, str | None]] | N
     return found
 
 
-def _measure_key(book: Book, run: StepKey, device: torch.device, needs: Needs, timer: Callable) -> str:
-    """What ``needs`` asks of ``run``'s network that its book lacks, measured and recorded; what was done."""
-    steps = {"train_s", "eval_s"} | ({"frozen_s"} if needs.frozen else set())
+def _free(device: torch.device) -> None:
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def _steps(needs: Needs) -> set[str]:
+    return {"train_s", "eval_s"} | ({"frozen_s"} if needs.frozen else set())
+
+
+def _measure_eager(book: Book, run: StepKey, device: torch.device, needs: Needs, timer: Callable) -> str:
+    """The eager steps (and peak memory) ``needs`` asks of ``run``'s network that its book lacks; what was done."""
+    if (needs.memory and "peak_gib" not in book.get(run)) or \
+            ((needs.alone or needs.compiled) and not _steps(needs) <= set(book.times(run))):
+        _record(book, timer(run, device, frozen=needs.frozen)[0])
+        return "eager steps measured"
+    return "eager steps known (this machine's book)"
+
+
+def _measure_compiled(book: Book, run: StepKey, device: torch.device, needs: Needs,
+                      timer: Callable) -> tuple[str, bool]:
+    """The compiled steps and compiles of ``run`` (compiled), unless the book has them warm; what was done,
+    and whether the compile was cold (recorded as such, with ``compile_cold_s``: all its graphs)."""
     compiles = {"compile_s", "compile_eval_s"} | ({"compile_frozen_s", "compile_frozen_eval_s"} if needs.frozen
                                                   else set())
-    done = []
-    if (needs.memory and "peak_gib" not in book.get(run)) or \
-            ((needs.alone or needs.compiled) and not steps <= set(book.times(run))):
-        _record(book, timer(run, device, frozen=needs.frozen)[0])
-        done.append("eager steps")
-    if needs.compiled and not steps | compiles <= set(book.times(replace(run, compile=True))):
-        timed, cache = timer(replace(run, compile=True), device, frozen=needs.frozen)
-        cold = cache == "cold"
-        if cold:  # the trials will find the kernels this compile cached: what they pay is a warm compile
-            cold_s = sum(v.get("compile_s", 0.0) + v.get("compile_eval_s", 0.0) for v in timed.values())
-            timed, _ = timer(replace(run, compile=True), device, frozen=needs.frozen)
-            timed[replace(run, compile=True)]["compile_cold_s"] = cold_s
-        for values in timed.values():
-            values["cache"] = "warm"
-        _record(book, timed)
-        done.append("compiled steps and compiles" + (" (cold, then warm)" if cold else " (warm cache)"))
-    return ", ".join(done) + " measured" if done else "known (this machine's book)"
+    known = book.times(run)
+    if _steps(needs) | compiles <= set(known) and known.get("cache") == "warm":
+        return "; compiled steps and compiles known (warm)", False
+    timed, cache = timer(run, device, frozen=needs.frozen)
+    for values in timed.values():
+        values["cache"] = cache
+    if cache == "cold":
+        timed[run]["compile_cold_s"] = sum(v.get("compile_s", 0.0) + v.get("compile_eval_s", 0.0)
+                                           for v in timed.values())
+    _record(book, timed)
+    return f"; compiled steps and compiles measured ({cache} cache)", cache == "cold"
 
 
 def _record(book: Book, timed: dict) -> None:
@@ -155,11 +193,12 @@ def _record(book: Book, timed: dict) -> None:
         book.record(key, by="stage", **values)
 
 
-def time_network(key: StepKey, device: torch.device, frozen: bool = True, steps: int = STEPS,
-                 warmup: int = WARMUP) -> tuple[dict[StepKey, dict], str | None]:
+def time_network(key: StepKey, device: torch.device, frozen: bool = True, steps: int = STEPS, warmup: int = WARMUP,
+                 head: tuple[str, str, int] = ("concat", "fastai", 6)) -> tuple[dict[StepKey, dict], str | None]:
     """One model of ``key``'s network (``key.compile``: compiled), stepped as a fine-tune runs: the train step
     and validation's forward pass with the body frozen (``frozen``: trials that start frozen), then both
-    unfrozen (the train step's peak memory: the share's).
+    unfrozen (the train step's peak memory: the share's); ``head``: the trials' (pool, head, classes), so that a
+    compiled graph is theirs (a compile of another head is another graph: cold for its first trial).
     ({frozen key: {train_s[, compile_s, compile_eval_s]}, unfrozen key: {train_s, eval_s, peak_gib[, compile_s,
     compile_eval_s]}},
     cache) in seconds per image; a compiled key's first step of each kind, beyond a steady one, is a compile,
@@ -167,7 +206,9 @@ def time_network(key: StepKey, device: torch.device, frozen: bool = True, steps:
     from .compiled import cache_misses
     from .device import RandomSteps, peak_memory_gib, reset_peak_memory
 
-    stepper = RandomSteps(key.model, device, key.batch_size, key.img_size, key.precision, compiled=key.compile)
+    pool, head_kind, n_classes = head
+    stepper = RandomSteps(key.model, device, key.batch_size, key.img_size, key.precision, n_classes=n_classes,
+                          compiled=key.compile, pool=pool, head=head_kind)
     misses = cache_misses() if key.compile else 0
     b, out = key.batch_size, {}
     if frozen:  # an unfreeze changes requires_grad, which Dynamo guards on: the eval graph compiles again too

@@ -45,12 +45,13 @@ def prepare_jobs(spec: SearchSpec) -> dict[str, list]:
 @dataclass(frozen=True)
 class DataFacts:
     """What the prepared data says that a trial's settings must fit: its readable training and validation
-    images and whether it is multi-label."""
+    images, whether it is multi-label, and its classes (the head the measurement stage builds)."""
 
     data: str
     n_train: int
     n_valid: int
     multilabel: bool
+    n_classes: int = 0
 
 
 def prepare_here(data: str, jobs: dict[str, list], marker: str | None) -> tuple[bool, list[str], DataFacts | None]:
@@ -68,7 +69,7 @@ def prepare_here(data: str, jobs: dict[str, list], marker: str | None) -> tuple[
             fetch_weights(model)
         for resize, size in jobs["caches"]:
             ds = tkdata.load(data, resize, size)
-            found = DataFacts(data, len(ds.train_index), len(ds.valid_index), ds.multilabel)
+            found = DataFacts(data, len(ds.train_index), len(ds.valid_index), ds.multilabel, len(ds.classes))
             facts = found if facts is None else min(facts, found, key=lambda f: (f.n_train, f.n_valid))
     ours = Path(__file__).parent
     notes = list(dict.fromkeys(str(w.message) for w in caught if Path(w.filename).is_relative_to(ours)))
@@ -89,7 +90,7 @@ def listed_facts(data: str) -> DataFacts:
 
     items = resolve_items(data, splitter=count_split)  # the split's counts: no torch
     valid = int(items.is_valid.sum())
-    return DataFacts(data, len(items.files) - valid, valid, items.multilabel)
+    return DataFacts(data, len(items.files) - valid, valid, items.multilabel, len(items.classes))
 
 
 def check_settings(spec: SearchSpec, facts: DataFacts) -> None:

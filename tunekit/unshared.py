@@ -33,8 +33,8 @@ def unshared_fit_time(times: dict[str, float], n_train: int, n_valid: int, froze
     """Seconds of ``epochs`` epochs (the first ``frozen_epochs`` of them with the body frozen), each a pass
     over ``n_train`` images and a validation pass over ``n_valid``, at ``times``' speeds; ``compiled``: with
     the compiles such a run pays (``compiled.compile_costs``)."""
-    work = Work.of(n_train, n_valid, 1, frozen_epochs, epochs)
-    compiles = sum(times.get(k, 0.0) for k in compile_costs(work)) if compiled else 0.0
+    work = Work.of(n_train, n_valid, 1, frozen_epochs, epochs)  # (what it ran: a run stopped frozen never unfroze)
+    compiles = sum(times.get(k, 0.0) * share for k, share in compile_costs(work).items()) if compiled else 0.0
     return seconds(work, times) + compiles
 
 

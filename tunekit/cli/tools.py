@@ -29,7 +29,7 @@ D = TrialConfig
               metavar="[N]", help="Also measure a trial's start over N small trials (default 8; the first "
                                   "two start new workers): a free slot -> its first training step (needs Ray).")
 @click.option("--compile", "compile", is_flag=True,
-              help="Also through torch.compile: compiled step and loop, compile time (kept for compile=auto).")
+              help="Also through torch.compile: compiled step and loop, compile time (kept in the machine's book).")
 @click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True,
               help="Ceiling and loop runs per model, alternated, each keeping its best (1: a quick look).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the records here.")

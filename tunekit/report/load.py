@@ -7,6 +7,7 @@ study's export (``dataset, model_name, error_rate, fit_time, GPU_mem`` and optio
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from pathlib import Path
@@ -125,7 +126,11 @@ def _unshared(row: dict[str, Any], config: dict[str, Any], info: dict[str, Any],
     key = StepKey(config.get("model", ""), int(config.get("batch_size", TrialConfig.batch_size)),
                   int(info.get("img_size") or 0), str(info.get("precision") or config.get("precision", "")),
                   compile=bool(info.get("compiled", False)))
-    times = step_times.get(key.text())
+    # a run folder written before the measurement stage keyed its step times by the precision as the space asked
+    # it (no compile, no frozen field)
+    before = json.dumps({"batch_size": key.batch_size, "img_size": key.img_size, "model": key.model,
+                         "precision": str(config.get("precision", TrialConfig.precision))}, sort_keys=True)
+    times = step_times.get(key.text()) or (step_times.get(before) if not key.compile else None)
     if times and info.get("n_train") and row["epochs_run"]:
         frozen = config.get("freeze_epochs", TrialConfig.freeze_epochs) \
             if config.get("pretrained", TrialConfig.pretrained) is not False else 0

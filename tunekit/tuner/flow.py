@@ -6,9 +6,9 @@
     previous       what the run folder holds: continue it, report it (finished), refuse it, move it aside
     screen         the pre-screen (prescreen = {"keep": N}): the space's models cut to the best by LogME
     plan           capacity (a cluster joined here), trial slots: the Plan, once; a dry run ends here
+    prepare        data and weights on every node before any trial (local: before Ray starts)
     measure        what the plan decides by that the machine must measure (auto's GPU shares, steps alone for
                    fit_time_unshared, compiled steps for compile=auto), in one process of its own
-    prepare        data and weights on every node before any trial (local: before Ray starts)
     run            the Tuner built and fitted (a local Ray started here)
     finish         keep-best, cleanup, the report, the summary
 
@@ -47,7 +47,7 @@ def search(space: str | Path | SearchSpec | dict[str, Any], **options: Any) -> S
     """
     state = validate(space, options)
     try:
-        for stage in (decide, prescreen, plan, measure, prepare, run, finish):
+        for stage in (decide, prescreen, plan, prepare, measure, run, finish):
             stage(state)
             if state.outcome is not None:
                 return state.outcome

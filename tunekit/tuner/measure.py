@@ -1,4 +1,4 @@
-"""The measurement stage of a search: after the plan's arithmetic, before any data or trial, everything the
+"""The measurement stage of a search: after the plan's arithmetic, before any trial, everything the
 search decides by that must be measured on the machine, in one process (``tunekit.measure``), once:
 
     measure(state)        # the stage (tuner.flow): state.shares, state.step_times, the plan with the shares
@@ -8,6 +8,7 @@ search decides by that must be measured on the machine, in one process (``tuneki
   compile="auto" (or "on"  eager and compiled steps and the compiles a run pays -> ``compile = "auto"``'s
   with shared GPUs)        decision in each trial (``compiled.decide``), and a compiled trial's unshared time
 
+It runs after the data is prepared (bad data fails first, and the network it builds has the data's classes).
 A dry run ends before this stage: it measures nothing (and imports no torch). On a cluster, the GPU memory is
 measured by the same function in a Ray task on a GPU node (``nodes.measure_on_cluster``); steps alone and
 compiles are not (a cluster's nodes may differ): the report then ranks by the measured fit_time, and each
@@ -19,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from ..config import TrialConfig
 from ..errors import TunekitError
 from ..gpu_share import AutoShares, memory_keys, shares_from, size_for
 from ..machine import StepKey
@@ -53,10 +55,13 @@ def needs_of(state: Search) -> tuple[Needs, list[str]]:
                      f"runs eager unless this machine measured the network before")
         return Needs(()), notes
     device = "cuda" if plan.total_gpus > 0 and (plan.gpu_auto or plan.gpus_per_trial > 0) else "cpu"  # the trials'
-    threads = max(1, int(spec.cpus_per_trial)) if device == "cpu" else None
     frozen = any(v is not False for v in spec.values_of("pretrained") or [True])  # some trials start frozen
+    # the trials' network: a compiled graph is theirs only with their head (the space's first, the data's classes)
+    pool, head = ((spec.values_of(k) or [getattr(TrialConfig, k)])[0] for k in ("pool", "head"))
+    facts = getattr(state, "facts", None)
+    n_classes = facts.n_classes if facts is not None and facts.n_classes else 6
     return Needs(keys, memory=memory, alone=alone, compiled=compiled, frozen=frozen, device=device,
-                 threads=threads), notes
+                 threads=max(1, int(spec.cpus_per_trial)), head=(pool, head, n_classes)), notes
 
 
 def measure(state: Search) -> None:
@@ -114,7 +119,7 @@ def compile_lines(found: Found) -> list[str]:
         cost = compiled["compile_s"] + compiled.get("compile_eval_s", 0.0)
         gain = (eager["train_s"] - compiled["train_s"]) * b
         pays = f"pays after {cost / gain:,.0f} unfrozen train steps" if gain > 0 else "never pays (no faster)"
-        cold = f"; cold {compiled['compile_cold_s']:.1f}s" if "compile_cold_s" in compiled else ""
+        cold = f"; cold: {compiled['compile_cold_s']:.1f}s for all its graphs" if "compile_cold_s" in compiled else ""
         lines.append(f"  compile  {dataclasses.replace(key, compile=False)}: step {eager['train_s'] * b * 1e3:.1f} ms "
                      f"eager, {compiled['train_s'] * b * 1e3:.1f} ms compiled; compiles {cost:.1f}s "
                      f"({compiled.get('cache', 'warm')} cache{cold}): {pays}")

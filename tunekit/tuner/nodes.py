@@ -22,7 +22,7 @@ from ..data.spec import GENERATED, DataSpec
 from ..errors import TunekitError
 from ..gpu_share import gpu_cards, size_for
 from ..measure import Found, Needs, measure_here
-from ..prepare import check_settings, listed_facts, prepare_here, prepare_jobs
+from ..prepare import DataFacts, check_settings, listed_facts, prepare_here, prepare_jobs
 from ..spec import SearchSpec
 from .state import Search
 
@@ -30,7 +30,7 @@ from .state import Search
 def prepare(state: Search) -> None:
     """Every node ready before any trial; ``state.checkpoints`` False where the storage is not shared."""
     if state.options.address is None and not ray.is_initialized():  # this machine alone, Ray not started yet
-        prepare_local(state.spec, state.echo)
+        state.facts = prepare_local(state.spec, state.echo)
         return
     state.run_dir.mkdir(parents=True, exist_ok=True)  # the shared-storage marker goes in it
     state.checkpoints = prepare_nodes(state.spec, state.run_dir, state.echo)
@@ -45,7 +45,7 @@ def check_local_data(spec: SearchSpec) -> None:
         check_settings(spec, listed_facts(spec.data))
 
 
-def prepare_local(spec: SearchSpec, echo: Callable[[str], None]) -> None:
+def prepare_local(spec: SearchSpec, echo: Callable[[str], None]) -> DataFacts | None:
     jobs = prepare_jobs(spec)
     echo(f"preparing: {spec.data}, {len(jobs['caches'])} resize/size combination(s), "
          f"{len(jobs['weights'])} pretrained model(s)")
@@ -54,6 +54,7 @@ def prepare_local(spec: SearchSpec, echo: Callable[[str], None]) -> None:
         echo(f"warning: {note}")
     if facts is not None:
         check_settings(spec, facts)  # what every trial would fail with, before Ray starts
+    return facts
 
 
 def prepare_nodes(spec: SearchSpec, run_dir: Path, echo: Callable[[str], None]) -> bool:

@@ -115,8 +115,12 @@ def _local_gpus(dry_run: bool = False) -> int:
 
 
 def gpus_listed() -> int:
-    """The GPUs a driver lists without torch: NVIDIA's (/proc/driver/nvidia/gpus, else ``nvidia-smi -L``);
-    1 for a driver that lists none this way (WSL2, ROCm): a dry run plans for one (--num-gpus N for more)."""
+    """The GPUs a driver lists without torch: those CUDA_VISIBLE_DEVICES names where it is set (as torch would
+    see them), else NVIDIA's (/proc/driver/nvidia/gpus, else ``nvidia-smi -L``); 1 for a driver that lists none
+    this way (WSL2, ROCm): a dry run plans for one (--num-gpus N for more)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([v for v in visible.split(",") if v.strip() and not v.strip().startswith("-")])
     listed = Path("/proc/driver/nvidia/gpus")
     if listed.is_dir():
         return len(list(listed.iterdir()))

@@ -18,6 +18,7 @@ from ..spec import SearchSpec
 
 if TYPE_CHECKING:
     from ..gpu_share import AutoShares
+    from ..prepare import DataFacts
     from ..prescreen import Screen
     from .session import RaySession
 
@@ -52,6 +53,7 @@ class Search:
     plan: Plan | None = None
     shares: AutoShares | None = None  # gpus_per_trial='auto': the measured share of each model (tuner.measure)
     step_times: dict | None = None  # packed trials: each network's steps timed alone (tuner.measure), by StepKey text
+    facts: DataFacts | None = None  # what the prepared data holds (one machine: tuner.nodes.prepare_local)
     checkpoints: bool = True  # False: the storage is not shared by every node
     notes: list[str] = field(default_factory=list)  # what a dry run adds to the plan's lines
     trial_start_s: list[float] = field(default_factory=list)  # each trial: a free slot -> its first step

@@ -28,7 +28,6 @@ import ray
 import torch
 from ray import tune
 
-from ..compiled import expected_epochs
 from ..config import TrialConfig
 from ..device import resolve_device
 from ..errors import TunekitError
@@ -40,7 +39,7 @@ from .ray_api import trial_working_directory
 
 CHECKPOINTS_KEY = "_checkpoints"  # config flag: False when the storage is not shared by all nodes
 # config: the scheduler's rungs ({"rungs": [...], "reduction_factor": rf}; None: every trial runs to its end), from
-# which compile="auto" takes the epochs a trial is expected to reach (compiled.expected_epochs)
+# which compile="auto" takes the work a trial is expected to do (compiled.Work)
 RUNGS_KEY = "_rungs"
 ALONE_KEY = "_alone"  # config flag: a CPU trial has the machine to itself (the search runs one trial at a time)
 # Fault injection for tests: {"epoch": N, "marker": PATH, "error": "oom"} raises after epoch N's report
@@ -110,12 +109,10 @@ def run_trial(config: dict[str, Any]) -> None:
         _maybe_fault(config.get(FAULT_KEY), metrics["epoch"])
 
     _maybe_fault(config.get(FAULT_KEY), 0)  # epoch 0: in the trial's setup
-    rungs = config.get(RUNGS_KEY)
-    expected = expected_epochs(cfg.total_epochs, rungs["rungs"], rungs["reduction_factor"]) if rungs else None
     # its device to itself: a whole GPU (or more), or a CPU trial of a search that runs one at a time
     alone = share >= 1 or (share == 0 and bool(config.get(ALONE_KEY, False)))
     try:
-        fit(cfg, report, resume=resume, on_setup=on_setup, clock=clock, alone=alone, expected_epochs=expected)
+        fit(cfg, report, resume=resume, on_setup=on_setup, clock=clock, alone=alone, rungs=config.get(RUNGS_KEY))
     except Exception as e:
         if not is_out_of_memory(e):
             raise
