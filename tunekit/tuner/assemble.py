@@ -26,7 +26,7 @@ from .progress import ProgressCallback
 from .ray_api import replace_callbacks
 from .slots import SlotGenerator, SlotLimiter
 from .state import Plan
-from .trainable import ALONE_KEY, CHECKPOINTS_KEY, RUNGS_KEY, run_trial
+from .trainable import ALONE_KEY, CHECKPOINTS_KEY, REDUCTION_KEY, RUNGS_KEY, run_trial
 
 
 def build_tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool, echo: Callable[[str], None],
@@ -47,10 +47,10 @@ def build_tuner(spec: SearchSpec, storage: Path, restoring: bool, verbose: bool,
     resources = (Resources(shares, spec.cpus_per_trial, plan.gpus_per_trial) if shares is not None
                  else {"cpu": spec.cpus_per_trial, "gpu": plan.gpus_per_trial})
     trainable = tune.with_resources(run_trial, resources)
-    rungs = {"rungs": rungs_for(plan.max_epochs, spec.asha["grace_period"], spec.asha["reduction_factor"]),
-             "reduction_factor": spec.asha["reduction_factor"]} if spec.asha else None
+    asha = spec.asha or {}
+    rungs = rungs_for(plan.max_epochs, asha["grace_period"], asha["reduction_factor"]) if asha else None
     param_space = {**spec.param_space(), "threads": threads, CHECKPOINTS_KEY: checkpoints, RUNGS_KEY: rungs,
-                   ALONE_KEY: plan.concurrency == 1}
+                   REDUCTION_KEY: asha.get("reduction_factor"), ALONE_KEY: plan.concurrency == 1}
     progress = ProgressCallback(echo, spec.metric, spec.mode, plan.max_epochs, plan.trials, searched_keys(spec),
                                 slots=plan.concurrency, display=display, log_path=storage / spec.name / EVENTS_FILE)
     callbacks = [CSVLoggerCallback(), JsonLoggerCallback(), TensorBoardCallback(), progress]

@@ -38,9 +38,9 @@ from ..spec import IMPORTS_KEY
 from .ray_api import trial_working_directory
 
 CHECKPOINTS_KEY = "_checkpoints"  # config flag: False when the storage is not shared by all nodes
-# config: the scheduler's rungs ({"rungs": [...], "reduction_factor": rf}; None: every trial runs to its end), from
-# which compile="auto" takes the work a trial is expected to do (compiled.Work)
-RUNGS_KEY = "_rungs"
+# config: the scheduler's rungs (epochs; None: every trial runs to its end) and its reduction factor, from which
+# compile="auto" takes the work a trial is expected to do (compiled.Work); flat values, as trackers log a config
+RUNGS_KEY, REDUCTION_KEY = "_rungs", "_reduction_factor"
 ALONE_KEY = "_alone"  # config flag: a CPU trial has the machine to itself (the search runs one trial at a time)
 # Fault injection for tests: {"epoch": N, "marker": PATH, "error": "oom"} raises after epoch N's report
 # and checkpoint; with a marker only once (the file records that it fired), without one every time.
@@ -112,7 +112,9 @@ def run_trial(config: dict[str, Any]) -> None:
     # its device to itself: a whole GPU (or more), or a CPU trial of a search that runs one at a time
     alone = share >= 1 or (share == 0 and bool(config.get(ALONE_KEY, False)))
     try:
-        fit(cfg, report, resume=resume, on_setup=on_setup, clock=clock, alone=alone, rungs=config.get(RUNGS_KEY))
+        rungs = {"rungs": config[RUNGS_KEY], "reduction_factor": config[REDUCTION_KEY]} if config.get(RUNGS_KEY) \
+            else None
+        fit(cfg, report, resume=resume, on_setup=on_setup, clock=clock, alone=alone, rungs=rungs)
     except Exception as e:
         if not is_out_of_memory(e):
             raise
