@@ -129,15 +129,23 @@ def decide(mode: str, work: Work, eager: dict, compiled: dict) -> Decision:
 
 def cache_misses() -> int:
     """Inductor's kernel-cache misses in this process so far: a compile that adds none loaded its kernels
-    from the machine's cache (warm)."""
+    from the machine's cache (warm), which this points at tunekit's first."""
+    use_shared_cache()
     from torch._dynamo.utils import counters
 
     return int(counters["inductor"]["fxgraph_cache_miss"])
 
 
 def use_shared_cache() -> Path:
-    """Point Inductor's cache at tunekit's (unless the user set one): shared by the runs of this machine."""
-    folder = Path(os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "torch_compile")))
+    """Point Inductor's cache at tunekit's (unless the user set one): shared by the runs of this machine. The
+    first use of Dynamo (timm's models touch it) sets torch's own default where none is set
+    (``/tmp/torchinductor_<user>``), which is not the user's choice: it is replaced too."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if current is None or current == default_cache_dir():
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = current = str(cache_root() / "torch_compile")
+    folder = Path(current)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

@@ -93,7 +93,7 @@ def measure_apart(needs: Needs, echo: Callable[[str], None] = print) -> Found:
     for line in found.lines:
         echo(line)
     if found.cold:
-        echo(f"  {len(found.cold)} cold compile(s): timed again, in a fresh process (as a trial's finds the kernels)")
+        echo(f"  {len(found.cold)} cold compile(s): timed again, in a fresh process (as a trial finds the kernels)")
         warm = in_own_process(measure_here, replace(needs, keys=tuple(found.cold), memory=False, alone=False))
         found.times.update(warm.times)
         for line in warm.lines:
