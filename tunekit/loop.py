@@ -128,17 +128,16 @@ class _Run:
 
 def fit(cfg: TrialConfig, report: Reporter | None = None, *, resume: dict[str, Any] | None = None,
         on_setup: Callable[[RunInfo], None] | None = None, clock: StartClock | None = None,
-        alone: bool = True, rungs: dict | None = None) -> FitResult:
+        alone: bool = True, rungs: list[int] = (), reduction_factor: float = 1.0) -> FitResult:
     """Train ``cfg`` to the end (or divergence); ``report`` after every epoch; ``on_setup`` once
     data and model are ready, with what the run really uses; ``clock``: its start phases (in
-    ``RunInfo.start_phases``, the first step's once the first epoch reports). ``rungs``: the scheduler's
-    (``{"rungs": [...], "reduction_factor": rf}``; None: every epoch runs), from which ``compile = "auto"``
-    weighs the work this run is expected to do from where it starts (``compiled.Work``). A run with
-    ``compile`` on or auto that has its device ``alone`` records its steady unfrozen train step and the
-    compiles it paid in the machine's book (``run_train_s``, ``run_compile_s`` and each compile in
-    ``run_compiles``, ``run_cache``: beside, not over, the measurement stage's bare steps, which ``auto``
-    decides by)."""
-    run = _setup(cfg, clock or StartClock(), rungs, start=resume["epoch"] if resume is not None else 0)
+    ``RunInfo.start_phases``, the first step's once the first epoch reports). ``rungs`` and
+    ``reduction_factor``: the scheduler's (none: every epoch runs), from which ``compile = "auto"`` weighs the
+    work this run is expected to do from where it starts (``compiled.Work``). A run with ``compile`` on or auto
+    that has its device ``alone`` records its steady unfrozen train step and the compiles it paid in the
+    machine's book (``run_train_s``, ``run_compile_s`` and each compile in ``run_compiles``, ``run_cache``:
+    beside, not over, the measurement stage's bare steps, which ``auto`` decides by)."""
+    run = _setup(cfg, clock or StartClock(), rungs, reduction_factor, start=resume["epoch"] if resume else 0)
     if cfg.compile == "off" or not alone:  # (a packed trial's step times hold its neighbours' too)
         run.book = None
     if on_setup is not None:
@@ -198,7 +197,8 @@ def _to_cpu(obj: Any) -> Any:
     return obj
 
 
-def _setup(cfg: TrialConfig, clock: StartClock, rungs: dict | None = None, start: int = 0) -> _Run:
+def _setup(cfg: TrialConfig, clock: StartClock, rungs: list[int] = (), reduction_factor: float = 1.0,
+           start: int = 0) -> _Run:
     # before any data work, cheapest and likeliest first: a missing folder, a typo, unavailable weights
     tkdata.DataSpec.parse(cfg.data).check_path()
     check_model_name(cfg.model)
@@ -230,9 +230,7 @@ def _setup(cfg: TrialConfig, clock: StartClock, rungs: dict | None = None, start
     key = StepKey(cfg.model, cfg.batch_size, img_size, precision)
     book = Book(machine_id(device)) if cfg.compile != "off" else None
     work = Work.of(len(train) * cfg.batch_size, valid.n_items, cfg.batch_size,
-                   cfg.freeze_epochs if cfg.uses_pretrained else 0, cfg.total_epochs,
-                   **({"rungs": rungs["rungs"], "reduction_factor": rungs["reduction_factor"]} if rungs else {}),
-                   start=start)
+                   cfg.freeze_epochs if cfg.uses_pretrained else 0, cfg.total_epochs, rungs, reduction_factor, start)
     decision = decide(cfg.compile, work, book.times(key) if book else {},
                       book.times(replace(key, compile=True)) if book else {})
     misses = 0

@@ -128,9 +128,11 @@ def _unshared(row: dict[str, Any], config: dict[str, Any], info: dict[str, Any],
                   compile=bool(info.get("compiled", False)))
     # a run folder written before the measurement stage keyed its step times by the precision as the space asked
     # it (no compile, no frozen field)
-    before = json.dumps({"batch_size": key.batch_size, "img_size": key.img_size, "model": key.model,
-                         "precision": str(config.get("precision", TrialConfig.precision))}, sort_keys=True)
-    times = step_times.get(key.text()) or (step_times.get(before) if not key.compile else None)
+    times = step_times.get(key.text()) if step_times else None
+    if step_times and times is None and not key.compile:
+        times = step_times.get(json.dumps({"batch_size": key.batch_size, "img_size": key.img_size, "model": key.model,
+                                           "precision": str(config.get("precision", TrialConfig.precision))},
+                                          sort_keys=True))
     if times and info.get("n_train") and row["epochs_run"]:
         frozen = config.get("freeze_epochs", TrialConfig.freeze_epochs) \
             if config.get("pretrained", TrialConfig.pretrained) is not False else 0

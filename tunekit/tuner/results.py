@@ -175,7 +175,7 @@ def summary(result: SearchResult, n: int = 5) -> list[str]:
     df = result.trials
     counts = df["status"].value_counts().to_dict()
     lines = ["trials: " + ", ".join(f"{v} {k}" for k, v in counts.items())]
-    lines += failure_lines(result) + compile_lines(df)
+    lines += failure_lines(result) + compile_summary(df)
     best = result.best(n)
     if len(best):
         cols = [c for c in ("model", "pool", "head", "resize", "lr", "zero_init") if c in best]
@@ -190,7 +190,7 @@ def summary(result: SearchResult, n: int = 5) -> list[str]:
     return lines
 
 
-def compile_lines(trials: pd.DataFrame) -> list[str]:
+def compile_summary(trials: pd.DataFrame) -> list[str]:
     """compile="auto": how many trials compiled and how many ran eager, with the first one's reasons (each trial
     decides on its own expected work: ``compiled.decide``)."""
     if "compile_why" not in trials:

@@ -112,9 +112,8 @@ def run_trial(config: dict[str, Any]) -> None:
     # its device to itself: a whole GPU (or more), or a CPU trial of a search that runs one at a time
     alone = share >= 1 or (share == 0 and bool(config.get(ALONE_KEY, False)))
     try:
-        rungs = {"rungs": config[RUNGS_KEY], "reduction_factor": config[REDUCTION_KEY]} if config.get(RUNGS_KEY) \
-            else None
-        fit(cfg, report, resume=resume, on_setup=on_setup, clock=clock, alone=alone, rungs=rungs)
+        fit(cfg, report, resume=resume, on_setup=on_setup, clock=clock, alone=alone,
+            rungs=config.get(RUNGS_KEY) or (), reduction_factor=config.get(REDUCTION_KEY) or 1.0)
     except Exception as e:
         if not is_out_of_memory(e):
             raise
