@@ -63,3 +63,44 @@ def test_the_command_line_imports_no_torch_ray_or_timm_until_a_command_runs():
             " print(heavy)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+EXIT = """
+import gc
+import sys
+
+if sys.argv[1] == "tunekit":
+    import tunekit, timm  # timm imports wandb (where it is installed): deferred, not executed
+    print("wandb", type(sys.modules["wandb"]).__name__ if "wandb" in sys.modules else None)
+
+
+class Cycle:
+    def __del__(self):
+        print("collected at exit")
+
+
+gc.disable()  # no collection before the exit's own (the interpreter's last collections run all the same)
+cycle = Cycle()
+cycle.me = cycle
+del cycle  # garbage only Python's final collections would find
+if sys.argv[1] == "tunekit":
+    from tunekit.cli import entry
+
+    sys.argv = ["tunekit", "--version"]
+    entry()
+"""
+
+
+def test_the_command_ends_without_the_final_collections_and_timm_leaves_wandb_unloaded():
+    """The command's process ends as soon as its work is done (``tunekit._exit``): Python's last garbage
+    collections, seconds with torch and timm loaded, are skipped (the same process without the command's entry
+    collects its garbage at exit). W&B, which timm imports, is loaded only when used (``tunekit._compat``)."""
+    import importlib.util
+
+    done = {how: subprocess.run([sys.executable, "-c", EXIT, how], capture_output=True, text=True, timeout=120)
+            for how in ("tunekit", "python")}
+    assert all(d.returncode == 0 for d in done.values()), {h: d.stderr[-2000:] for h, d in done.items()}
+    assert "collected at exit" in done["python"].stdout and "collected at exit" not in done["tunekit"].stdout
+    assert "version" in done["tunekit"].stdout, done["tunekit"].stdout
+    if importlib.util.find_spec("wandb") is not None:  # the test extra installs it
+        assert "wandb _LazyModule" in done["tunekit"].stdout, done["tunekit"].stdout

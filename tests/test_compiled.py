@@ -117,6 +117,7 @@ from tunekit.model import build_model
 out = {}
 if sys.argv[2] == "steps":  # the train step itself: eager and compiled from the same weights, on one batch
     torch.manual_seed(0)
+    torch.set_num_threads(1)  # as the fits below (threads=1): Inductor's kernels, and so its cache, are per thread count
     cfg = TrialConfig(model="test_resnet", pretrained=False, img_size=16, batch_size=16)  # concat pool, fastai head
     model, _ = build_model(cfg, 6, 16)
     twin = compile_model(copy.deepcopy(model))
@@ -127,7 +128,7 @@ if sys.argv[2] == "steps":  # the train step itself: eager and compiled from the
         loss = torch.nn.functional.cross_entropy(net(x), y)
         loss.backward()
         net.eval()
-        with torch.no_grad():
+        with torch.inference_mode():  # as the loop validates: the twin's graphs are the fine-tune's unfrozen two
             seen[name] = (float(loss), torch.cat([p.grad.flatten() for p in net.parameters()]), net(x))
     (le, ge, oe), (lc, gc, oc) = seen["eager"], seen["compiled"]
     out["step"] = {"loss": [le, lc], "grad_diff": float((ge - gc).abs().max()), "grad_max": float(ge.abs().max()),

@@ -105,3 +105,15 @@ def test_ctrl_c_is_answered_then_a_second_waits_for_ray_and_a_third_raises():
         assert signal.getsignal(signal.SIGINT) is previous
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_fit_records_no_callback_census_and_the_callers_ray_keeps_its_own():
+    """Ray's telemetry count of a Tuner's callback classes imports MLflow's integration (mlflow with it): not
+    run inside tunekit's fits, and Ray's own function again after."""
+    from ray.air._internal import usage
+
+    own = usage.tag_callbacks
+    with ray_api.quiet_environment(verbose=False):
+        assert usage.tag_callbacks is not own and usage.tag_callbacks([object()]) is False
+    assert usage.tag_callbacks is own
+

@@ -54,10 +54,11 @@ Reporter = Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None]
 
 class StartClock:
     """How long a run takes to start, phase by phase: ``mark(name)`` ends the phase that began at the last
-    mark (or at the clock's start). Phases, in order: ``setup`` (the trial's config, a user's model
-    modules, its checkpoint read), ``device`` (the device resolved, CUDA's context made), ``data`` (opened
-    from the decode cache, moved to the device when it stays there), ``model`` (built, its weights loaded,
-    moved to the device), ``first_step`` (the first training step, to its end)."""
+    mark (or at the clock's start). Phases, in order: ``setup`` (in a new worker the loop's libraries
+    loaded, timm's among them; the trial's config, a user's model modules, its checkpoint read), ``device``
+    (the device resolved, CUDA's context made), ``data`` (opened from the decode cache, moved to the device
+    when it stays there), ``model`` (built, its weights loaded, moved to the device), ``first_step`` (the
+    first training step, to its end)."""
 
     PHASES = ("setup", "device", "data", "model", "first_step")
 

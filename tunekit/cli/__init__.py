@@ -33,5 +33,15 @@ def _register() -> None:
 
 _register()
 
-if __name__ == "__main__":
+
+def entry() -> None:
+    """The ``tunekit`` command (its console script, ``python -m tunekit.cli``): ``main``, and a process that
+    ends as soon as the command has (``_exit``)."""
+    from .._exit import skip_final_collections
+
+    skip_final_collections()
     main()
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,5 +1,5 @@
 """``python -m tunekit.cli``: the same as the ``tunekit`` command."""
 
-from . import main
+from . import entry
 
-main()
+entry()

@@ -35,6 +35,10 @@ use                                    why
 ``TUNE_WARN_EXCESSIVE_EXPERIMENT_``    per-epoch checkpoints snapshot the experiment often: expected
 ``CHECKPOINT_SYNC_THRESHOLD_S``
 ``RAY_AIR_NEW_OUTPUT=0``               the classic console output, which is quiet at verbose=0
+``ray.air._internal.usage.``          not run for tunekit's fits: Ray's telemetry tag of a Tuner's
+``tag_callbacks`` (private)            callback classes imports MLflow's, Comet's and Aim's Ray
+                                       integrations to compare against (MLflow's imports mlflow:
+                                       1.3 s of every search's start where it is installed)
 ``experiment_state-*.json`` layout     trial status and config without unpickling anything
 (runfolder.ray_trials)                 (``trial_data``: [trial JSON, metadata JSON] pairs)
 ``tune.run``'s SIGINT handler          put back by ``own_sigint`` when a fit returns: Ray restores the
@@ -142,19 +146,29 @@ def quiet_environment(verbose: bool) -> Iterator[None]:
     ``tune.Tuner`` of the caller's own, later in the same process, keeps Ray's automatic loggers):
     no automatic loggers (tunekit brings its own); unless verbose, no checkpoint-sync warning and
     the classic, quiet console output."""
+    from ray.air._internal import usage
+
     saved = {key: os.environ.get(key) for key in ENV_SWITCHES}
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     if not verbose:
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    census = usage.tag_callbacks
+    usage.tag_callbacks = _no_callback_census
     try:
         yield
     finally:
+        usage.tag_callbacks = census
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _no_callback_census(callbacks: Any) -> bool:
+    """Ray's ``tag_callbacks``, not run: no usage tag recorded (its telemetry's count of callback classes)."""
+    return False
 
 
 class Interrupts:
@@ -266,6 +280,10 @@ def check() -> list[str]:
               (TuneController, "stop_trial"), (TuneController, "_set_trial_status"), (Trial, "set_status"),
               (Trial, "is_saving"), (Trial, "local_path"), (Trial, "has_reported_at_least_once")]
     problems += [f"{cls.__module__}.{cls.__name__}.{name} is gone" for cls, name in wanted if not hasattr(cls, name)]
+    from ray.air._internal import usage
+
+    if not callable(getattr(usage, "tag_callbacks", None)):
+        problems.append("ray.air._internal.usage.tag_callbacks is gone")
     if "trial_working_directory" not in dir(StorageContext):
         problems.append("ray.train._internal.storage.StorageContext.trial_working_directory is gone")
     return problems

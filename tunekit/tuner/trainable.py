@@ -22,20 +22,23 @@ import tempfile
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 import torch
 from ray import tune
 
+from .._exit import skip_final_collections
 from ..config import TrialConfig
 from ..device import resolve_device
 from ..errors import TunekitError
 from ..gpu_share import limit_memory
-from ..loop import RunInfo, StartClock, fit
 from ..runfolder import CHECKPOINT_FILE, RUN_INFO_FILE
 from ..spec import IMPORTS_KEY
 from .ray_api import trial_working_directory
+
+if TYPE_CHECKING:
+    from ..loop import RunInfo
 
 CHECKPOINTS_KEY = "_checkpoints"  # config flag: False when the storage is not shared by all nodes
 # config: the scheduler's rungs (epochs; None: every trial runs to its end) and its reduction factor, from which
@@ -51,7 +54,12 @@ _CONFIG_KEYS = {f.name for f in fields(TrialConfig)}
 
 def run_trial(config: dict[str, Any]) -> None:
     """Ray Tune function trainable."""
-    clock = StartClock()  # the trial's start, phase by phase (tunekit_run.json's start_phases)
+    entered = time.time()
+    # here, not at the module's top: the driver, which only names this function, does not load timm
+    from ..loop import StartClock, fit
+
+    clock = StartClock(start=entered)  # the trial's start, phase by phase (tunekit_run.json's start_phases)
+    skip_final_collections()  # the worker's exit, when Ray ends it, is not seconds of a core beside the others
     for module in config.get(IMPORTS_KEY, []):  # the space's own models register here (Ray shipped the files)
         importlib.import_module(module)
     cfg = TrialConfig.from_dict({k: v for k, v in config.items() if k in _CONFIG_KEYS})
