@@ -141,7 +141,7 @@ def machine(env: dict[str, str]) -> dict:
 def run_all(kind: str, device: str, out: Path, env: dict[str, str], only: set[str] | None,
             jobs: int = 1) -> list[Step]:
     s = SIZES[kind]
-    if kind == "cpu" and jobs > 1:  # two lanes on the cores: a thread each (more would contend, spinning, for them)
+    if kind == "cpu" and jobs > 1:  # two lanes: half the cores' threads each (more would contend, spinning, for them)
         env = {**env, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // 2))}
     data = f"shapes?n={s['n']}&size={s['size']}"
     tk = [sys.executable, "-m", "tunekit.cli"]

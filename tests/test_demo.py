@@ -70,7 +70,7 @@ def test_demo_search_meets_its_promises(first_demo, tmp_path):
     assert abs(error - results.loc[trial, "error_rate"]) <= 0.005, (error, results.loc[trial, "error_rate"])
     from tunekit.data.dataset import generated_shapes
 
-    circles = generated_shapes(2000, 64, 0, multilabel=False) / "circle"  # the images the demo trained on
+    circles = generated_shapes(2000, 64, 0, multilabel=False) / "circle"  # the demo's images (generated alike)
     predict = CliRunner().invoke(main, ["predict", str(tmp_path / "best"), str(circles)])
     assert predict.exit_code == 0, predict.output
     rows = [line.split(",") for line in predict.stdout.splitlines()[1:]]

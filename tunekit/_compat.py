@@ -1,4 +1,4 @@
-"""Import-time workarounds for broken but common installs; installed by ``import tunekit``.
+"""Import-time workarounds for broken but common installs, and for a costly import; installed by ``import tunekit``.
 
 torchvision wheels from PyPI are CUDA builds. Installed over a CPU-only torch (what a
 machine that can only reach PyPI gets, with torch's CPU wheel), torchvision's compiled ops
@@ -8,9 +8,15 @@ We declare the two op schemas it registers unguarded and run its import again: t
 pure Python parts (transforms, feature extraction), which timm uses, then work; its detection
 ops (nms, roi_align) stay unavailable, and tunekit never calls them.
 
-``import tunekit`` must stay cheap (``tunekit --help`` loads no torch), so the fix is an import
-hook: it costs nothing until something, tunekit or the user's own ``import timm``, imports
-torchvision. On a normal install (matching CPU or CUDA builds) the first import succeeds and
+timm imports W&B at its own import where W&B is installed (``try: import wandb``, for a logging helper,
+``timm.utils.update_summary(log_wandb=True)``, that tunekit never calls): 0.7 s of every process that imports
+timm, each trial's worker among them, on the 2-core machine. While timm's own module runs, ``import wandb``
+finds nothing (timm goes on without its helper's W&B); W&B itself is untouched: imported before timm, or after,
+it is the whole package as usual.
+
+``import tunekit`` must stay cheap (``tunekit --help`` loads no torch), so both are import
+hooks: they cost nothing until something, tunekit or the user's own ``import timm``, imports
+torchvision or timm. On a normal install (matching CPU or CUDA builds) torchvision's first import succeeds and
 nothing else happens.
 """
 
@@ -51,39 +57,51 @@ class _Loader(importlib.abc.Loader):
         self.real.exec_module(module)
 
 
+class _WithoutWandb(importlib.abc.Loader):
+    """timm's own loader, run while ``import wandb`` finds nothing (unless W&B is already imported)."""
+
+    def __init__(self, real: importlib.abc.Loader) -> None:
+        self.real = real
+
+    def create_module(self, spec):
+        return self.real.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        if "wandb" in sys.modules:
+            self.real.exec_module(module)
+            return
+        sys.modules["wandb"] = None  # an ImportError for timm's `import wandb`
+        try:
+            self.real.exec_module(module)
+        finally:
+            if "wandb" in sys.modules and sys.modules["wandb"] is None:
+                del sys.modules["wandb"]
+
+
 class _Finder(importlib.abc.MetaPathFinder):
-    """Finds torchvision as usual, once, and gives it the loader above."""
+    """Finds one package as usual, once, and gives it a loader of ours around its own."""
+
+    def __init__(self, name: str, loader: type[importlib.abc.Loader]) -> None:
+        self.name, self.loader = name, loader
 
     def find_spec(self, name, path, target=None):
-        if name != "torchvision":
+        if name != self.name:
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec("torchvision")
+        try:
+            sys.meta_path.remove(self)
+        except ValueError:  # another thread's import of it found us first
+            return None
+        spec = importlib.util.find_spec(name)
         if spec is not None and spec.loader is not None:
-            spec.loader = _Loader(spec.loader)
-        return spec
-
-
-class _LazyWandb(importlib.abc.MetaPathFinder):
-    """W&B's package, executed when first used rather than when imported: timm imports it (where it is
-    installed) at its own import, for a logging helper tunekit never calls, which cost 0.7 s of every process
-    that imports timm (each trial's worker, on the 2-core machine); ``wandb.init`` loads it whole."""
-
-    def find_spec(self, name, path, target=None):
-        if name != "wandb":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec("wandb")
-        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
-            spec.loader = importlib.util.LazyLoader(spec.loader)
+            spec.loader = self.loader(spec.loader)
         return spec
 
 
 def install() -> None:
-    """Guard torchvision's next import, and defer W&B's (nothing to do for one already imported)."""
-    for name, finder in (("torchvision", _Finder), ("wandb", _LazyWandb)):
-        if name not in sys.modules and not any(isinstance(f, finder) for f in sys.meta_path):
-            sys.meta_path.insert(0, finder())
+    """Guard torchvision's next import and timm's (nothing to do for one already imported)."""
+    for name, loader in (("torchvision", _Loader), ("timm", _WithoutWandb)):
+        if name not in sys.modules and not any(isinstance(f, _Finder) and f.name == name for f in sys.meta_path):
+            sys.meta_path.insert(0, _Finder(name, loader))
 
 
 install()

@@ -35,10 +35,12 @@ use                                    why
 ``TUNE_WARN_EXCESSIVE_EXPERIMENT_``    per-epoch checkpoints snapshot the experiment often: expected
 ``CHECKPOINT_SYNC_THRESHOLD_S``
 ``RAY_AIR_NEW_OUTPUT=0``               the classic console output, which is quiet at verbose=0
-``ray.air._internal.usage.``          not run for tunekit's fits: Ray's telemetry tag of a Tuner's
-``tag_callbacks`` (private)            callback classes imports MLflow's, Comet's and Aim's Ray
-                                       integrations to compare against (MLflow's imports mlflow:
-                                       1.3 s of every search's start where it is installed)
+``ray.air._internal.usage.``          not run during tunekit's fits (``tune.run`` calls it through
+``tag_callbacks`` (private)            the module): Ray's telemetry tag of a Tuner's callback classes
+                                       imports MLflow's, Comet's and Aim's Ray integrations to compare
+                                       against (MLflow's imports mlflow: 1.3 s of every search's
+                                       start where it is installed); another thread's Tuner in the
+                                       same process, during a fit, records no such tag either
 ``experiment_state-*.json`` layout     trial status and config without unpickling anything
 (runfolder.ray_trials)                 (``trial_data``: [trial JSON, metadata JSON] pairs)
 ``tune.run``'s SIGINT handler          put back by ``own_sigint`` when a fit returns: Ray restores the
@@ -145,20 +147,25 @@ def quiet_environment(verbose: bool) -> Iterator[None]:
     """Ray's switches for a readable search, set while it builds and runs, then as they were (a
     ``tune.Tuner`` of the caller's own, later in the same process, keeps Ray's automatic loggers):
     no automatic loggers (tunekit brings its own); unless verbose, no checkpoint-sync warning and
-    the classic, quiet console output."""
-    from ray.air._internal import usage
-
+    the classic, quiet console output; and no telemetry census of the callbacks (the table above), Ray's own
+    function put back after."""
+    try:
+        from ray.air._internal import usage
+    except ImportError:  # Ray moved it: no census to skip (check() says so)
+        usage = None
     saved = {key: os.environ.get(key) for key in ENV_SWITCHES}
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     if not verbose:
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    census = usage.tag_callbacks
-    usage.tag_callbacks = _no_callback_census
+    census = getattr(usage, "tag_callbacks", None)
+    if census is not None:
+        usage.tag_callbacks = _no_callback_census
     try:
         yield
     finally:
-        usage.tag_callbacks = census
+        if census is not None:
+            usage.tag_callbacks = census
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -280,10 +287,22 @@ def check() -> list[str]:
               (TuneController, "stop_trial"), (TuneController, "_set_trial_status"), (Trial, "set_status"),
               (Trial, "is_saving"), (Trial, "local_path"), (Trial, "has_reported_at_least_once")]
     problems += [f"{cls.__module__}.{cls.__name__}.{name} is gone" for cls, name in wanted if not hasattr(cls, name)]
-    from ray.air._internal import usage
-
-    if not callable(getattr(usage, "tag_callbacks", None)):
-        problems.append("ray.air._internal.usage.tag_callbacks is gone")
+    problems += _census_problems()
     if "trial_working_directory" not in dir(StorageContext):
         problems.append("ray.train._internal.storage.StorageContext.trial_working_directory is gone")
     return problems
+
+
+def _census_problems() -> list[str]:
+    """What stops ``quiet_environment`` from skipping Ray's callback census: the function gone, or ``tune.run``
+    no longer calling it through its module (a replaced attribute would then not be the one called)."""
+    try:
+        import ray.tune.tune as tune_module
+        from ray.air._internal import usage
+    except ImportError as e:
+        return [f"Ray's callback census cannot be skipped: {e}"]
+    if not callable(getattr(usage, "tag_callbacks", None)):
+        return ["ray.air._internal.usage.tag_callbacks is gone"]
+    if getattr(tune_module, "air_usage", None) is not usage:
+        return ["ray.tune.tune no longer calls ray.air._internal.usage.tag_callbacks through its module"]
+    return []
