@@ -35,12 +35,16 @@ use                                    why
 ``TUNE_WARN_EXCESSIVE_EXPERIMENT_``    per-epoch checkpoints snapshot the experiment often: expected
 ``CHECKPOINT_SYNC_THRESHOLD_S``
 ``RAY_AIR_NEW_OUTPUT=0``               the classic console output, which is quiet at verbose=0
-``ray.air._internal.usage.``          not run during tunekit's fits (``tune.run`` calls it through
+``ray.air._internal.usage.``           not run during tunekit's fits (``tune.run`` calls it through
 ``tag_callbacks`` (private)            the module): Ray's telemetry tag of a Tuner's callback classes
                                        imports MLflow's, Comet's and Aim's Ray integrations to compare
                                        against (MLflow's imports mlflow: 1.3 s of every search's
                                        start where it is installed); another thread's Tuner in the
                                        same process, during a fit, records no such tag either
+``_system_config`` of a local Ray:     no idle workers started with a search's own Ray: Ray starts one
+``enable_worker_prestart``,            per CPU for the first driver, and Tune's trial actors start
+``prestart_worker_first_driver``       workers of their own (measured: none of the 2 was used; 0.6-0.7 s
+(RayConfig)                            of a core each, per search, on the 2-core machine)
 ``experiment_state-*.json`` layout     trial status and config without unpickling anything
 (runfolder.ray_trials)                 (``trial_data``: [trial JSON, metadata JSON] pairs)
 ``tune.run``'s SIGINT handler          put back by ``own_sigint`` when a fit returns: Ray restores the
@@ -62,6 +66,8 @@ from pathlib import Path
 from typing import Any
 
 TESTED = "2.60"  # the Ray minor version everything here was checked on (setup.cfg's bound)
+# a search's own local Ray (tuner.session): no idle workers prestarted (the table above)
+LOCAL_RAY_CONFIG = {"enable_worker_prestart": False, "prestart_worker_first_driver": False}
 
 
 def trial_working_directory() -> Path:

@@ -19,6 +19,7 @@ from typing import Any
 import ray
 
 from ..errors import TunekitError
+from .ray_api import LOCAL_RAY_CONFIG
 
 
 class RaySession:
@@ -55,7 +56,7 @@ class RaySession:
         # address="local": a new Ray of its own, even where `ray start` left a cluster running or
         # RAY_ADDRESS is set (without it ray.init joins those, and refuses num_cpus): --address joins
         ray.init(address="local", num_cpus=int(cpus), num_gpus=int(math.ceil(gpus)), include_dashboard=False,
-                 configure_logging=True, runtime_env=runtime_env, **self._logging)
+                 configure_logging=True, runtime_env=runtime_env, _system_config=LOCAL_RAY_CONFIG, **self._logging)
         self.owned = True
 
     def check_shipped(self, spec) -> None:
