@@ -73,6 +73,9 @@ if sys.argv[1] == "tunekit":
     import tunekit, timm  # timm's own `import wandb` (where W&B is installed) finds nothing
     import timm.utils.summary
     print("wandb imported:", "wandb" in sys.modules, hasattr(timm.utils.summary, "wandb"))
+    import wandb  # after timm: the whole package
+
+    print("wandb after timm:", callable(getattr(wandb, "init", None)))
 
 
 class Cycle:
@@ -105,3 +108,4 @@ def test_the_command_ends_without_the_final_collections_and_timm_does_not_import
     assert "version" in done["tunekit"].stdout, done["tunekit"].stdout
     assert importlib.util.find_spec("wandb") is not None  # the test extra installs it: timm would import it
     assert "wandb imported: False False" in done["tunekit"].stdout, done["tunekit"].stdout
+    assert "wandb after timm: True" in done["tunekit"].stdout, done["tunekit"].stdout

@@ -11,8 +11,9 @@ ops (nms, roi_align) stay unavailable, and tunekit never calls them.
 timm imports W&B at its own import where W&B is installed (``try: import wandb``, for a logging helper,
 ``timm.utils.update_summary(log_wandb=True)``, that tunekit never calls): 0.7 s of every process that imports
 timm, each trial's worker among them, on the 2-core machine. While timm's own module runs, ``import wandb``
-finds nothing (timm goes on without its helper's W&B); W&B itself is untouched: imported before timm, or after,
-it is the whole package as usual.
+finds nothing (timm goes on without its helper's W&B: in a process that imported tunekit first, timm's
+``update_summary(log_wandb=True)`` cannot log to W&B); W&B itself is untouched: imported before timm, or after, it
+is the whole package as usual.
 
 ``import tunekit`` must stay cheap (``tunekit --help`` loads no torch), so both are import
 hooks: they cost nothing until something, tunekit or the user's own ``import timm``, imports

@@ -41,10 +41,11 @@ use                                    why
                                        against (MLflow's imports mlflow: 1.3 s of every search's
                                        start where it is installed); another thread's Tuner in the
                                        same process, during a fit, records no such tag either
-``_system_config`` of a local Ray:     no idle workers started with a search's own Ray: Ray starts one
-``enable_worker_prestart``,            per CPU for the first driver, and Tune's trial actors start
-``prestart_worker_first_driver``       workers of their own (measured: none of the 2 was used; 0.6-0.7 s
-(RayConfig)                            of a core each, per search, on the 2-core machine)
+``RAY_enable_worker_prestart=0``,      no idle workers started with a search's own Ray (set while it
+``RAY_prestart_worker_first_driver=0`` starts, RayConfig's variables, which a Ray without them ignores):
+                                       Ray starts one per CPU for the first driver, and Tune's trial
+                                       actors start workers of their own (measured: none of the 2 was
+                                       used; 0.6-0.7 s of a core each, per search, on the 2-core machine)
 ``experiment_state-*.json`` layout     trial status and config without unpickling anything
 (runfolder.ray_trials)                 (``trial_data``: [trial JSON, metadata JSON] pairs)
 ``tune.run``'s SIGINT handler          put back by ``own_sigint`` when a fit returns: Ray restores the
@@ -67,7 +68,7 @@ from typing import Any
 
 TESTED = "2.60"  # the Ray minor version everything here was checked on (setup.cfg's bound)
 # a search's own local Ray (tuner.session): no idle workers prestarted (the table above)
-LOCAL_RAY_CONFIG = {"enable_worker_prestart": False, "prestart_worker_first_driver": False}
+NO_PRESTART = {"RAY_enable_worker_prestart": "0", "RAY_prestart_worker_first_driver": "0"}
 
 
 def trial_working_directory() -> Path:
