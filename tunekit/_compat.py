@@ -31,14 +31,18 @@ from types import ModuleType
 _libraries: list = []  # keep the Library objects alive: dropping one unregisters its ops
 
 
-class _Loader(importlib.abc.Loader):
-    """torchvision's own loader, run again after declaring the missing op schemas if it fails on them."""
+class _Around(importlib.abc.Loader):
+    """A package's own loader, which ``exec_module`` runs in a way of its own."""
 
     def __init__(self, real: importlib.abc.Loader) -> None:
         self.real = real
 
     def create_module(self, spec):
         return self.real.create_module(spec)
+
+
+class _Loader(_Around):
+    """torchvision's own loader, run again after declaring the missing op schemas if it fails on them."""
 
     def exec_module(self, module: ModuleType) -> None:
         try:
@@ -58,14 +62,8 @@ class _Loader(importlib.abc.Loader):
         self.real.exec_module(module)
 
 
-class _WithoutWandb(importlib.abc.Loader):
+class _WithoutWandb(_Around):
     """timm's own loader, run while ``import wandb`` finds nothing (unless W&B is already imported)."""
-
-    def __init__(self, real: importlib.abc.Loader) -> None:
-        self.real = real
-
-    def create_module(self, spec):
-        return self.real.create_module(spec)
 
     def exec_module(self, module: ModuleType) -> None:
         if "wandb" in sys.modules:
@@ -82,7 +80,7 @@ class _WithoutWandb(importlib.abc.Loader):
 class _Finder(importlib.abc.MetaPathFinder):
     """Finds one package as usual, once, and gives it a loader of ours around its own."""
 
-    def __init__(self, name: str, loader: type[importlib.abc.Loader]) -> None:
+    def __init__(self, name: str, loader: type[_Around]) -> None:
         self.name, self.loader = name, loader
 
     def find_spec(self, name, path, target=None):

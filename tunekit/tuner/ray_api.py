@@ -62,7 +62,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -160,19 +160,28 @@ def quiet_environment(verbose: bool) -> Iterator[None]:
         from ray.air._internal import usage
     except ImportError:  # Ray moved it: no census to skip (check() says so)
         usage = None
-    saved = {key: os.environ.get(key) for key in ENV_SWITCHES}
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    if not verbose:
-        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     census = getattr(usage, "tag_callbacks", None)
-    if census is not None:
-        usage.tag_callbacks = _no_callback_census
+    with environment_kept(ENV_SWITCHES):
+        os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+        if not verbose:
+            os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+            os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        if census is not None:
+            usage.tag_callbacks = _no_callback_census
+        try:
+            yield
+        finally:
+            if census is not None:
+                usage.tag_callbacks = census
+
+
+@contextlib.contextmanager
+def environment_kept(keys: Iterable[str]) -> Iterator[None]:
+    """These environment variables as they were once the block ends, whatever it set."""
+    saved = {key: os.environ.get(key) for key in keys}
     try:
         yield
     finally:
-        if census is not None:
-            usage.tag_callbacks = census
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

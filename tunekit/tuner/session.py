@@ -19,7 +19,7 @@ from typing import Any
 import ray
 
 from ..errors import TunekitError
-from .ray_api import NO_PRESTART
+from .ray_api import NO_PRESTART, environment_kept
 
 
 class RaySession:
@@ -55,17 +55,10 @@ class RaySession:
                       "who can reach this machine can run code in it; unset it, or firewall the machine")
         # address="local": a new Ray of its own, even where `ray start` left a cluster running or
         # RAY_ADDRESS is set (without it ray.init joins those, and refuses num_cpus): --address joins
-        saved = {key: os.environ.get(key) for key in NO_PRESTART}
-        os.environ.update(NO_PRESTART)  # read by Ray's processes as they start (ray_api's table)
-        try:
+        with environment_kept(NO_PRESTART):
+            os.environ.update(NO_PRESTART)  # read by Ray's processes as they start (ray_api's table)
             ray.init(address="local", num_cpus=int(cpus), num_gpus=int(math.ceil(gpus)), include_dashboard=False,
                      configure_logging=True, runtime_env=runtime_env, **self._logging)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
         self.owned = True
 
     def check_shipped(self, spec) -> None:
