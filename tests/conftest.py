@@ -1,8 +1,11 @@
-"""Shared fixtures: an isolated data root, small generated datasets, image-file helpers."""
+"""Shared fixtures: an isolated data root, small generated datasets, image-file helpers; the suite's split over
+pytest-xdist's workers (the README's ``-n 2``)."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -12,6 +15,38 @@ import pytest
 
 import tunekit  # noqa: F401  - first: installs the torchvision import workaround before timm loads
 from tunekit.data.shapes import write_shapes
+
+# Under pytest-xdist (--dist loadgroup) a test file is one unit of work, run by one worker with its module
+# fixtures (a Ray, a server, a search) set up once; these files share a session fixture (the demo's one run) and
+# go to the same worker.
+GROUPS = {"test_demo": "demo", "test_readme": "demo"}
+# The slowest files first (the whole suite's durations on the 2-core machine, benchmarks/RESULTS.md), so that no
+# worker starts a minute-long file while the other has nothing left; the rest follow in their usual order.
+SLOWEST_FIRST = ["test_cluster", "test_compiled", "test_search", "test_trackers", "test_demo", "test_readme",
+                 "test_gpu_check", "test_asha", "test_stop", "test_cli", "test_examples", "test_loop", "test_resume",
+                 "test_bench", "test_export", "test_rank", "test_spec", "test_report_browser"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:  # each worker's Ray in a temp folder of its own: `ray start`'s address (--address auto), sessions
+        os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix=f"ray-{worker}-", dir="/tmp")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER") and "RAY_TMPDIR" in os.environ:
+        shutil.rmtree(os.environ["RAY_TMPDIR"], ignore_errors=True)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which turns the groups into the units of work
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not os.environ.get("PYTEST_XDIST_WORKER") or config.getoption("dist", "no") != "loadgroup":
+        return
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: a file's tests keep their order
+    for item in items:
+        if not any(item.iter_markers("xdist_group")):
+            item.add_marker(pytest.mark.xdist_group(GROUPS.get(item.path.stem, item.path.stem)))
 
 
 @pytest.fixture(scope="session", autouse=True)

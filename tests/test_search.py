@@ -34,6 +34,27 @@ def local_ray():
     ray.shutdown()
 
 
+def test_address_auto_joins_a_ray_start_cluster_never_another_processes_local_ray(monkeypatch, tmp_path):
+    from ray._private.services import get_ray_address_from_environment
+
+    from tunekit.tuner.session import resolve_auto
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # Ray's temp folder, where `ray start` leaves its address
+    # this module's Ray is a private local one, as another search's own is: Ray's own "auto" would join it
+    assert get_ray_address_from_environment("auto", None) is not None
+    with pytest.raises(TunekitError, match=r"^--address auto: no Ray cluster to join \(no 'ray start' cluster on "
+                                           r"this machine\); start one with 'ray start --head'"):
+        resolve_auto()
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text("127.0.0.1:9\n")  # a cluster since gone
+    with pytest.raises(TunekitError, match=r"^--address auto: no Ray cluster to join \(the 'ray start' cluster "
+                                           r"last started here, at 127.0.0.1:9, does not answer\)"):
+        resolve_auto()
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.7:6379")  # Ray's variable names the cluster: as Ray reads it
+    assert resolve_auto() == "10.0.0.7:6379"
+
+
 def space_file(tmp_path: Path, data: str, body: str, name: str = "small.py") -> Path:
     path = tmp_path / name
     path.write_text(f"from ray import tune\ndata = {data!r}\n" + textwrap.dedent(body))

@@ -46,6 +46,10 @@ use                                    why
                                        Ray starts one per CPU for the first driver, and Tune's trial
                                        actors start workers of their own (measured: none of the 2 was
                                        used; 0.6-0.7 s of a core each, per search, on the 2-core machine)
+``ray._private.services.find_``        ``--address auto`` joins the cluster ``ray start`` started on
+``bootstrap_address`` (private)        this machine (the address it leaves in Ray's temp folder), never
+                                       another process's local Ray, which Ray's own ``auto`` falls back
+                                       to (tuner.session.resolve_auto)
 ``experiment_state-*.json`` layout     trial status and config without unpickling anything
 (runfolder.ray_trials)                 (``trial_data``: [trial JSON, metadata JSON] pairs)
 ``tune.run``'s SIGINT handler          put back by ``own_sigint`` when a fit returns: Ray restores the
@@ -69,6 +73,13 @@ from typing import Any
 TESTED = "2.60"  # the Ray minor version everything here was checked on (setup.cfg's bound)
 # a search's own local Ray (tuner.session): no idle workers prestarted (the table above)
 NO_PRESTART = {"RAY_enable_worker_prestart": "0", "RAY_prestart_worker_first_driver": "0"}
+
+
+def started_cluster_address() -> str | None:
+    """The address of the cluster ``ray start`` last started on this machine (None if none, or it was stopped)."""
+    from ray._private.services import find_bootstrap_address
+
+    return find_bootstrap_address(None)
 
 
 def trial_working_directory() -> Path:
@@ -304,6 +315,9 @@ def check() -> list[str]:
               (Trial, "is_saving"), (Trial, "local_path"), (Trial, "has_reported_at_least_once")]
     problems += [f"{cls.__module__}.{cls.__name__}.{name} is gone" for cls, name in wanted if not hasattr(cls, name)]
     problems += _census_problems()
+    from ray._private import services
+    if not callable(getattr(services, "find_bootstrap_address", None)):
+        problems.append("ray._private.services.find_bootstrap_address is gone")
     if "trial_working_directory" not in dir(StorageContext):
         problems.append("ray.train._internal.storage.StorageContext.trial_working_directory is gone")
     return problems

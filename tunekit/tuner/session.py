@@ -19,7 +19,7 @@ from typing import Any
 import ray
 
 from ..errors import TunekitError
-from .ray_api import NO_PRESTART, environment_kept
+from .ray_api import NO_PRESTART, environment_kept, started_cluster_address
 
 
 class RaySession:
@@ -33,17 +33,18 @@ class RaySession:
         return {"log_to_driver": self.verbose, "logging_level": "INFO" if self.verbose else "WARNING"}
 
     def join(self, address: str, runtime_env: dict[str, Any] | None) -> None:
-        """Connect to the cluster at ``address`` (a ``ray start`` cluster), failing within seconds if none answers."""
+        """Connect to the cluster at ``address`` (a ``ray start`` cluster; ``auto``: ``resolve_auto``), failing
+        within seconds if none answers."""
         if ray.is_initialized():
             return
+        if address == "auto":
+            address = resolve_auto()
         check_address(address)
         try:
             ray.init(address=address, runtime_env=runtime_env, **self._logging)
         except (ConnectionError, RuntimeError) as e:  # no cluster there, or none running on this machine
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise TunekitError(f"--address {address}: no Ray cluster to join ({first[:160]}); start one with "
-                               f"'ray start --head' (on this machine, for --address auto) or leave --address out "
-                               f"for a local run") from None
+            raise TunekitError(NO_CLUSTER.format(address=address, why=first[:160])) from None
         self.owned = True
 
     def start_local(self, cpus: float, gpus: float, runtime_env: dict[str, Any] | None) -> None:
@@ -81,10 +82,30 @@ def runtime_env(spec) -> dict[str, Any] | None:
     return {"py_modules": module_files(spec.imports)} if spec.imports else None
 
 
+def resolve_auto() -> str:
+    """``--address auto``: the cluster ``ray start`` started on this machine, as the README says (``RAY_ADDRESS``
+    if set, else the address ``ray start`` leaves in Ray's temp folder). Ray's own ``auto`` falls back to any
+    Ray it sees running here: another search's private local Ray among them, whose trials the joining search
+    would share and which ends, with them, when that search does."""
+    if os.environ.get("RAY_ADDRESS", "auto") != "auto":
+        return os.environ["RAY_ADDRESS"]
+    started = started_cluster_address()
+    if not started:
+        raise TunekitError(NO_CLUSTER.format(address="auto", why="no 'ray start' cluster on this machine"))
+    try:
+        check_address(started)
+    except TunekitError:
+        raise TunekitError(NO_CLUSTER.format(address="auto", why=f"the 'ray start' cluster last started here, at "
+                                                                 f"{started}, does not answer")) from None
+    return started
+
+
+NO_CLUSTER = ("--address {address}: no Ray cluster to join ({why}); start one with 'ray start --head' (on this "
+              "machine, for --address auto) or leave --address out for a local run")
+
+
 def check_address(address: str, timeout: float = 5.0) -> None:
     """Fail within seconds when a cluster address does not answer (instead of Ray's long retry)."""
-    if address == "auto":
-        return
     host, _, port = address.replace("ray://", "").rpartition(":")
     try:
         socket.create_connection((host or address, int(port or 6379)), timeout=timeout).close()
