@@ -103,8 +103,8 @@ def _outliers(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> tuple[list[f
         s = math.sqrt(float(np.sum((ys - fitted) ** 2)) / (n - 2)) if n > 2 else math.nan
         sxx = float(np.sum((xs - xs.mean()) ** 2))
         predicted = intercept + slope * x[i]
-        half = float(special.stdtrit(n - 2, 0.5 + level / 2)) * s * math.sqrt(1 + 1 / n + (x[i] - xs.mean()) ** 2 / sxx) \
-            if n > 2 and sxx > 0 else math.inf
+        half = float(special.stdtrit(n - 2, 0.5 + level / 2)) * s \
+            * math.sqrt(1 + 1 / n + (x[i] - xs.mean()) ** 2 / sxx) if n > 2 and sxx > 0 else math.inf
         gap = float(y[i] - predicted)
         residuals.append(gap)
         verdicts.append("" if not math.isfinite(half) or abs(gap) <= half else
