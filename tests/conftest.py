@@ -19,7 +19,9 @@ from tunekit.data.shapes import write_shapes
 # Under pytest-xdist (--dist loadgroup) a test file is one unit of work, run by one worker with its module
 # fixtures (a Ray, a server, a search) set up once; these files share a session fixture (the demo's one run) and
 # go to the same worker.
-GROUPS = {"test_demo": "demo", "test_readme": "demo"}
+# test_search's compile=auto search reuses the compile test's kernels (tunekit's Inductor cache is per data root, so
+# per worker), as it does in a serial run, where test_compiled comes first.
+GROUPS = {"test_demo": "demo", "test_readme": "demo", "test_compiled": "compile", "test_search": "compile"}
 # The slowest files first (the whole suite's durations on the 2-core machine, benchmarks/RESULTS.md), so that no
 # worker starts a minute-long file while the other has nothing left; the rest follow in their usual order.
 SLOWEST_FIRST = ["test_cluster", "test_compiled", "test_search", "test_trackers", "test_demo", "test_readme",
@@ -31,6 +33,10 @@ def pytest_configure(config: pytest.Config) -> None:
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if worker:  # each worker's Ray in a temp folder of its own: `ray start`'s address (--address auto), sessions
         os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix=f"ray-{worker}-", dir="/tmp")
+        # the workers share the cores: torch's threads here and in the commands a test starts, a share each (Ray's
+        # trials set their own, from their CPUs); two threads a worker on 2 cores spin against each other
+        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
