@@ -53,7 +53,7 @@ COMMANDS = [
     Command("tunekit search search_spaces/demo.py", r"trials: \d+ (completed|stopped early)", run=demo(), fresh=True,
             first_demo=True),
     Command('pip install -e ".[test]"', skip="the test suite runs in the environment that install made"),
-    Command("python -m pytest", skip="this is the test suite"),
+    Command("python -m pytest -n 2", skip="this is the test suite"),
     # Search
     Command("tunekit search search_spaces/demo.py", r"already finished on .*: 8 trial\(s\).*\n(.*\n)*to search "
             r"again: --name NEW, or --restart", run=demo()),
