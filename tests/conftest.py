@@ -16,7 +16,7 @@ import pytest
 import tunekit  # noqa: F401  - first: installs the torchvision import workaround before timm loads
 from tunekit.data.shapes import write_shapes
 
-# Under pytest-xdist (--dist loadgroup) a test file is one unit of work, run by one worker with its module
+# Under pytest-xdist (--dist loadgroup, --no-loadscope-reorder: setup.cfg) a test file is one unit of work, run by one worker with its module
 # fixtures (a Ray, a server, a search) set up once; these files share a session fixture (the demo's one run) and
 # go to the same worker.
 # test_search's compile=auto search reuses the compile test's kernels (tunekit's Inductor cache is per data root, so
@@ -30,9 +30,12 @@ SLOWEST_FIRST = ["test_cluster", "test_compiled", "test_search", "test_trackers"
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # The suite's Rays in a temp folder of their own, one per xdist worker: the simulated cluster leaves its address
+    # there as `ray start` does (--address auto), and must neither reach another worker nor replace, or remove at
+    # its end, the address of a developer's own `ray start` in /tmp/ray. Short, for Ray's socket paths.
     worker = os.environ.get("PYTEST_XDIST_WORKER")
-    if worker:  # each worker's Ray in a temp folder of its own: `ray start`'s address (--address auto), sessions
-        os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix=f"ray-{worker}-", dir="/tmp")
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix=f"ray-{worker or 'tests'}-", dir="/tmp")
+    if worker:
         # the workers share the cores: torch's threads here and in the commands a test starts, a share each (Ray's
         # trials set their own, from their CPUs); two threads a worker on 2 cores spin against each other
         workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
@@ -40,8 +43,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if os.environ.get("PYTEST_XDIST_WORKER") and "RAY_TMPDIR" in os.environ:
-        shutil.rmtree(os.environ["RAY_TMPDIR"], ignore_errors=True)
+    if "RAY_TMPDIR" in os.environ:
+        shutil.rmtree(os.environ.pop("RAY_TMPDIR"), ignore_errors=True)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own, which turns the groups into the units of work

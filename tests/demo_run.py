@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,9 @@ def new_user(home: Path, work: Path) -> dict:
         (work / name).symlink_to(ROOT / name)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TUNEKIT_", "RAY_", "HF_", "WANDB_", "MLFLOW_"))}
     env.update(HOME=str(home), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    # Ray's temp folder: a fresh machine's (no `ray start` cluster for --address auto to find), not this one's
+    # /tmp/ray, where a developer's own `ray start` may be running; short, for Ray's socket paths
+    env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="u-", dir=os.environ.get("RAY_TMPDIR"))
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return {"home": home, "work": work, "env": env}
 

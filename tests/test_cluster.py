@@ -188,6 +188,7 @@ def test_doctor_lists_the_nodes_of_a_cluster(cluster):
     assert nodes == len(rows) >= 2 and cpus == sum(int(r[0]) for r in rows) and gpus == sum(int(r[1]) for r in rows)
     assert ("0", "0") in rows and ("2", "1") in rows  # the CPU-less head, a worker with its (fake) GPU
     # --address auto: the cluster started on this machine (ray.cluster_utils leaves its address as `ray start` does)
+    assert not ray.is_initialized()  # doctor joins: through tunekit's reading of `auto`
     auto = CliRunner().invoke(main, ["doctor", "--address", "auto"])
     assert auto.exit_code == 0 and f"auto: {nodes} node(s), {cpus} CPU, {gpus} GPU" in auto.output, auto.output
     assert sorted(re.findall(r"ok    node .*", auto.output)) == sorted(re.findall(r"ok    node .*", result.output))

@@ -51,8 +51,16 @@ def test_address_auto_joins_a_ray_start_cluster_never_another_processes_local_ra
     with pytest.raises(TunekitError, match=r"^--address auto: no Ray cluster to join \(the 'ray start' cluster "
                                            r"last started here, at 127.0.0.1:9, does not answer\)"):
         resolve_auto()
-    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.7:6379")  # Ray's variable names the cluster: as Ray reads it
-    assert resolve_auto() == "10.0.0.7:6379"
+    monkeypatch.setenv("RAY_ADDRESS", "")  # empty: unset, as Ray reads it
+    with pytest.raises(TunekitError, match=r"no Ray cluster to join \(the 'ray start' cluster last started"):
+        resolve_auto()
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")  # Ray's variable names the cluster, as Ray reads it
+    with pytest.raises(TunekitError, match=r"^--address auto: no Ray cluster to join \(RAY_ADDRESS=127.0.0.1:9 does "
+                                           r"not answer\)"):
+        resolve_auto()
+    live = ray.get_runtime_context().gcs_address
+    monkeypatch.setenv("RAY_ADDRESS", live)
+    assert resolve_auto() == live
 
 
 def space_file(tmp_path: Path, data: str, body: str, name: str = "small.py") -> Path:

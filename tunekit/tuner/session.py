@@ -87,8 +87,13 @@ def resolve_auto() -> str:
     if set, else the address ``ray start`` leaves in Ray's temp folder). Ray's own ``auto`` falls back to any
     Ray it sees running here: another search's private local Ray among them, whose trials the joining search
     would share and which ends, with them, when that search does."""
-    if os.environ.get("RAY_ADDRESS", "auto") != "auto":
-        return os.environ["RAY_ADDRESS"]
+    named = os.environ.get("RAY_ADDRESS") or "auto"  # empty is unset, as Ray reads it
+    if named != "auto":
+        try:
+            check_address(named)
+        except TunekitError:
+            raise TunekitError(NO_CLUSTER.format(address="auto", why=f"RAY_ADDRESS={named} does not answer")) from None
+        return named
     started = started_cluster_address()
     if not started:
         raise TunekitError(NO_CLUSTER.format(address="auto", why="no 'ray start' cluster on this machine"))
