@@ -16,11 +16,11 @@ import pytest
 import tunekit  # noqa: F401  - first: installs the torchvision import workaround before timm loads
 from tunekit.data.shapes import write_shapes
 
-# Under pytest-xdist (--dist loadgroup, --no-loadscope-reorder: setup.cfg) a test file is one unit of work, run by one worker with its module
-# fixtures (a Ray, a server, a search) set up once; these files share a session fixture (the demo's one run) and
-# go to the same worker.
-# test_search's compile=auto search reuses the compile test's kernels (tunekit's Inductor cache is per data root, so
-# per worker), as it does in a serial run, where test_compiled comes first.
+# Under pytest-xdist (setup.cfg: --dist loadgroup, --no-loadscope-reorder) a test file is one unit of work, run by
+# one worker with its module fixtures (a Ray, a server, a search) set up once. Files that share more go together:
+# test_demo and test_readme the demo's one run (a session fixture); test_compiled and test_search the compile's
+# kernels (tunekit's Inductor cache is per data root, so per worker), which test_search's compile=auto search
+# reuses, as in a serial run, where test_compiled comes first.
 GROUPS = {"test_demo": "demo", "test_readme": "demo", "test_compiled": "compile", "test_search": "compile"}
 # The slowest files first (the whole suite's durations on the 2-core machine, benchmarks/RESULTS.md), so that no
 # worker starts a minute-long file while the other has nothing left; the rest follow in their usual order.

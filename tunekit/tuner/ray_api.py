@@ -299,6 +299,7 @@ def check() -> list[str]:
     """What the installed Ray lacks of the above (empty when all is there; the controller's own attributes:
     ``check_controller``, on a live one)."""
     import ray
+    from ray._private import services
     from ray.train._internal.storage import StorageContext
     from ray.tune import TuneContext
     from ray.tune.execution.tune_controller import TuneController
@@ -315,7 +316,6 @@ def check() -> list[str]:
               (Trial, "is_saving"), (Trial, "local_path"), (Trial, "has_reported_at_least_once")]
     problems += [f"{cls.__module__}.{cls.__name__}.{name} is gone" for cls, name in wanted if not hasattr(cls, name)]
     problems += _census_problems()
-    from ray._private import services
     if not callable(getattr(services, "find_bootstrap_address", None)):
         problems.append("ray._private.services.find_bootstrap_address is gone")
     if "trial_working_directory" not in dir(StorageContext):

@@ -38,8 +38,9 @@ class RaySession:
         if ray.is_initialized():
             return
         if address == "auto":
-            address = resolve_auto()
-        check_address(address)
+            address = resolve_auto()  # checked there
+        else:
+            check_address(address)
         try:
             ray.init(address=address, runtime_env=runtime_env, **self._logging)
         except (ConnectionError, RuntimeError) as e:  # no cluster there, or none running on this machine
@@ -84,25 +85,22 @@ def runtime_env(spec) -> dict[str, Any] | None:
 
 def resolve_auto() -> str:
     """``--address auto``: the cluster ``ray start`` started on this machine, as the README says (``RAY_ADDRESS``
-    if set, else the address ``ray start`` leaves in Ray's temp folder). Ray's own ``auto`` falls back to any
-    Ray it sees running here: another search's private local Ray among them, whose trials the joining search
-    would share and which ends, with them, when that search does."""
+    if set, else the address ``ray start`` leaves in Ray's temp folder), checked to answer. Ray's own ``auto``
+    falls back to any Ray it sees running here: another search's private local Ray among them, whose trials the
+    joining search would share and which ends, with them, when that search does."""
     named = os.environ.get("RAY_ADDRESS") or "auto"  # empty is unset, as Ray reads it
     if named != "auto":
-        try:
-            check_address(named)
-        except TunekitError:
-            raise TunekitError(NO_CLUSTER.format(address="auto", why=f"RAY_ADDRESS={named} does not answer")) from None
-        return named
-    started = started_cluster_address()
-    if not started:
-        raise TunekitError(NO_CLUSTER.format(address="auto", why="no 'ray start' cluster on this machine"))
+        address, found = named, f"RAY_ADDRESS={named}"
+    else:
+        address = started_cluster_address()
+        if not address:
+            raise TunekitError(NO_CLUSTER.format(address="auto", why="no 'ray start' cluster on this machine"))
+        found = f"the 'ray start' cluster last started here, at {address},"
     try:
-        check_address(started)
+        check_address(address)
     except TunekitError:
-        raise TunekitError(NO_CLUSTER.format(address="auto", why=f"the 'ray start' cluster last started here, at "
-                                                                 f"{started}, does not answer")) from None
-    return started
+        raise TunekitError(NO_CLUSTER.format(address="auto", why=f"{found} does not answer")) from None
+    return address
 
 
 NO_CLUSTER = ("--address {address}: no Ray cluster to join ({why}); start one with 'ray start --head' (on this "
