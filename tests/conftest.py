@@ -40,6 +40,9 @@ def pytest_configure(config: pytest.Config) -> None:
         # trials set their own, from their CPUs); two threads a worker on 2 cores spin against each other
         workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+        # and a thread that waits sleeps (OpenMP's passive policy) instead of spinning on a core the other worker
+        # needs: a trial's 2 threads spin at every parallel region's end, torch's default (libgomp's active wait)
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
