@@ -20,13 +20,15 @@ from tunekit.data.shapes import write_shapes
 # one worker with its module fixtures (a Ray, a server, a search) set up once. Files that share more go together:
 # test_demo and test_readme the demo's one run (a session fixture); test_compiled and test_search the compile's
 # kernels (tunekit's Inductor cache is per data root, so per worker), which test_search's compile=auto search
-# reuses, as in a serial run, where test_compiled comes first.
-GROUPS = {"test_demo": "demo", "test_readme": "demo", "test_compiled": "compile", "test_search": "compile"}
+# reuses, as in a serial run, where test_compiled comes first; test_export with them, its winners those of
+# test_search's grid search (grid_run).
+GROUPS = {"test_demo": "demo", "test_readme": "demo", "test_compiled": "compile", "test_search": "compile",
+          "test_export": "compile"}
 # The slowest files first (the whole suite's durations on the 2-core machine, benchmarks/RESULTS.md), so that no
 # worker starts a minute-long file while the other has nothing left; the rest follow in their usual order.
 SLOWEST_FIRST = ["test_cluster", "test_compiled", "test_search", "test_trackers", "test_demo", "test_readme",
                  "test_gpu_check", "test_asha", "test_stop", "test_cli", "test_examples", "test_loop", "test_resume",
-                 "test_bench", "test_export", "test_rank", "test_spec", "test_report_browser"]
+                 "test_bench", "test_rank", "test_spec", "test_report_browser"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -84,6 +86,41 @@ def small_shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def small_shapes_multilabel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """240 multi-label images, 32px short side, in the csv (Planet) layout."""
     return write_shapes(tmp_path_factory.mktemp("shapes") / "multi", n=240, size=32, seed=3, multilabel=True)
+
+
+GRID = """
+from ray import tune
+epochs = 3
+searcher = "grid"
+asha = {"grace_period": 1, "reduction_factor": 2}
+keep_best = 3
+space = {"model": "test_resnet", "pool": tune.grid_search(["avg", "concat"]),
+         "lr": tune.grid_search([0.01, 1e-6]), "pretrained": False, "batch_size": 32, "img_size": 32}
+"""
+
+
+@pytest.fixture(scope="session")
+def grid_run(small_shapes, tmp_path_factory):
+    """One in-process search of 4 trials (pool x lr, 3 epochs, ASHA; the best 3 keep their weights) on the
+    small shapes: test_search checks its search, test_export exports, evaluates and predicts with its winners
+    (one xdist unit: conftest's GROUPS). The trials run on the Ray of the caller's module if it has one (test_search),
+    else on the search's own."""
+    import signal
+
+    from tunekit.tuner import search
+    from tunekit.tuner.ray_api import ENV_SWITCHES
+
+    tmp = tmp_path_factory.mktemp("grid")
+    (tmp / "small.py").write_text(f"data = {f'folder:{small_shapes}'!r}\n" + GRID)
+    lines: list[str] = []
+    for key in ENV_SWITCHES:  # as a new process has them (an earlier search of this process restored them)
+        os.environ.pop(key, None)
+    sigint = signal.getsignal(signal.SIGINT)
+    result = search(tmp / "small.py", storage_path=tmp / "runs", echo=lines.append)
+    result.lines = lines
+    result.sigint_kept = signal.getsignal(signal.SIGINT) is sigint
+    result.environ_after = {key: os.environ.get(key) for key in ENV_SWITCHES if key in os.environ}
+    return result
 
 
 @pytest.fixture(scope="session")

@@ -12,27 +12,18 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from ray import tune
 
 import tunekit
 from tunekit.cli import main
 from tunekit.data.shapes import render
 from tunekit.export import MANIFEST_FILE, WEIGHTS_FILE
-from tunekit.tuner import search
-
-DATA = "shapes?n=600&size=32"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """4 trials of test_resnet (2 epochs, ASHA), keep_best 3: completed and stopped trials."""
-    tmp = tmp_path_factory.mktemp("export")
-    found = search({"name": "small", "data": DATA, "epochs": 2, "keep_best": 3,
-                    "asha": {"grace_period": 1, "reduction_factor": 2},
-                    "space": {"model": "test_resnet", "pretrained": False, "img_size": 32, "batch_size": 32,
-                              "lr": tune.grid_search([0.02, 0.005, 0.001, 0.0003])}},
-                   storage_path=tmp / "runs", echo=lambda line: None)
-    return found
+def run(grid_run):
+    """conftest's grid search: 4 trials of test_resnet (pool x lr, 3 epochs, ASHA), keep_best 3: completed and
+    stopped trials."""
+    return grid_run
 
 
 def cli(*args: str):
@@ -60,12 +51,13 @@ def test_export_evaluate_predict(run, tmp_path):
     assert manifest["format_version"] == 1 and set(manifest["versions"]) == {"tunekit", "timm", "torch"}
     assert (manifest["precision"], manifest["trained_on"]) == ("fp32", "cpu")  # predict keeps to it on a GPU
     # the split training made, through the same preprocessing: the trial's own final error rate
-    result = cli("evaluate", out, "--data", DATA, "--split", "valid")
+    data = json.loads((run.path / "tunekit_spec.json").read_text())["data"]  # the search's own
+    result = cli("evaluate", out, "--data", data, "--split", "valid")
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
-    assert abs(metrics["error_rate"] - best["error_rate"]) <= 0.005 and metrics["n_images"] == 120
+    assert abs(metrics["error_rate"] - best["error_rate"]) <= 0.005 and metrics["n_images"] == 48  # 20% of 240
     confusion = pd.read_csv(out / "evaluation" / "confusion.csv", index_col=0)
-    assert confusion.to_numpy().sum() == 120 and (out / "evaluation" / "confusion.png").is_file()
+    assert confusion.to_numpy().sum() == 48 and (out / "evaluation" / "confusion.png").is_file()
     # a folder of new images, recursively
     (tmp_path / "pics" / "sub").mkdir(parents=True)
     for i in range(5):

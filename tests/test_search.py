@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -23,8 +21,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from tunekit.errors import TunekitError
-from tunekit.tuner import SearchResult, search
-from tunekit.tuner.ray_api import ENV_SWITCHES
+from tunekit.tuner import search
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -67,29 +64,6 @@ def space_file(tmp_path: Path, data: str, body: str, name: str = "small.py") -> 
     path = tmp_path / name
     path.write_text(f"from ray import tune\ndata = {data!r}\n" + textwrap.dedent(body))
     return path
-
-
-GRID = """
-epochs = 3
-searcher = "grid"
-asha = {"grace_period": 1, "reduction_factor": 2}
-space = {"model": "test_resnet", "pool": tune.grid_search(["avg", "concat"]),
-         "lr": tune.grid_search([0.01, 1e-6]), "pretrained": False, "batch_size": 32, "img_size": 32}
-"""
-
-
-@pytest.fixture(scope="module")
-def grid_run(small_shapes, tmp_path_factory) -> SearchResult:
-    tmp = tmp_path_factory.mktemp("grid")
-    lines: list[str] = []
-    for key in ENV_SWITCHES:  # as a new process has them (an earlier search of this process restored them)
-        os.environ.pop(key, None)
-    sigint = signal.getsignal(signal.SIGINT)
-    result = search(space_file(tmp, f"folder:{small_shapes}", GRID), storage_path=tmp / "runs", echo=lines.append)
-    result.lines = lines
-    result.sigint_kept = signal.getsignal(signal.SIGINT) is sigint
-    result.environ_after = {key: os.environ.get(key) for key in ENV_SWITCHES if key in os.environ}
-    return result
 
 
 def test_search_runs_every_trial_and_summarizes(grid_run):
