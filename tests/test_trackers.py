@@ -1,9 +1,9 @@
 """A search logs to the real trackers, offline: a real MLflow tracking server on 127.0.0.1 (SQLite store in a
 temp folder), read back with ``mlflow.MlflowClient``; W&B in offline mode, its run files read back with
 W&B's own record type (tests/wandb_files.py). One ASHA search feeds both, through the CLI, as a user runs it;
-a restarted search gets its own tracker runs, one stopped by two Ctrl-C's leaves none running; then the server
-goes away in the middle of a last search (the module's last test: the server is shared), which ends as if
-nothing happened."""
+restarted (once the tests that read it have), it gets new tracker runs, and stopped by two Ctrl-C's leaves
+none running; then the server goes away in the middle of a last search (the module's last test: the server is
+shared), which ends as if nothing happened. The tests run in the file's order."""
 
 from __future__ import annotations
 
@@ -227,23 +227,19 @@ def test_a_tracker_turned_off_mid_search_closes_its_runs_and_the_searchs_own(mlf
                                          "error_rate")
 
 
-def test_a_restarted_search_gets_a_new_parent_and_group_and_no_run_is_left_running(mlflow_server, data, tmp_path):
-    """A 2-trial search to the end; the same with --restart, stopped by one Ctrl-C; again, stopped at once by two:
-    each search its own MLflow parent run (the old ones stay as they were) and W&B group, and every MLflow and
-    W&B run of all three closed, none left RUNNING."""
+def test_a_restarted_search_gets_a_new_parent_and_group_and_no_run_is_left_running(tracked, data):
+    """The tracked search (to the end: the module's earlier tests read it first) again with --restart, stopped by
+    one Ctrl-C; again, stopped at once by two: each search its own MLflow parent run (the old ones stay as they
+    were) and W&B group, and every MLflow and W&B run of all three closed, none left RUNNING."""
     from mlflow import MlflowClient
 
-    uri, _ = mlflow_server
+    run, _, results, uri = tracked
+    tmp = run.parent.parent  # the tracked search's space file and storage
     env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    args = ("--mlflow", uri, "--wandb", "again", "--name", "again")
+    args = ("--mlflow", uri, "--wandb", "again", "--name", run.name)
 
     def stopped(restart: tuple, signals: int) -> str:
-        proc = run_search(tmp_path, data, *args, *restart, env=env, epochs=5 if signals else 2, wandb=False,
-                          lrs=(0.02, 0.01))
-        if not signals:
-            out = proc.communicate(timeout=600)[0]
-            assert proc.returncode == 0, out
-            return out
+        proc = run_search(tmp, data, *args, *restart, env=env, epochs=5, wandb=False, lrs=(0.02, 0.01))
         seen = []
         for line in proc.stdout:
             seen.append(line)
@@ -254,20 +250,19 @@ def test_a_restarted_search_gets_a_new_parent_and_group_and_no_run_is_left_runni
         assert proc.returncode == 130, out
         return out
 
-    stopped((), 0)
     stopped(("--restart",), 1)
     assert "stopped at once (a second Ctrl-C)" in stopped(("--restart",), 2)
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("again")
+    experiment = client.get_experiment_by_name(run.name)
     runs = client.search_runs([experiment.experiment_id])
     parents = sorted((r for r in runs if r.data.tags.get("tunekit.role") == "search"), key=lambda r: r.info.start_time)
     assert [r.info.status for r in parents] == ["FINISHED", "KILLED", "KILLED"]  # one per search, as it ended
     for parent in parents:  # each search's trial runs under its own parent, of its own instance
         mine = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
         assert mine and {r.data.tags["tunekit.instance"] for r in mine} == {parent.data.tags["tunekit.instance"]}
-    assert len([r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]) == 2
+    assert len([r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]) == len(results)
     assert not [r for r in runs if r.info.status == "RUNNING"], [(r.info.run_name, r.info.status) for r in runs]
-    folders = [tmp_path / "runs" / "again", *sorted((tmp_path / "runs").glob("again.old-*"))]
+    folders = [run, *sorted(run.parent.glob(f"{run.name}.old-*"))]
     groups = [{r.group for r in read_runs(f / "wandb")} for f in folders]
     assert len(folders) == 3 and all(len(g) == 1 for g in groups) and len(set.union(*groups)) == 3  # a group each
     for folder in folders:
@@ -278,10 +273,10 @@ def test_a_restarted_search_gets_a_new_parent_and_group_and_no_run_is_left_runni
 
     from tunekit.cli import main
 
-    refused = CliRunner().invoke(main, ["search", str(tmp_path / "asha.py"), "--storage-path", str(tmp_path / "runs"),
-                                        "--name", "again", "--restart", "--mlflow", "http://127.0.0.1:9"])
+    refused = CliRunner().invoke(main, ["search", str(tmp / "asha.py"), "--storage-path", str(run.parent),
+                                        "--name", run.name, "--restart", "--mlflow", "http://127.0.0.1:9"])
     assert refused.exit_code == 2 and "no MLflow server answers there" in refused.output, refused.output
-    assert [tmp_path / "runs" / "again", *sorted((tmp_path / "runs").glob("again.old-*"))] == folders
+    assert [run, *sorted(run.parent.glob(f"{run.name}.old-*"))] == folders
 
 
 def test_a_tracker_server_that_goes_away_mid_search_warns_once_and_the_search_ends(mlflow_server, data, tmp_path):
