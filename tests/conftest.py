@@ -35,6 +35,11 @@ def pytest_configure(config: pytest.Config) -> None:
     # The suite's Rays in a temp folder of their own, one per xdist worker: the simulated cluster leaves its address
     # there as `ray start` does (--address auto), and must neither reach another worker nor replace, or remove at
     # its end, the address of a developer's own `ray start` in /tmp/ray. Short, for Ray's socket paths.
+    # The suite's compiles (tiny networks on the CPU, test_compiled's and every compile=auto measurement's) make
+    # Inductor's scalar C++ kernels, not its vectorized ones: half the cold compile's CPU (the vector tiling's
+    # analysis and the longer C++), the same graphs, cache and records, which is what the tests check. Set for
+    # the whole suite, so that its processes share one kernel cache (each worker's, under its data root).
+    os.environ.setdefault("TORCHINDUCTOR_VEC_ISA_OK", "0")
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix=f"ray-{worker or 'tests'}-", dir="/tmp")
     if worker:
