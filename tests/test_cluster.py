@@ -48,14 +48,20 @@ def cluster():
 
 
 def test_trials_spread_over_worker_nodes_and_pack_fractional_gpus(cluster, tmp_path):
+    from tunekit.spec import load_spec
+    from tunekit.tuner.trainable import FAULT_KEY
+
     c, workers = cluster
-    # Trials long enough (~10 s) to outlast a worker's start (~6 s): a trial shorter than that can end
-    # before its neighbour's worker is up, and the next trial then reuses its worker (no overlap to see).
-    data = write_shapes(tmp_path / "data", n=2400, size=32, seed=5)
+    # Trials long enough to outlast a worker's start (~6 s): a trial shorter than that can end before its
+    # neighbour's worker is up, and the next trial then reuses its worker (no overlap to see). Each waits 8 s
+    # after its first epoch (a slow epoch that takes no CPU: what is checked is Ray's placement, not training).
+    data = write_shapes(tmp_path / "data", n=300, size=32, seed=5)
     space = tmp_path / "cluster.py"
     space.write_text(f"from ray import tune\ndata = 'folder:{data}'\n" + textwrap.dedent(BODY))
+    spec = load_spec(space)
+    spec.space[FAULT_KEY] = {"epoch": 1, "hold_s": 8}
     lines: list[str] = []
-    result = search(space, address=c.address, storage_path=tmp_path / "runs", echo=lines.append)
+    result = search(spec, address=c.address, storage_path=tmp_path / "runs", echo=lines.append)
     assert "up to 4 at once on 4 CPU / 2 GPU" in "\n".join(lines)
     assert (result.trials["status"] == "completed").all() and len(result.trials) == 4
     infos = [json.loads((Path(p) / "tunekit_run.json").read_text()) for p in result.trials["path"]]

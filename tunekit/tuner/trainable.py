@@ -47,7 +47,8 @@ RUNGS_KEY, REDUCTION_KEY = "_rungs", "_reduction_factor"
 ALONE_KEY = "_alone"  # config flag: a CPU trial has the machine to itself (the search runs one trial at a time)
 # Fault injection for tests: {"epoch": N, "marker": PATH, "error": "oom"} raises after epoch N's report
 # and checkpoint; with a marker only once (the file records that it fired), without one every time.
-# "error" "oom" raises torch's CUDA out-of-memory error, else a RuntimeError. Space files cannot set it.
+# "error" "oom" raises torch's CUDA out-of-memory error, else a RuntimeError; with "hold_s" nothing is raised: the
+# trial waits that long (a slow epoch that takes no CPU: trials that must overlap). Space files cannot set it.
 FAULT_KEY = "_fault"
 _CONFIG_KEYS = {f.name for f in fields(TrialConfig)}
 
@@ -153,6 +154,9 @@ def _maybe_fault(fault: dict[str, Any] | None, epoch: int) -> None:
         return
     if fault.get("while") and not os.path.exists(fault["while"]):
         return  # a fault of the environment, since fixed
+    if "hold_s" in fault:
+        time.sleep(fault["hold_s"])
+        return
     marker = fault.get("marker")
     if marker:
         if os.path.exists(marker):
