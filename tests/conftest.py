@@ -1,5 +1,5 @@
-"""Shared fixtures: an isolated data root, small generated datasets, image-file helpers; the suite's split over
-pytest-xdist's workers (the README's ``-n 2``)."""
+"""Shared fixtures: an isolated data root, small generated datasets, image-file helpers, one grid search that
+test_search and test_export share; the suite's split over pytest-xdist's workers (the README's ``-n 2``)."""
 
 from __future__ import annotations
 
@@ -25,30 +25,32 @@ from tunekit.data.shapes import write_shapes
 GROUPS = {"test_demo": "demo", "test_readme": "demo", "test_compiled": "compile", "test_search": "compile",
           "test_export": "compile"}
 # The slowest files first (the whole suite's durations on the 2-core machine, benchmarks/RESULTS.md), so that no
-# worker starts a minute-long file while the other has nothing left; the rest follow in their usual order.
+# worker starts a minute-long file while the other has nothing left; the rest follow in their usual order (test_export
+# among them: after test_search, in their unit).
 SLOWEST_FIRST = ["test_cluster", "test_compiled", "test_search", "test_trackers", "test_demo", "test_readme",
                  "test_gpu_check", "test_asha", "test_stop", "test_cli", "test_examples", "test_loop", "test_resume",
                  "test_bench", "test_rank", "test_spec", "test_report_browser"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # The suite's compiles (tiny networks on the CPU: test_compiled's, every compile=auto measurement's) make
+    # Inductor's scalar C++ kernels, not its vectorized ones: about half the cold compile's CPU (the vector tiling's
+    # analysis, the longer C++), the same graphs, kernel cache and records, which is what the tests check (the
+    # vectorized kernels a user's CPU gets are torch's to test). For the whole suite, so that its processes share one
+    # kernel cache (each worker's, under its data root).
+    os.environ.setdefault("TORCHINDUCTOR_VEC_ISA_OK", "0")
     # The suite's Rays in a temp folder of their own, one per xdist worker: the simulated cluster leaves its address
     # there as `ray start` does (--address auto), and must neither reach another worker nor replace, or remove at
     # its end, the address of a developer's own `ray start` in /tmp/ray. Short, for Ray's socket paths.
-    # The suite's compiles (tiny networks on the CPU, test_compiled's and every compile=auto measurement's) make
-    # Inductor's scalar C++ kernels, not its vectorized ones: half the cold compile's CPU (the vector tiling's
-    # analysis and the longer C++), the same graphs, cache and records, which is what the tests check. Set for
-    # the whole suite, so that its processes share one kernel cache (each worker's, under its data root).
-    os.environ.setdefault("TORCHINDUCTOR_VEC_ISA_OK", "0")
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix=f"ray-{worker or 'tests'}-", dir="/tmp")
     if worker:
         # the workers share the cores: torch's threads here and in the commands a test starts, a share each (Ray's
-        # trials set their own, from their CPUs); two threads a worker on 2 cores spin against each other
+        # trials set their own, from their CPUs: two for a trial of 2 CPUs)
         workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
-        # and a thread that waits sleeps (OpenMP's passive policy) instead of spinning on a core the other worker
-        # needs: a trial's 2 threads spin at every parallel region's end, torch's default (libgomp's active wait)
+        # and a thread that waits sleeps at once (OpenMP's passive policy): libgomp's default spins first, at every
+        # parallel region's end, on a core the other worker needs (938 -> 736 s for the suite, benchmarks/RESULTS.md)
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
@@ -108,8 +110,8 @@ space = {"model": "test_resnet", "pool": tune.grid_search(["avg", "concat"]),
 def grid_run(small_shapes, tmp_path_factory):
     """One in-process search of 4 trials (pool x lr, 3 epochs, ASHA; the best 3 keep their weights) on the
     small shapes: test_search checks its search, test_export exports, evaluates and predicts with its winners
-    (one xdist unit: conftest's GROUPS). The trials run on the Ray of the caller's module if it has one (test_search),
-    else on the search's own."""
+    (one xdist unit: GROUPS above). The trials run on a Ray already started (test_search's module Ray, when one of
+    its tests made this first under xdist), else on the search's own (serially, test_export's tests come first)."""
     import signal
 
     from tunekit.tuner import search

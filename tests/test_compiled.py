@@ -1,8 +1,8 @@
 """The compiled step (config key ``compile``): the same numbers as eager, a compile cache the runs of a
 machine share, and ``auto``'s rule on the times runs measured. Real torch.compile on the CPU (Inductor's
 C++ backend; its scalar kernels, as conftest sets for the suite), kept small: the tiniest timm ResNet at 16 px, a
-fine-tune of 1 frozen + 1 epoch (its four graphs about 40 s to compile on 2 cores, once: the next process and bench
-load their kernels from the shared cache)."""
+fine-tune of 1 frozen + 1 epoch (its first process compiles the graphs cold, about 50 s on 2 cores; the next process
+and bench load their kernels from the shared cache)."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 from runs import epochs_of
 
+from tunekit import runfolder
 from tunekit.data.shapes import write_shapes
 
 BODY = """
@@ -26,17 +27,24 @@ space = {"model": "test_resnet", "lr": tune.grid_search([0.01, 0.005, 0.002]), "
 
 
 def tunekit(*args: str) -> subprocess.Popen:
+    # Ray saves the experiment's state (which trials exist) every step here, not every 10 s or more: a trial
+    # started since Ray's last save is not in it, and a search killed then runs that trial again from the start
+    # in a new folder (benchmarks/RESULTS.md). The SIGKILL below lands once the save has the midway trial.
+    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "0"}
     return subprocess.Popen([sys.executable, "-m", "tunekit.cli", "search", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env)
 
 
 def wait_for_progress(proc: subprocess.Popen, run: Path, done_at_least: int) -> tuple[list[Path], Path]:
-    """Poll the run folder until ``done_at_least`` trials have every epoch and another is midway."""
+    """Poll the run folder until ``done_at_least`` trials have every epoch and another is midway, in Ray's saved
+    state."""
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
         trials = sorted(run.glob("run_trial_*"))
         done = [t for t in trials if epochs_of(t) == [1, 2, 3, 4]]
-        mid = [t for t in trials if 1 <= len(epochs_of(t)) <= 2]  # 2 epochs or more to go when the signal lands
+        saved = runfolder.ray_trials(run)
+        # 2 epochs or more to go when the signal lands
+        mid = [t for t in trials if 1 <= len(epochs_of(t)) <= 2 and t.name in saved]
         if len(done) >= done_at_least and mid:
             return done, mid[0]
         time.sleep(0.1)

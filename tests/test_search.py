@@ -1,4 +1,5 @@
-"""Searches on a real local Ray: trials, ASHA, TensorBoard files and server, Optuna, resume."""
+"""Searches on a real local Ray: trials, ASHA, TensorBoard files and server, Optuna, resume. The grid search most
+tests read is conftest's ``grid_run`` (test_export exports its winners)."""
 
 from __future__ import annotations
 

@@ -85,7 +85,8 @@ def run_search(tmp: Path, data: Path, *options: str, env: dict | None = None, ep
 
 @pytest.fixture(scope="module")
 def tracked(mlflow_server, data, tmp_path_factory):
-    """The 4-trial ASHA search (one trial waits at a rung and is promoted) with --mlflow and --wandb."""
+    """The 4-trial ASHA search (one trial waits at a rung and is promoted) with --mlflow and --wandb. The restart
+    test moves it aside (and adds parents to its experiment): the tests that read it come first in the file."""
     uri, _ = mlflow_server
     tmp = tmp_path_factory.mktemp("tracked")
     proc = run_search(tmp, data, "--mlflow", uri, "--wandb", "backbones")
@@ -265,6 +266,8 @@ def test_a_restarted_search_gets_a_new_parent_and_group_and_no_run_is_left_runni
     folders = [run, *sorted(run.parent.glob(f"{run.name}.old-*"))]
     groups = [{r.group for r in read_runs(f / "wandb")} for f in folders]
     assert len(folders) == 3 and all(len(g) == 1 for g in groups) and len(set.union(*groups)) == 3  # a group each
+    # the last search's folder, then the moved-aside ones oldest first: the tracked search's group is its file's
+    assert groups[1] == {"pets"} and "pets" not in groups[0] | groups[2]
     for folder in folders:
         wandb_runs = read_runs(folder / "wandb")
         assert wandb_runs and all(r.exit_code is not None for r in wandb_runs), [(r.name, r.exit_code) for r in wandb_runs]

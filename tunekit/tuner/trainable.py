@@ -47,8 +47,10 @@ RUNGS_KEY, REDUCTION_KEY = "_rungs", "_reduction_factor"
 ALONE_KEY = "_alone"  # config flag: a CPU trial has the machine to itself (the search runs one trial at a time)
 # Fault injection for tests: {"epoch": N, "marker": PATH, "error": "oom"} raises after epoch N's report
 # and checkpoint; with a marker only once (the file records that it fired), without one every time.
-# "error" "oom" raises torch's CUDA out-of-memory error, else a RuntimeError; with "hold_s" nothing is raised: the
-# trial waits that long (a slow epoch that takes no CPU: trials that must overlap). Space files cannot set it.
+# "error" "oom" raises torch's CUDA out-of-memory error, "config" tunekit's own error, else a RuntimeError; with
+# "while": PATH only while that file exists. "hold_s" raises nothing (its "marker" and "error" unused): the trial
+# waits that long after epoch N (a slow epoch that takes no CPU: trials a test needs to overlap). Space files cannot
+# set it.
 FAULT_KEY = "_fault"
 _CONFIG_KEYS = {f.name for f in fields(TrialConfig)}
 
