@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -82,12 +83,18 @@ def test_ctrl_c_then_sigkill_then_resume_runs_every_trial_exactly_once(tmp_path)
     proc.wait(timeout=30)
     assert epochs_of(interrupted)[: len(epochs_before)] == epochs_before  # continued, not restarted
     epochs_second = epochs_of(second)
+    # what a kill within Ray's save period leaves: a trial folder its saved state does not list (Ray runs that trial
+    # again, in a new folder); the resume sets it aside instead of counting it a second time
+    orphan = run / (second.name.rsplit("_", 2)[0] + "_2000-01-01_00-00-00")  # named as Ray names a trial's folder
+    shutil.copytree(second, orphan)
 
     # 3. resumed to the end
     proc = tunekit(*args, "--resume")
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
     assert "(resuming)" in out
+    assert f"{orphan.name} started after Ray last saved the search" in out, out
+    assert not orphan.exists() and (run / "orphaned" / orphan.name / "params.json").is_file()
     trials = sorted(run.glob("run_trial_*"))
     assert len(trials) == 3  # every trial once: none duplicated, none lost
     assert all(epochs_of(t) == [1, 2, 3, 4] for t in trials), {t.name: epochs_of(t) for t in trials}

@@ -20,6 +20,8 @@ A search's run folder ``<storage>/<name>/`` holds::
         checkpoint_*/checkpoint.pt   the latest epoch's checkpoint, and the one before while it runs (CHECKPOINT_FILE)
     results.csv, ranking.csv, report.md, report.html, *.png, tunekit_report/   (the report)
     wandb/offline-run-*/       W&B's offline runs, if the search logs to W&B offline (tuner.trackers)
+    orphaned/<trial folder>/   a trial's first folder that Ray's saved state did not list when the search was
+                               killed: run again from the start on --resume (ORPHANS_DIR, tuner.previous)
 
 Everything here reads files (no Ray, nothing unpickled), so a run folder can be read on any
 machine. Ray's own file layouts (params/progress/result, the experiment state's ``trial_data``)
@@ -54,6 +56,7 @@ PROGRESS_FILE = "progress.csv"
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.txt"
 EXPERIMENT_STATE_GLOB = "experiment_state-*.json"
+ORPHANS_DIR = "orphaned"
 REPORT_EVENTS_DIR = "tunekit_report"  # the report's plots as TensorBoard images
 
 

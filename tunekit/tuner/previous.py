@@ -38,12 +38,36 @@ def decide(state: Search) -> None:
         if not opts.dry_run:
             raise TunekitError(previous.refusal())
         state.notes.append(f"  note     a real run under this name is refused: {previous.refusal()}")
+    elif action == "continue":
+        for orphan in set_aside_orphans(run_dir, opts.dry_run):
+            line = (f"{orphan.name} started after Ray last saved the search, which was then killed: it runs again "
+                    f"from the start (its first folder {'would move' if opts.dry_run else 'moved'} to "
+                    f"{runfolder.ORPHANS_DIR}/)")
+            if opts.dry_run:
+                state.notes.append(f"  note     {line}")
+            else:
+                state.echo(line)
     elif action == "report":
         if opts.dry_run:
             state.notes += ["  note     " + line for line in previous.finished_lines()]
         else:
             state.outcome = report_finished(state, previous)
     state.previous = previous if continued else dataclasses.replace(previous, exists=False)
+
+
+def set_aside_orphans(run_dir: Path, dry_run: bool = False) -> list[Path]:
+    """The trial folders Ray's saved experiment state does not list: trials started after Ray last saved it
+    (every 10 s or more), before the search was killed. Ray restores the search from that state, so it runs them
+    again from the start, in new folders: the first ones move into ``orphaned/`` (kept, not counted again)."""
+    known = runfolder.ray_trials(run_dir)
+    if not known:  # no saved state to compare with (Ray's restore needs one)
+        return []
+    orphans = [trial for trial in runfolder.trial_dirs(run_dir) if trial.name not in known]
+    if orphans and not dry_run:
+        (run_dir / runfolder.ORPHANS_DIR).mkdir(exist_ok=True)
+        for trial in orphans:
+            trial.rename(run_dir / runfolder.ORPHANS_DIR / trial.name)
+    return orphans
 
 
 def check_trackers(state: Search) -> None:
