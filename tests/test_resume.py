@@ -93,8 +93,9 @@ def test_ctrl_c_then_sigkill_then_resume_runs_every_trial_exactly_once(tmp_path)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
     assert "(resuming)" in out
-    assert f"{orphan.name} started after Ray last saved the search" in out, out
+    assert f"{orphan.name} is not in Ray's saved state of the search" in out, out
     assert not orphan.exists() and (run / "orphaned" / orphan.name / "params.json").is_file()
+    assert not list((run / "orphaned" / orphan.name).glob("checkpoint_*"))  # never resumed: no disk kept for it
     trials = sorted(run.glob("run_trial_*"))
     assert len(trials) == 3  # every trial once: none duplicated, none lost
     assert all(epochs_of(t) == [1, 2, 3, 4] for t in trials), {t.name: epochs_of(t) for t in trials}

@@ -40,9 +40,9 @@ def decide(state: Search) -> None:
         state.notes.append(f"  note     a real run under this name is refused: {previous.refusal()}")
     elif action == "continue":
         for orphan in set_aside_orphans(run_dir, opts.dry_run):
-            line = (f"{orphan.name} started after Ray last saved the search, which was then killed: it runs again "
-                    f"from the start (its first folder {'would move' if opts.dry_run else 'moved'} to "
-                    f"{runfolder.ORPHANS_DIR}/)")
+            line = (f"{orphan.name} is not in Ray's saved state of the search (started after Ray last saved it, "
+                    f"then killed): it runs again from the start (its first folder "
+                    f"{'would move' if opts.dry_run else 'moved'} to {runfolder.ORPHANS_DIR}/)")
             if opts.dry_run:
                 state.notes.append(f"  note     {line}")
             else:
@@ -58,15 +58,22 @@ def decide(state: Search) -> None:
 def set_aside_orphans(run_dir: Path, dry_run: bool = False) -> list[Path]:
     """The trial folders Ray's saved experiment state does not list: trials started after Ray last saved it
     (every 10 s or more), before the search was killed. Ray restores the search from that state, so it runs them
-    again from the start, in new folders: the first ones move into ``orphaned/`` (kept, not counted again)."""
+    again from the start, in new folders: the first ones move into ``orphaned/`` (their checkpoints, never resumed,
+    removed), kept but not counted again. Nothing moves unless the state and each of its trials could be read."""
+    files = sorted(run_dir.glob(runfolder.EXPERIMENT_STATE_GLOB))  # Ray restores from the newest, as this reads
+    state = runfolder.read_json(files[-1]) if files else None
     known = runfolder.ray_trials(run_dir)
-    if not known:  # no saved state to compare with (Ray's restore needs one)
+    if not isinstance(state, dict) or len(known) != len(state.get("trial_data", [])):
         return []
     orphans = [trial for trial in runfolder.trial_dirs(run_dir) if trial.name not in known]
     if orphans and not dry_run:
         (run_dir / runfolder.ORPHANS_DIR).mkdir(exist_ok=True)
         for trial in orphans:
-            trial.rename(run_dir / runfolder.ORPHANS_DIR / trial.name)
+            target = run_dir / runfolder.ORPHANS_DIR / trial.name
+            while target.exists():  # set aside before, by an earlier resume
+                target = target.with_name(target.name + "+")
+            trial.rename(target)
+            runfolder.remove_checkpoints(target)
     return orphans
 
 
