@@ -43,10 +43,9 @@ def wait_for_progress(proc: subprocess.Popen, run: Path, done_at_least: int) -> 
     while time.time() < deadline and proc.poll() is None:
         trials = sorted(run.glob("run_trial_*"))
         done = [t for t in trials if epochs_of(t) == [1, 2, 3, 4]]
-        saved = runfolder.ray_trials(run)
         # 2 epochs or more to go when the signal lands
-        mid = [t for t in trials if 1 <= len(epochs_of(t)) <= 2 and t.name in saved]
-        if len(done) >= done_at_least and mid:
+        mid = [t for t in trials if 1 <= len(epochs_of(t)) <= 2]
+        if len(done) >= done_at_least and mid and mid[0].name in (runfolder.listed_trials(run) or ()):
             return done, mid[0]
         time.sleep(0.1)
     out = proc.communicate(timeout=60)[0] if proc.poll() is not None else "(still running)"

@@ -196,17 +196,33 @@ def ray_trials(run: Path) -> dict[str, dict[str, Any]]:
     Ray writes ``trial_data`` as a list of [trial JSON string, runtime metadata JSON string] pairs;
     the trial JSON's ``relative_logdir`` is the folder name.
     """
-    files = sorted(run.glob(EXPERIMENT_STATE_GLOB))
+    return _state_trials(run)[0]
+
+
+def listed_trials(run: Path) -> set[str] | None:
+    """The trial folders Ray's newest experiment state lists (the state Ray restores a search from), or None
+    where that file, or one of its trials, cannot be read."""
+    trials, complete = _state_trials(run)
+    return set(trials) if complete else None
+
+
+def _state_trials(run: Path) -> tuple[dict[str, dict[str, Any]], bool]:
+    """``ray_trials``, and whether the newest state file and each of its trials were read."""
+    files = sorted(run.glob(EXPERIMENT_STATE_GLOB))  # Ray restores from the newest name, as it sorts them
     state = read_json(files[-1]) if files else None
+    complete = isinstance(state, dict)
     out = {}
     for entry in (state or {}).get("trial_data", []):
         try:
             trial = json.loads(entry[0] if isinstance(entry, list) else entry)
         except (TypeError, ValueError):
+            complete = False
             continue
-        if isinstance(trial, dict) and trial.get("relative_logdir"):
+        if not isinstance(trial, dict):
+            complete = False
+        elif trial.get("relative_logdir"):  # a trial not started yet has no folder
             out[trial["relative_logdir"]] = trial
-    return out
+    return out, complete
 
 
 def ray_states(run: Path) -> dict[str, str]:

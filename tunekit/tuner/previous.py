@@ -60,10 +60,8 @@ def set_aside_orphans(run_dir: Path, dry_run: bool = False) -> list[Path]:
     (every 10 s or more), before the search was killed. Ray restores the search from that state, so it runs them
     again from the start, in new folders: the first ones move into ``orphaned/`` (their checkpoints, never resumed,
     removed), kept but not counted again. Nothing moves unless the state and each of its trials could be read."""
-    files = sorted(run_dir.glob(runfolder.EXPERIMENT_STATE_GLOB))  # Ray restores from the newest, as this reads
-    state = runfolder.read_json(files[-1]) if files else None
-    known = runfolder.ray_trials(run_dir)
-    if not isinstance(state, dict) or len(known) != len(state.get("trial_data", [])):
+    known = runfolder.listed_trials(run_dir)
+    if known is None:
         return []
     orphans = [trial for trial in runfolder.trial_dirs(run_dir) if trial.name not in known]
     if orphans and not dry_run:
